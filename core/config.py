@@ -1,0 +1,152 @@
+"""The release configuration: one TOML file (default `releasegate.toml`), validated when it is loaded.
+
+Every key has a default documented in README.md, so an absent file means "all defaults". An unknown key,
+a wrong type or an impossible value is a ConfigError naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import ConfigError
+from core.versions import validate_version
+
+DEFAULT_CONFIG_NAME = "releasegate.toml"
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo such as `replica = 3` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppConfig(_Section):
+    name: str = "demo"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return validate_version(value, source="app.name")
+
+
+class ReleaseConfig(_Section):
+    strategy: Literal["blue-green", "canary"] = "blue-green"
+    target: Literal["local", "kubernetes", "kind"] = "local"
+    keep_warm_s: float = Field(default=30.0, ge=0)
+    canary_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    lock_ttl_s: float = Field(default=900.0, gt=0)
+
+
+class StageDeadlines(_Section):
+    """Seconds each stage may take before it fails (DESIGN.md: a stage that overruns fails)."""
+
+    preflight: float = Field(default=60.0, gt=0)
+    provision: float = Field(default=300.0, gt=0)
+    smoke: float = Field(default=120.0, gt=0)
+    load: float = Field(default=600.0, gt=0)
+    analysis: float = Field(default=600.0, gt=0)
+    switch: float = Field(default=120.0, gt=0)
+    post_switch: float = Field(default=600.0, gt=0)
+    finalize: float = Field(default=600.0, gt=0)
+    rollback: float = Field(default=120.0, gt=0)
+
+
+class LocalConfig(_Section):
+    """The embedded local target: pods are processes on loopback, a router is the Service."""
+
+    replicas: int = Field(default=2, ge=1, le=16)
+    initial_version: str = "v1"
+    command: list[str] = Field(
+        default_factory=list,
+        description="pod command with {port} {version} {slot} {pod} placeholders; empty = the demo service",
+    )
+    profiles: str = Field(default="", description="behaviour profile file for the demo service")
+    service_port: int = Field(default=0, ge=0, le=65535, description="0 = pick a free port")
+    run_dir: str = ".releasegate/local"
+    ready_timeout_s: float = Field(default=30.0, gt=0)
+    readiness_path: str = "/readyz"
+    prometheus_binary: str = "prometheus"
+    scrape_interval_s: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("initial_version")
+    @classmethod
+    def _version_is_label(cls, value: str) -> str:
+        return validate_version(value, source="local.initial_version")
+
+
+class PrometheusConfig(_Section):
+    url: str = Field(default="", description="an existing Prometheus; empty = the local target starts one")
+    timeout_s: float = Field(default=10.0, gt=0)
+    app_label: str = "app"
+    slot_label: str = "slot"
+    version_label: str = "version"
+
+
+class Config(_Section):
+    app: AppConfig = Field(default_factory=AppConfig)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    stages: StageDeadlines = Field(default_factory=StageDeadlines)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    # Where the file was read from; relative paths in the config are relative to its folder.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+def _describe_error(source: str, error: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(model, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"{source}: unknown key {loc!r}; {hint}known keys here: {', '.join(sorted(known))}"
+    given = error.get("input")
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {loc} = {given!r} is invalid: {msg}"
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [name for name in model.model_fields if name != "base_dir"]
+
+
+def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Config:
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe_error(source, dict(errors[0]), Config)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(first + more) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, *, search_dir: Path | None = None) -> Config:
+    """Load and validate the config. No path: `releasegate.toml` in `search_dir` if present, else defaults."""
+    explicit = path is not None
+    config_path = Path(path) if path is not None else (search_dir or Path.cwd()) / DEFAULT_CONFIG_NAME
+    if not config_path.exists():
+        if explicit:
+            raise ConfigError(f"config file {config_path} does not exist; pass an existing file or omit it")
+        return Config(base_dir=(search_dir or Path.cwd()).resolve())
+    try:
+        data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot be read ({exc.strerror})") from None
+    return parse_config(data, source=str(config_path), base_dir=config_path.resolve().parent)

@@ -1,0 +1,87 @@
+"""The protocol every target implements: what a release strategy needs from where releases happen.
+
+A strategy never asks how a target does a thing: the local target moves a router, the kubernetes target
+patches a Service selector. Every method that changes something is called once per release, by the
+release controller, in stage order; the read-only ones may be called from any process.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from core.types import (
+    Endpoint,
+    LiveState,
+    MetricsScope,
+    ReleaseState,
+    Role,
+    Slot,
+    SwitchResult,
+    TrafficSplit,
+    WorkloadStatus,
+)
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Where releases happen. Methods raise ConfigError on bad input and TargetError when acting fails."""
+
+    name: str
+
+    # -- reading ---------------------------------------------------------------------------------
+    def live_state(self) -> LiveState:
+        """Which versions run in which slot, and how traffic is split between them."""
+        ...
+
+    def workload_status(self, slot: Slot) -> WorkloadStatus:
+        """The pods of one slot: version, replicas, ready replicas, problems seen."""
+        ...
+
+    def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
+        """URLs for the candidate (preview, that slot alone), the baseline (live slot alone), the service."""
+        ...
+
+    def metrics_scope(self) -> MetricsScope:
+        """Where Prometheus is and which labels tell slot and version apart."""
+        ...
+
+    def read_release_state(self) -> ReleaseState | None:
+        """The last release state recorded on the target, if any."""
+        ...
+
+    # -- acting (release controller only) -------------------------------------------------------
+    def acquire_lock(self, holder: str, ttl_s: float) -> None:
+        """Take the per-app release lock, or raise LockHeldError naming the holder."""
+        ...
+
+    def release_lock(self, holder: str) -> None:
+        """Give the lock back (a no-op when `holder` does not hold it)."""
+        ...
+
+    def record_release_state(self, state: ReleaseState) -> None:
+        """Write the release state durably so a later run sees where this one stopped."""
+        ...
+
+    def deploy(self, slot: Slot, version: str) -> None:
+        """Create or replace the workload of `slot` running `version`; returns without waiting."""
+        ...
+
+    def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
+        """Wait until every replica of `slot` is ready; raise NotReadyError with the reason at the deadline."""
+        ...
+
+    def set_traffic(self, split: TrafficSplit) -> SwitchResult:
+        """Move traffic atomically; returns once the change took effect (and how long that took)."""
+        ...
+
+    def remove(self, slot: Slot) -> None:
+        """Delete a slot's workload (rollback of a candidate); in-flight requests finish first."""
+        ...
+
+    def scale_down(self, slot: Slot) -> None:
+        """Scale a slot to zero replicas (finalize after the keep-warm delay), keeping its definition."""
+        ...
+
+    def close(self) -> None:
+        """Free what the target object holds (connections, an ephemeral local cluster)."""
+        ...

@@ -1,0 +1,188 @@
+"""Value types shared by targets, verifiers and the plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+Slot = str
+"""A deployment slot: `blue`/`green` for blue-green, `stable`/`canary` for canary releases."""
+
+BLUE: Slot = "blue"
+GREEN: Slot = "green"
+
+
+def other_slot(slot: Slot) -> Slot:
+    """The blue-green slot that is not `slot`: where the candidate goes when `slot` is live."""
+    return GREEN if slot == BLUE else BLUE
+
+
+class Role(str, Enum):
+    """What an endpoint reaches: the new version alone, the live version alone, or the public service."""
+
+    CANDIDATE = "candidate"
+    BASELINE = "baseline"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A base URL and what stands behind it. `version` is None for the service during a split."""
+
+    role: Role
+    url: str
+    slot: Slot | None
+    version: str | None
+
+    def describe(self) -> str:
+        who = f"{self.role.value} {self.version}" if self.version else self.role.value
+        return f"{who} at {self.url}"
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """Percent of the service's traffic per slot; the weights add up to 100."""
+
+    weights: Mapping[Slot, int]
+
+    def __post_init__(self) -> None:
+        if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) != 100:
+            raise ValueError(f"traffic weights must be >= 0 and add up to 100, got {dict(self.weights)}")
+
+    @classmethod
+    def all_to(cls, slot: Slot) -> TrafficSplit:
+        return cls({slot: 100})
+
+    @classmethod
+    def split(cls, stable: Slot, canary: Slot, canary_percent: int) -> TrafficSplit:
+        return cls({stable: 100 - canary_percent, canary: canary_percent})
+
+    @property
+    def single_slot(self) -> Slot | None:
+        """The slot that takes all traffic, or None during a split."""
+        live = [slot for slot, weight in self.weights.items() if weight == 100]
+        return live[0] if live else None
+
+    def weight_of(self, slot: Slot) -> int:
+        return int(self.weights.get(slot, 0))
+
+    def describe(self) -> str:
+        return ", ".join(f"{slot} {w}%" for slot, w in sorted(self.weights.items()) if w)
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """One slot's pods as the target sees them."""
+
+    slot: Slot
+    version: str | None
+    replicas: int
+    ready_replicas: int
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return self.replicas > 0 and self.ready_replicas >= self.replicas
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What serves users right now, read from the target."""
+
+    app: str
+    traffic: TrafficSplit
+    versions: Mapping[Slot, str | None]
+    previous_version: str | None = None
+
+    @property
+    def live_slot(self) -> Slot | None:
+        return self.traffic.single_slot
+
+    @property
+    def live_version(self) -> str | None:
+        slot = self.live_slot
+        return self.versions.get(slot) if slot else None
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    """How a traffic change went: the new split and how long it took to take effect."""
+
+    traffic: TrafficSplit
+    previous: TrafficSplit
+    converged_ms: float
+    effective_weights: Mapping[Slot, float] = field(default_factory=dict)
+
+
+class Phase(str, Enum):
+    """Where a release stands; written to the target before and after each action."""
+
+    STARTED = "started"
+    PROVISIONING = "provisioning"
+    PROVISIONED = "provisioned"
+    VERIFYING = "verifying"
+    SWITCHING = "switching"
+    SWITCHED = "switched"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+    FINALIZING = "finalizing"
+    PROMOTED = "promoted"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """The durable record of one release on the target (Kubernetes: annotations on the Service)."""
+
+    run_id: str
+    version: str
+    previous_version: str | None
+    live_slot: Slot | None
+    live_version: str | None
+    candidate_slot: Slot | None
+    phase: Phase
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReleaseState:
+        return cls(
+            run_id=str(data["run_id"]),
+            version=str(data["version"]),
+            previous_version=data.get("previous_version"),
+            live_slot=data.get("live_slot"),
+            live_version=data.get("live_version"),
+            candidate_slot=data.get("candidate_slot"),
+            phase=Phase(data["phase"]),
+            updated_at=float(data["updated_at"]),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED)
+
+
+@dataclass(frozen=True)
+class MetricsScope:
+    """How to find one workload's series in Prometheus: the labels that name app, slot and version."""
+
+    prometheus_url: str
+    app: str
+    app_label: str = "app"
+    slot_label: str = "slot"
+    version_label: str = "version"
+
+    def selector(self, *, slot: Slot | None = None, version: str | None = None) -> str:
+        """A PromQL label matcher body such as `app="demo",version="v2"` (no braces)."""
+        parts = [f'{self.app_label}="{self.app}"']
+        if slot is not None:
+            parts.append(f'{self.slot_label}="{slot}"')
+        if version is not None:
+            parts.append(f'{self.version_label}="{version}"')
+        return ",".join(parts)

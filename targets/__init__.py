@@ -1,0 +1,1 @@
+"""Where releases happen: `local` (embedded, default), `kubernetes`, `kind`. Never imports pytest."""

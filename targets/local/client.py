@@ -1,0 +1,180 @@
+"""Talking to a local cluster from other processes: find it, start it, read its state, send changes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.config import Config
+from core.errors import ConfigError, NotReadyError, TargetError
+from targets.local.cluster import STATE_FILE
+from targets.local.daemon import CONFIG_FILE
+from targets.local.procs import die_with_parent, pid_alive, port_in_use, tail_lines, wait_pid_gone
+from targets.local.prometheus import find_prometheus
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 60.0
+POLL_S = 0.05
+
+
+def run_dir_of(config: Config) -> Path:
+    return config.resolve_path(config.local.run_dir)
+
+
+class LocalClusterClient:
+    """A handle on a running local cluster, found through the state file in its run directory."""
+
+    def __init__(self, run_dir: Path, *, timeout_s: float = 30.0) -> None:
+        self.run_dir = run_dir
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), trust_env=False)
+
+    @classmethod
+    def find_running(cls, run_dir: Path) -> LocalClusterClient | None:
+        """The cluster running in `run_dir`, or None (a state file left by a dead process is removed)."""
+        state = read_state_file(run_dir)
+        if state is None:
+            return None
+        if not pid_alive(int(state["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / STATE_FILE).unlink()
+            return None
+        return cls(run_dir) if state.get("status") == "running" else None
+
+    def state(self) -> dict[str, Any]:
+        state = read_state_file(self.run_dir)
+        if state is None:
+            raise TargetError(f"the local cluster in {self.run_dir} is not running (no {STATE_FILE})")
+        return state
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One admin API call; a refusal (409) or an error becomes a TargetError with its reason."""
+        url = self.state()["admin_url"] + path
+        try:
+            response = self._http.request(method, url, json=body)
+        except httpx.HTTPError as exc:
+            raise TargetError(f"local cluster admin API {method} {path} failed: {exc!r}") from exc
+        payload: dict[str, Any] = response.json()
+        if response.status_code >= 400:
+            raise TargetError(f"local cluster refused {method} {path}: {payload.get('error', payload)}")
+        return payload
+
+    def wait_slot_ready(self, slot: str, timeout_s: float) -> dict[str, Any]:
+        """Poll until every pod of `slot` is ready; at the deadline raise NotReadyError saying why not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            slot_state = self.state()["slots"][slot]
+            pods = slot_state["pods"]
+            if pods and all(pod["ready"] for pod in pods):
+                return dict(slot_state)
+            crash_looping = [pod for pod in pods if pod["restarts"] >= CRASHLOOP_RESTARTS]
+            if crash_looping or time.monotonic() > deadline:
+                waited = timeout_s - max(0.0, deadline - time.monotonic())
+                reasons = "; ".join(pod["reason"] for pod in (crash_looping or pods) if pod["reason"])
+                ready = sum(pod["ready"] for pod in pods)
+                raise NotReadyError(
+                    f"slot {slot} ({slot_state['version']}) not ready after {waited:.1f}s: {ready}/{len(pods)} "
+                    f"pods ready; {reasons or 'no pod was created'}")
+            time.sleep(POLL_S)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# A pod that crashed this many times will not get better by waiting out the whole deadline.
+CRASHLOOP_RESTARTS = 3
+
+
+def read_state_file(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((run_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data
+
+
+def check_startable(config: Config) -> None:
+    """Everything that can be checked before a process starts; raises ConfigError."""
+    if not config.prometheus.url:
+        find_prometheus(config.local.prometheus_binary)
+    port = config.local.service_port
+    if port and port_in_use(port):
+        raise ConfigError(f"local.service_port: port {port} on 127.0.0.1 is already in use; stop what "
+                          "listens there or set local.service_port = 0 to pick a free port")
+
+
+def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClient, subprocess.Popen[bytes]]:
+    """Start a cluster process in the config's run directory and wait until its first version is ready.
+
+    An ephemeral cluster (persistent=False) gets SIGTERM from the kernel if this process dies, so a
+    crashed or killed test run leaves nothing behind. A persistent one (`up`) lives in its own session.
+    """
+    check_startable(config)
+    run_dir = run_dir_of(config)
+    if LocalClusterClient.find_running(run_dir) is not None:
+        raise ConfigError(f"a local cluster already runs in {run_dir}; use it, or stop it with "
+                          "`python -m targets.local down`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps({
+        "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir)}), encoding="utf-8")
+    log_path = run_dir / "cluster.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-m", "targets.local.daemon", "--run-dir", str(run_dir)]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*argv, "--persistent"] if persistent else argv,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(PROJECT_ROOT),
+            start_new_session=persistent, preexec_fn=None if persistent else die_with_parent(),
+        )
+    client = LocalClusterClient(run_dir)
+    try:
+        _wait_started(process, run_dir, log_path)
+        client.wait_slot_ready("blue", config.local.ready_timeout_s)
+    except BaseException:
+        stop_process(process.pid)
+        client.close()
+        raise
+    return client, process
+
+
+def _wait_started(process: subprocess.Popen[bytes], run_dir: Path, log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            lines = [line for line in tail_lines(log_path, 20) if line.startswith("releasegate: ")]
+            message = lines[-1].removeprefix("releasegate: ") if lines else " | ".join(tail_lines(log_path, 3))
+            raise (ConfigError if code == 4 else TargetError)(message)
+        state = read_state_file(run_dir)
+        if state is not None and state.get("pid") == process.pid and state.get("status") == "running":
+            return
+        time.sleep(POLL_S)
+    raise TargetError(f"the local cluster did not start within {STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
+
+
+def stop_process(pid: int, timeout_s: float = 15.0) -> None:
+    """SIGTERM the cluster process (it stops its pods and Prometheus), SIGKILL if it hangs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not wait_pid_gone(pid, timeout_s):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_pid_gone(pid, 5.0)
+
+
+def stop_cluster(run_dir: Path, timeout_s: float = 15.0) -> bool:
+    """Stop the cluster running in `run_dir`; False when none runs."""
+    state = read_state_file(run_dir)
+    if state is None or not pid_alive(int(state["pid"])):
+        return False
+    stop_process(int(state["pid"]), timeout_s)
+    return True

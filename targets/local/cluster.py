@@ -1,0 +1,343 @@
+"""The local cluster process: pods, the router (the Service), a Prometheus server and an admin API.
+
+One asyncio process owns everything, like a tiny control plane. Other processes (the release controller,
+xdist workers, `python -m targets.local status`) read `state.json` in the run directory and send changes
+to the admin API; only this process writes, so there is no race between writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import Config
+from core.errors import ConfigError
+from targets.local import httpwire
+from targets.local.httpwire import Request, Response, json_response
+from targets.local.pods import Pod, PodSpec
+from targets.local.prometheus import PrometheusServer, write_atomically
+from targets.local.router import Router, RouterMetrics, Upstream
+
+SLOTS = ("blue", "green")
+HOST = "127.0.0.1"
+STATE_FILE = "state.json"
+
+
+def demo_command() -> list[str]:
+    return [sys.executable, "-m", "demo", "--host", "{host}", "--port", "{port}", "--version", "{version}",
+            "--pod", "{pod}"]
+
+
+@dataclass
+class SlotState:
+    version: str | None = None
+    replicas: int = 0
+    pods: list[Pod] = field(default_factory=list)
+    generation: int = 0
+
+
+@dataclass
+class Lease:
+    holder: str
+    acquired_at: float
+    renewed_at: float
+    ttl_s: float
+
+    @property
+    def expired(self) -> bool:
+        return time.time() > self.renewed_at + self.ttl_s
+
+
+class LocalCluster:
+    def __init__(self, config: Config, run_dir: Path, *, persistent: bool) -> None:
+        self.config = config
+        self.local = config.local
+        self.run_dir = run_dir
+        self.persistent = persistent
+        self.metrics = RouterMetrics(app=config.app.name)
+        self.router = Router(self.metrics)
+        self.slots: dict[str, SlotState] = {slot: SlotState() for slot in SLOTS}
+        self.traffic: dict[str, int] = {}
+        self.release_state: dict[str, Any] | None = None
+        self.lease: Lease | None = None
+        self.prometheus: PrometheusServer | None = None
+        self.servers: list[asyncio.Server] = []
+        self.urls: dict[str, str] = {}
+        self.status = "starting"
+        self.started_at = time.time()
+        self._stopped = asyncio.Event()
+        # One Upstream per (pod, port) for the pod's life, so its keep-alive pool survives table rebuilds.
+        self._upstreams_by_pod: dict[tuple[str, int], Upstream] = {}
+
+    # -- start and stop -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        # The service port comes first: if it is taken, nothing else has been started yet.
+        service = await self._listen("service", self.local.service_port, self._serve_route(None))
+        self.urls["service"] = service
+        for slot in SLOTS:
+            self.urls[f"preview-{slot}"] = await self._listen(f"preview-{slot}", 0, self._serve_route(slot))
+        self.urls["admin"] = await self._listen("admin", 0, self._serve_admin)
+        if not self.config.prometheus.url:
+            admin_target = self.urls["admin"].removeprefix("http://")
+            self.prometheus = PrometheusServer(
+                self.local.prometheus_binary, self.run_dir / "prometheus", app=self.config.app.name,
+                scrape_interval_s=self.local.scrape_interval_s, router_target=admin_target)
+            await self.prometheus.start()
+        self.urls["prometheus"] = self.prometheus.url if self.prometheus else self.config.prometheus.url
+        initial = self.local.initial_version
+        await self.deploy("blue", initial, self.local.replicas)
+        self.traffic = {"blue": 100}
+        self.router.update(weights=self.traffic)
+        self.status = "running"
+        self.write_state()
+
+    async def _listen(self, name: str, port: int, handler: Any) -> str:
+        try:
+            server = await asyncio.start_server(handler, HOST, port, limit=httpwire.MAX_HEAD_BYTES,
+                                                reuse_address=True)
+        except OSError as exc:
+            key = "local.service_port" if name == "service" else f"the {name} listener"
+            raise ConfigError(
+                f"{key}: cannot listen on {HOST}:{port} ({exc.strerror}); free that port or set "
+                "local.service_port = 0 to pick a free one") from None
+        self.servers.append(server)
+        return f"http://{HOST}:{server.sockets[0].getsockname()[1]}"
+
+    def _serve_route(self, slot: str | None) -> Any:
+        listener = "service" if slot is None else f"preview-{slot}"
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self.router.serve(reader, writer, listener=listener, slot=slot)
+
+        return handler
+
+    async def run_until_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def shutdown(self) -> None:
+        self.status = "stopping"
+        self.write_state()
+        for server in self.servers:
+            server.close()
+        self.router.close_connections()
+        await asyncio.gather(*(pod.stop(grace_s=3.0) for slot in self.slots.values() for pod in slot.pods))
+        if self.prometheus is not None:
+            await self.prometheus.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / STATE_FILE).unlink()
+
+    # -- workloads ----------------------------------------------------------------------------------
+    async def deploy(self, slot: str, version: str, replicas: int) -> None:
+        """Replace a slot's pods with `replicas` pods of `version` (old ones drain first)."""
+        state = self.slots[slot]
+        await self._stop_pods(slot)
+        state.version, state.replicas = version, replicas
+        state.generation += 1
+        command = tuple(self.local.command or demo_command())
+        env: list[tuple[str, str]] = []
+        if self.local.profiles:
+            env.append(("RELEASEGATE_PROFILES", str(self.config.resolve_path(self.local.profiles))))
+        for index in range(replicas):
+            name = f"{self.config.app.name}-{slot}-{state.generation}-{index}"
+            spec = PodSpec(name=name, slot=slot, version=version, command=command, env=tuple(env),
+                           log_path=self.run_dir / "logs" / f"{name}.log",
+                           readiness_path=self.local.readiness_path, host=HOST)
+            pod = Pod(spec, self._pod_changed)
+            state.pods.append(pod)
+            pod.start()
+        self._sync()
+
+    async def scale(self, slot: str, replicas: int) -> None:
+        state = self.slots[slot]
+        if replicas == 0:
+            await self._stop_pods(slot)
+            state.replicas = 0
+            self._sync()
+        elif state.version is not None:
+            await self.deploy(slot, state.version, replicas)
+
+    async def remove(self, slot: str) -> None:
+        await self._stop_pods(slot)
+        self.slots[slot] = SlotState(generation=self.slots[slot].generation)
+        self._sync()
+
+    async def _stop_pods(self, slot: str) -> None:
+        state = self.slots[slot]
+        pods, state.pods = state.pods, []
+        if not pods:
+            return
+        self._sync()  # out of the routing table first: no new request reaches them
+        upstreams = [u for u in self._upstreams_by_pod.values() if u.pod in {p.spec.name for p in pods}]
+        await self.router.drain(upstreams, self.local.drain_timeout_s)
+        await asyncio.gather(*(pod.stop() for pod in pods))
+
+    def _pod_changed(self, pod: Pod) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        """Rebuild the router's pod table and Prometheus' targets from the pods' current state."""
+        pods: dict[str, tuple[Upstream, ...]] = {}
+        live_keys: set[tuple[str, int]] = set()
+        for slot, state in self.slots.items():
+            ready: list[Upstream] = []
+            for pod in state.pods:
+                if not (pod.ready and pod.port):
+                    continue
+                key = (pod.spec.name, pod.port)
+                live_keys.add(key)
+                upstream = self._upstreams_by_pod.get(key)
+                if upstream is None:
+                    upstream = Upstream(pod.spec.name, slot, pod.spec.version, pod.spec.host, pod.port)
+                    self._upstreams_by_pod[key] = upstream
+                ready.append(upstream)
+            pods[slot] = tuple(ready)
+        for key in list(self._upstreams_by_pod):
+            if key not in live_keys and not self._upstreams_by_pod[key].in_flight:
+                self._upstreams_by_pod.pop(key).close_idle()
+        versions = {slot: s.version for slot, s in self.slots.items() if s.version}
+        self.router.update(pods=pods, versions=versions)
+        if self.prometheus is not None:
+            self.prometheus.update_targets(p.to_dict() for s in self.slots.values() for p in s.pods)
+        self.write_state()
+
+    # -- traffic ------------------------------------------------------------------------------------
+    def set_traffic(self, weights: dict[str, int]) -> tuple[dict[str, int], float]:
+        for slot, weight in weights.items():
+            if slot not in self.slots:
+                raise ValueError(f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}")
+            ready = sum(p.ready for p in self.slots[slot].pods)
+            if weight > 0 and ready == 0:
+                raise ValueError(f"refusing to send {weight}% of traffic to slot {slot}: no pod is ready")
+        if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
+            raise ValueError(f"weights must be >= 0 and add up to 100, got {weights}")
+        started = time.perf_counter()
+        previous = self.traffic
+        self.traffic = {slot: w for slot, w in weights.items() if w > 0}
+        self.router.update(weights=self.traffic)
+        swap_ms = (time.perf_counter() - started) * 1000
+        self.write_state()
+        return previous, swap_ms
+
+    # -- state --------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        live = [slot for slot, w in self.traffic.items() if w == 100]
+        lease = self.lease
+        return {
+            "pid": os.getpid(), "status": self.status, "persistent": self.persistent,
+            "app": self.config.app.name, "started_at": self.started_at,
+            "service_url": self.urls.get("service"), "admin_url": self.urls.get("admin"),
+            "previews": {slot: self.urls.get(f"preview-{slot}") for slot in SLOTS},
+            "prometheus_url": self.urls.get("prometheus"),
+            "traffic": self.traffic, "live_slot": live[0] if live else None,
+            "slots": {slot: {"version": s.version, "replicas": s.replicas,
+                             "ready_replicas": sum(p.ready for p in s.pods),
+                             "pods": [p.to_dict() for p in s.pods]} for slot, s in self.slots.items()},
+            "release_state": self.release_state,
+            "lease": None if lease is None else {**lease.__dict__, "expired": lease.expired},
+            "run_dir": str(self.run_dir),
+        }
+
+    def write_state(self) -> None:
+        write_atomically(self.run_dir / STATE_FILE, json.dumps(self.state(), indent=2, sort_keys=True))
+
+    # -- admin API ----------------------------------------------------------------------------------
+    async def _serve_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (request := await httpwire.read_request(reader)) is not None:
+                try:
+                    response = await self._admin(request)
+                except (ValueError, KeyError, TypeError) as exc:
+                    response = json_response(400, {"error": str(exc)})
+                writer.write(httpwire.serialize_response(response, keep_alive=request.keep_alive))
+                await writer.drain()
+                if not request.keep_alive:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, httpwire.ProtocolError):
+            pass
+        finally:
+            writer.close()
+
+    async def _admin(self, request: Request) -> Response:  # noqa: C901 - a flat routing table
+        method, parts = request.method, request.path.strip("/").split("/")
+        if method == "GET" and parts == ["metrics"]:
+            return httpwire.text_response(200, self.metrics.render(), "text/plain; version=0.0.4")
+        if method == "GET" and parts == ["healthz"]:
+            return json_response(200, {"status": self.status})
+        if method == "GET" and parts == ["state"]:
+            return json_response(200, self.state())
+        if parts[0] == "slots" and len(parts) >= 2:
+            slot = parts[1]
+            if slot not in self.slots:
+                return json_response(404, {"error": f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}"})
+            body = request.json()
+            if method == "POST" and len(parts) == 2:
+                await self.deploy(slot, str(body["version"]), int(body.get("replicas", self.local.replicas)))
+                return json_response(202, self.state()["slots"][slot])
+            if method == "POST" and parts[2:] == ["scale"]:
+                await self.scale(slot, int(body["replicas"]))
+                return json_response(200, self.state()["slots"][slot])
+            if method == "DELETE" and len(parts) == 2:
+                if self.traffic.get(slot):
+                    return json_response(409, {"error": f"slot {slot} still takes {self.traffic[slot]}% "
+                                                        "of traffic; move traffic away first"})
+                await self.remove(slot)
+                return json_response(200, {"removed": slot})
+        if method == "POST" and parts == ["traffic"]:
+            try:
+                previous, swap_ms = self.set_traffic({k: int(v) for k, v in request.json()["weights"].items()})
+            except ValueError as exc:
+                return json_response(409, {"error": str(exc)})
+            return json_response(200, {"traffic": self.traffic, "previous": previous, "swap_ms": swap_ms})
+        if method == "PUT" and parts == ["release-state"]:
+            self.release_state = request.json()
+            self.write_state()
+            return json_response(200, self.release_state)
+        if method == "POST" and parts == ["lease", "acquire"]:
+            return self._acquire_lease(request.json())
+        if method == "POST" and parts == ["lease", "release"]:
+            holder = request.json()["holder"]
+            if self.lease is not None and self.lease.holder == holder:
+                self.lease = None
+                self.write_state()
+            return json_response(200, {"released": holder})
+        if method == "POST" and parts == ["shutdown"]:
+            asyncio.get_running_loop().call_soon(self.request_stop)
+            return json_response(202, {"status": "stopping"})
+        return json_response(404, {"error": f"no admin route {method} {request.path}"})
+
+    def _acquire_lease(self, body: dict[str, Any]) -> Response:
+        holder, ttl = str(body["holder"]), float(body["ttl_s"])
+        now = time.time()
+        lease = self.lease
+        if lease is not None and lease.holder != holder and not lease.expired:
+            return json_response(409, {"holder": lease.holder, "acquired_at": lease.acquired_at,
+                                       "expires_in_s": lease.renewed_at + lease.ttl_s - now})
+        taken_over = lease.holder if lease is not None and lease.holder != holder else None
+        acquired = lease.acquired_at if lease is not None and lease.holder == holder else now
+        self.lease = Lease(holder=holder, acquired_at=acquired, renewed_at=now, ttl_s=ttl)
+        self.write_state()
+        return json_response(200, {"holder": holder, "taken_over_from": taken_over})
+
+
+async def run_cluster(config: Config, run_dir: Path, *, persistent: bool) -> int:
+    cluster = LocalCluster(config, run_dir, persistent=persistent)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, cluster.request_stop)
+    try:
+        await cluster.start()
+        await cluster.run_until_stopped()
+    finally:
+        await cluster.shutdown()
+    return 0

@@ -1,0 +1,189 @@
+"""Pods of the local cluster: supervised subprocesses with a readiness probe and a restart policy.
+
+A pod behaves like a Deployment's pod under a kubelet: it is restarted when it exits (with a growing
+back-off, so a crash loop shows as CrashLoopBackOff), and it is ready only while its readiness probe
+answers 200. The router sends traffic only to ready pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from targets.local import httpwire
+from targets.local.procs import die_with_parent, free_port, tail_lines
+
+PROBE_INTERVAL_S = 0.2
+PROBE_TIMEOUT_S = 1.0
+# Like a kubelet's failureThreshold: one failed probe of a ready pod is noise, three are a problem.
+UNREADY_AFTER_FAILURES = 3
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    name: str
+    slot: str
+    version: str
+    command: tuple[str, ...]  # with {port} {version} {slot} {pod} {host} placeholders
+    env: tuple[tuple[str, str], ...]
+    log_path: Path
+    readiness_path: str = "/readyz"
+    host: str = "127.0.0.1"
+
+
+class Pod:
+    """One supervised pod process. `on_change` is called whenever readiness or the port changes."""
+
+    def __init__(self, spec: PodSpec, on_change: Callable[[Pod], None]) -> None:
+        self.spec = spec
+        self.on_change = on_change
+        self.port: int | None = None
+        self.ready = False
+        self.phase = "Pending"
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.last_exit_after_s: float | None = None
+        self.probe_message = "not probed yet"
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"pod {self.spec.name}")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `grace_s`; the pod must already be out of the routing table."""
+        self._stopping = True
+        self._set_ready(False, "terminating")
+        self.phase = "Terminating"
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.phase = "Terminated"
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_START_S
+        while not self._stopping:
+            started = time.monotonic()
+            await self._spawn()
+            exit_code = await self._probe_until_exit()
+            if self._stopping:
+                return
+            self.last_exit_code = exit_code
+            self.last_exit_after_s = time.monotonic() - started
+            self.restarts += 1
+            self._set_ready(False, f"exited with code {exit_code}")
+            self.phase = "CrashLoopBackOff"
+            self.on_change(self)
+            # A pod that ran a while before dying starts its back-off over, as a kubelet does.
+            backoff = BACKOFF_START_S if self.last_exit_after_s > 60 else backoff
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _spawn(self) -> None:
+        self.port = free_port(self.spec.host)
+        values = {"port": str(self.port), "version": self.spec.version, "slot": self.spec.slot,
+                  "pod": self.spec.name, "host": self.spec.host}
+        argv = [part.format(**values) for part in self.spec.command]
+        env = {**os.environ, **dict(self.spec.env), "RELEASEGATE_POD": self.spec.name}
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.spec.log_path.open("ab") as log:
+            log.write(f"--- start {time.strftime('%H:%M:%S')} port {self.port}: {' '.join(argv)}\n".encode())
+            log.flush()
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                preexec_fn=die_with_parent(),
+            )
+        self.started_at = time.time()
+        self.phase = "Running"
+        self.probe_message = "started, not ready yet"
+        self.on_change(self)
+
+    async def _probe_until_exit(self) -> int:
+        assert self._process is not None
+        failures = 0
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._process.wait()), PROBE_INTERVAL_S)
+            except TimeoutError:
+                pass
+            ok, message = await self._probe()
+            failures = 0 if ok else failures + 1
+            if ok and not self.ready:
+                self._set_ready(True, message)
+            elif not ok and (not self.ready or failures >= UNREADY_AFTER_FAILURES):
+                self._set_ready(False, message)
+
+    async def _probe(self) -> tuple[bool, str]:
+        request = (f"GET {self.spec.readiness_path} HTTP/1.1\r\nHost: {self.spec.host}:{self.port}\r\n"
+                   "Connection: close\r\nUser-Agent: releasegate-probe\r\n\r\n").encode()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.spec.host, self.port), PROBE_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            return False, f"GET {self.spec.readiness_path}: cannot connect ({type(exc).__name__})"
+        try:
+            writer.write(request)
+            response = await asyncio.wait_for(httpwire.read_response(reader, request_method="GET"),
+                                              PROBE_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, httpwire.ProtocolError) as exc:
+            return False, f"GET {self.spec.readiness_path}: {type(exc).__name__}"
+        finally:
+            writer.close()
+        body = response.body[:160].decode("utf-8", "replace").strip()
+        return response.status == 200, f"GET {self.spec.readiness_path} -> {response.status} {body}".strip()
+
+    def _set_ready(self, ready: bool, message: str) -> None:
+        self.probe_message = message
+        if ready != self.ready:
+            self.ready = ready
+            if ready:
+                self.phase = "Ready"
+            self.on_change(self)
+
+    # -- reporting ----------------------------------------------------------------------------------
+    def why_not_ready(self) -> str:
+        """One line a person understands: what the pod did and the last lines it printed."""
+        if self.ready:
+            return f"pod {self.spec.name} is ready"
+        if self.last_exit_code is not None:
+            stderr = " | ".join(tail_lines(self.spec.log_path, 3)) or "(no output)"
+            return (f"pod {self.spec.name} exited with code {self.last_exit_code} after "
+                    f"{self.last_exit_after_s:.1f}s ({self.restarts} restart(s), {self.phase}); "
+                    f"last output: {stderr}")
+        alive_for = time.time() - (self.started_at or self.created_at)
+        return (f"pod {self.spec.name} readiness still failing after {alive_for:.1f}s: "
+                f"{self.probe_message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name, "slot": self.spec.slot, "version": self.spec.version,
+            "host": self.spec.host, "port": self.port, "ready": self.ready, "phase": self.phase,
+            "restarts": self.restarts, "last_exit_code": self.last_exit_code,
+            "pid": self._process.pid if self._process else None,
+            "message": self.probe_message, "reason": None if self.ready else self.why_not_ready(),
+            "log": str(self.spec.log_path),
+        }

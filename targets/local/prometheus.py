@@ -1,0 +1,123 @@
+"""A real Prometheus server for the local cluster, with pods registered by file-based discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from core.errors import ConfigError, TargetError
+from targets.local import httpwire
+from targets.local.procs import die_with_parent, free_port, tail_lines
+
+READY_TIMEOUT_S = 30.0
+
+
+def find_prometheus(binary: str) -> str:
+    """The path of the Prometheus binary, or a ConfigError that names both ways to fix it."""
+    path = shutil.which(binary)
+    if path is None:
+        raise ConfigError(
+            f"the Prometheus server binary {binary!r} was not found on PATH; install it "
+            "(Debian: apt-get install prometheus) or set prometheus.url to an existing Prometheus server"
+        )
+    return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (Prometheus' file watcher, other processes) must never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class PrometheusServer:
+    """Starts `prometheus` on a loopback port, scraping the router and every pod each scrape interval."""
+
+    def __init__(self, binary: str, workdir: Path, *, app: str, scrape_interval_s: float,
+                 router_target: str) -> None:
+        self.binary = find_prometheus(binary)
+        self.workdir = workdir
+        self.app = app
+        self.scrape_interval_s = scrape_interval_s
+        self.router_target = router_target
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.targets_file = workdir / "pods.json"
+        self.log_path = workdir / "prometheus.log"
+        self._process: asyncio.subprocess.Process | None = None
+
+    def _config(self) -> str:
+        interval = f"{int(self.scrape_interval_s * 1000)}ms"
+        # scrape_timeout may not exceed the interval; 80% leaves room for a slow scrape to be reported.
+        timeout = f"{int(self.scrape_interval_s * 800)}ms"
+        return json.dumps({  # JSON is valid YAML, and needs no YAML writer here
+            "global": {"scrape_interval": interval, "scrape_timeout": timeout,
+                       "evaluation_interval": interval},
+            "scrape_configs": [
+                {"job_name": "pods", "file_sd_configs": [
+                    {"files": [str(self.targets_file)], "refresh_interval": "1s"}]},
+                {"job_name": "router", "static_configs": [
+                    {"targets": [self.router_target], "labels": {"app": self.app}}]},
+            ],
+        }, indent=2)
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.update_targets([])
+        config_path = self.workdir / "prometheus.yml"
+        config_path.write_text(self._config(), encoding="utf-8")
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                self.binary, f"--config.file={config_path}", f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=2d",
+                "--log.level=warn", stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=die_with_parent(),
+            )
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.returncode is not None:
+                raise TargetError(f"prometheus exited with code {self._process.returncode}: "
+                                  + " | ".join(tail_lines(self.log_path, 3)))
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError, httpwire.ProtocolError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"GET /-/ready HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
+                response = await httpwire.read_response(reader, request_method="GET")
+                writer.close()
+                if response.status == 200:
+                    return
+            await asyncio.sleep(0.1)
+        raise TargetError(f"prometheus did not become ready within {READY_TIMEOUT_S:.0f}s; see {self.log_path}")
+
+    def update_targets(self, pods: Iterable[dict[str, object]]) -> None:
+        """Register the running pods with their labels; Prometheus watches the file and picks it up."""
+        groups = [
+            {"targets": [f"{pod['host']}:{pod['port']}"],
+             "labels": {"app": self.app, "slot": str(pod["slot"]), "version": str(pod["version"]),
+                        "pod": str(pod["name"])}}
+            for pod in pods if pod.get("port")
+        ]
+        write_atomically(self.targets_file, json.dumps(groups, indent=2))
+
+    async def stop(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()

@@ -1,0 +1,141 @@
+"""The embedded local target: the Target protocol on top of a local cluster process.
+
+With a cluster already running in the run directory (`python -m targets.local up`), the target attaches
+to it and leaves it running. Otherwise it starts an ephemeral one with the configured initial version and
+stops it in close(), so a release run leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from core.config import Config
+from core.errors import LockHeldError, TargetError
+from core.types import (
+    Endpoint,
+    LiveState,
+    MetricsScope,
+    ReleaseState,
+    Role,
+    Slot,
+    SwitchResult,
+    TrafficSplit,
+    WorkloadStatus,
+)
+from targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self, config: Config, *, client: LocalClusterClient,
+                 owned_process: subprocess.Popen[bytes] | None = None) -> None:
+        self.config = config
+        self.client = client
+        self._owned_process = owned_process
+
+    @classmethod
+    def open(cls, config: Config, *, start_if_missing: bool = True) -> LocalTarget:
+        """Attach to the cluster in the config's run directory, or start an ephemeral one."""
+        client = LocalClusterClient.find_running(run_dir_of(config))
+        if client is not None:
+            return cls(config, client=client)
+        if not start_if_missing:
+            raise TargetError(f"no local cluster runs in {run_dir_of(config)}")
+        client, process = start_cluster(config, persistent=False)
+        return cls(config, client=client, owned_process=process)
+
+    @property
+    def ephemeral(self) -> bool:
+        return self._owned_process is not None
+
+    # -- reading ------------------------------------------------------------------------------------
+    def live_state(self) -> LiveState:
+        state = self.client.state()
+        release = state.get("release_state") or {}
+        return LiveState(
+            app=state["app"],
+            traffic=TrafficSplit({slot: int(w) for slot, w in state["traffic"].items()}),
+            versions={slot: s["version"] for slot, s in state["slots"].items()},
+            previous_version=release.get("previous_version"),
+        )
+
+    def workload_status(self, slot: Slot) -> WorkloadStatus:
+        slot_state = self.client.state()["slots"][slot]
+        problems = tuple(pod["reason"] for pod in slot_state["pods"] if pod["reason"])
+        return WorkloadStatus(slot=slot, version=slot_state["version"], replicas=len(slot_state["pods"]),
+                              ready_replicas=slot_state["ready_replicas"], problems=problems)
+
+    def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
+        state = self.client.state()
+        live_slot = state["live_slot"]
+        versions = {slot: s["version"] for slot, s in state["slots"].items()}
+        result = {Role.SERVICE: Endpoint(Role.SERVICE, state["service_url"], live_slot,
+                                         versions.get(live_slot) if live_slot else None)}
+        if live_slot is not None:
+            result[Role.BASELINE] = Endpoint(Role.BASELINE, state["previews"][live_slot], live_slot,
+                                             versions[live_slot])
+        if candidate_slot is not None:
+            result[Role.CANDIDATE] = Endpoint(Role.CANDIDATE, state["previews"][candidate_slot],
+                                              candidate_slot, versions.get(candidate_slot))
+        return result
+
+    def metrics_scope(self) -> MetricsScope:
+        prom = self.config.prometheus
+        # The local cluster labels its own series app/slot/version; an external Prometheus may differ.
+        return MetricsScope(prometheus_url=self.client.state()["prometheus_url"], app=self.config.app.name,
+                            app_label=prom.app_label, slot_label=prom.slot_label,
+                            version_label=prom.version_label)
+
+    def read_release_state(self) -> ReleaseState | None:
+        data = self.client.state().get("release_state")
+        return ReleaseState.from_dict(data) if data else None
+
+    # -- acting -------------------------------------------------------------------------------------
+    def acquire_lock(self, holder: str, ttl_s: float) -> None:
+        try:
+            self.client.call("POST", "/lease/acquire", {"holder": holder, "ttl_s": ttl_s})
+        except TargetError as exc:
+            lease = self.client.state().get("lease") or {}
+            if lease.get("holder") and lease["holder"] != holder:
+                raise LockHeldError(
+                    f"another release of {self.config.app.name} is in progress (lock held by "
+                    f"{lease['holder']}); wait for it to finish, or for its lock to expire") from exc
+            raise
+
+    def release_lock(self, holder: str) -> None:
+        self.client.call("POST", "/lease/release", {"holder": holder})
+
+    def record_release_state(self, state: ReleaseState) -> None:
+        self.client.call("PUT", "/release-state", state.to_dict())
+
+    def deploy(self, slot: Slot, version: str) -> None:
+        self.client.call("POST", f"/slots/{slot}", {"version": version, "replicas": self.config.local.replicas})
+
+    def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
+        self.client.wait_slot_ready(slot, timeout_s)
+        return self.workload_status(slot)
+
+    def set_traffic(self, split: TrafficSplit) -> SwitchResult:
+        started = time.perf_counter()
+        answer = self.client.call("POST", "/traffic", {"weights": dict(split.weights)})
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        previous = TrafficSplit({k: int(v) for k, v in answer["previous"].items()}) if answer["previous"] \
+            else split
+        # The router applies the new table before it answers: the round trip bounds the convergence.
+        return SwitchResult(traffic=split, previous=previous, converged_ms=elapsed_ms,
+                            effective_weights={k: float(v) for k, v in split.weights.items()})
+
+    def remove(self, slot: Slot) -> None:
+        self.client.call("DELETE", f"/slots/{slot}")
+
+    def scale_down(self, slot: Slot) -> None:
+        self.client.call("POST", f"/slots/{slot}/scale", {"replicas": 0})
+
+    def close(self) -> None:
+        if self._owned_process is not None:
+            stop_process(self._owned_process.pid)
+            self._owned_process.wait()
+            self._owned_process = None
+        self.client.close()
