@@ -68,6 +68,7 @@ class LocalConfig(_Section):
     service_port: int = Field(default=0, ge=0, le=65535, description="0 = pick a free port")
     run_dir: str = ".releasegate/local"
     ready_timeout_s: float = Field(default=30.0, gt=0)
+    min_ready_s: float = Field(default=1.0, ge=0, description="like minReadySeconds")
     readiness_path: str = "/readyz"
     prometheus_binary: str = "prometheus"
     scrape_interval_s: float = Field(default=1.0, gt=0)

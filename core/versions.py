@@ -7,11 +7,11 @@ import re
 from core.errors import ConfigError
 
 # Kubernetes label value: at most 63 characters, alphanumerics at both ends, `-_.` inside.
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 def is_valid_label_value(value: str) -> bool:
-    return bool(_LABEL_VALUE.match(value))
+    return bool(_LABEL_VALUE.fullmatch(value))
 
 
 def validate_version(version: str, *, source: str = "--release") -> str:

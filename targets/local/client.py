@@ -18,6 +18,7 @@ from core.config import Config
 from core.errors import ConfigError, NotReadyError, TargetError
 from targets.local.cluster import STATE_FILE
 from targets.local.daemon import CONFIG_FILE
+from targets.local.pods import why_not_ready
 from targets.local.procs import die_with_parent, pid_alive, port_in_use, tail_lines, wait_pid_gone
 from targets.local.prometheus import find_prometheus
 
@@ -67,23 +68,45 @@ class LocalClusterClient:
             raise TargetError(f"local cluster refused {method} {path}: {payload.get('error', payload)}")
         return payload
 
-    def wait_slot_ready(self, slot: str, timeout_s: float) -> dict[str, Any]:
-        """Poll until every pod of `slot` is ready; at the deadline raise NotReadyError saying why not."""
+    def wait_slot_ready(self, slot: str, timeout_s: float, *, min_ready_s: float = 1.0) -> dict[str, Any]:
+        """Poll until every pod of `slot` has been ready for `min_ready_s`; else NotReadyError saying why.
+
+        `min_ready_s` plays minReadySeconds: a pod that answers its probe and then crashes is not available.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             slot_state = self.state()["slots"][slot]
             pods = slot_state["pods"]
-            if pods and all(pod["ready"] for pod in pods):
+            now = time.time()
+            if pods and all(pod["ready"] and now - pod["ready_since"] >= min_ready_s for pod in pods):
                 return dict(slot_state)
             crash_looping = [pod for pod in pods if pod["restarts"] >= CRASHLOOP_RESTARTS]
             if crash_looping or time.monotonic() > deadline:
                 waited = timeout_s - max(0.0, deadline - time.monotonic())
-                reasons = "; ".join(pod["reason"] for pod in (crash_looping or pods) if pod["reason"])
+                reasons = "; ".join(filter(None, (why_not_ready(pod) for pod in crash_looping or pods)))
                 ready = sum(pod["ready"] for pod in pods)
                 raise NotReadyError(
                     f"slot {slot} ({slot_state['version']}) not ready after {waited:.1f}s: {ready}/{len(pods)} "
                     f"pods ready; {reasons or 'no pod was created'}")
             time.sleep(POLL_S)
+
+    def wait_scraped(self, pods: list[dict[str, Any]], timeout_s: float) -> None:
+        """Poll the cluster's Prometheus until each pod is an active target that was scraped successfully."""
+        wanted = {f"{pod['host']}:{pod['port']}" for pod in pods}
+        url = f"{self.state()['prometheus_url']}/api/v1/targets"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                active = self._http.get(url, params={"state": "active"}).json()["data"]["activeTargets"]
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                raise TargetError(f"the local Prometheus at {url} did not answer: {exc!r}") from exc
+            up = {t["labels"].get("instance") for t in active if t.get("health") == "up"}
+            if wanted <= up:
+                return
+            if time.monotonic() > deadline:
+                raise NotReadyError(f"Prometheus has not scraped pods {', '.join(sorted(wanted - up))} yet; "
+                                    "the candidate cannot be analysed without its metrics")
+            time.sleep(0.1)
 
     def close(self) -> None:
         self._http.close()
@@ -105,10 +128,26 @@ def check_startable(config: Config) -> None:
     """Everything that can be checked before a process starts; raises ConfigError."""
     if not config.prometheus.url:
         find_prometheus(config.local.prometheus_binary)
+    if not config.local.command:
+        check_demo_profiles(config)
     port = config.local.service_port
     if port and port_in_use(port):
         raise ConfigError(f"local.service_port: port {port} on 127.0.0.1 is already in use; stop what "
                           "listens there or set local.service_port = 0 to pick a free port")
+
+
+def check_demo_profiles(config: Config) -> None:
+    """The demo service would reject a bad profile file in every pod; say so once, before starting."""
+    from demo.profiles import ConfigError as DemoConfigError  # the default workload; imported only for it
+    from demo.profiles import load_profiles
+
+    if not config.local.profiles:
+        return
+    path = config.resolve_path(config.local.profiles)
+    try:
+        load_profiles(path)
+    except DemoConfigError as exc:
+        raise ConfigError(f"local.profiles: {exc}") from None
 
 
 def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClient, subprocess.Popen[bytes]]:
@@ -138,7 +177,7 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
     client = LocalClusterClient(run_dir)
     try:
         _wait_started(process, run_dir, log_path)
-        client.wait_slot_ready("blue", config.local.ready_timeout_s)
+        client.wait_slot_ready("blue", config.local.ready_timeout_s, min_ready_s=config.local.min_ready_s)
     except BaseException:
         stop_process(process.pid)
         client.close()

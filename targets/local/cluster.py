@@ -239,6 +239,7 @@ class LocalCluster:
             "service_url": self.urls.get("service"), "admin_url": self.urls.get("admin"),
             "previews": {slot: self.urls.get(f"preview-{slot}") for slot in SLOTS},
             "prometheus_url": self.urls.get("prometheus"),
+            "prometheus_pid": self.prometheus.pid if self.prometheus else None,
             "traffic": self.traffic, "live_slot": live[0] if live else None,
             "slots": {slot: {"version": s.version, "replicas": s.replicas,
                              "ready_replicas": sum(p.ready for p in s.pods),

@@ -26,6 +26,7 @@ PROBE_TIMEOUT_S = 1.0
 UNREADY_AFTER_FAILURES = 3
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 10.0
+START_MARK = "--- start"  # written to a pod's log before each start; not the pod's own output
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Pod:
         self.probe_message = "not probed yet"
         self.created_at = time.time()
         self.started_at: float | None = None
+        self.ready_since: float | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -111,7 +113,7 @@ class Pod:
         env = {**os.environ, **dict(self.spec.env), "RELEASEGATE_POD": self.spec.name}
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.spec.log_path.open("ab") as log:
-            log.write(f"--- start {time.strftime('%H:%M:%S')} port {self.port}: {' '.join(argv)}\n".encode())
+            log.write(f"{START_MARK} {time.strftime('%H:%M:%S')} port {self.port}: {' '.join(argv)}\n".encode())
             log.flush()
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
@@ -157,33 +159,45 @@ class Pod:
         return response.status == 200, f"GET {self.spec.readiness_path} -> {response.status} {body}".strip()
 
     def _set_ready(self, ready: bool, message: str) -> None:
+        flipped = ready != self.ready
+        # A new message of a pod that is not ready is news too: readers of the state must see why.
+        news = flipped or (not ready and message != self.probe_message)
         self.probe_message = message
-        if ready != self.ready:
+        if flipped:
             self.ready = ready
+            self.ready_since = time.time() if ready else None
             if ready:
                 self.phase = "Ready"
+        if news:
             self.on_change(self)
 
     # -- reporting ----------------------------------------------------------------------------------
-    def why_not_ready(self) -> str:
-        """One line a person understands: what the pod did and the last lines it printed."""
-        if self.ready:
-            return f"pod {self.spec.name} is ready"
-        if self.last_exit_code is not None:
-            stderr = " | ".join(tail_lines(self.spec.log_path, 3)) or "(no output)"
-            return (f"pod {self.spec.name} exited with code {self.last_exit_code} after "
-                    f"{self.last_exit_after_s:.1f}s ({self.restarts} restart(s), {self.phase}); "
-                    f"last output: {stderr}")
-        alive_for = time.time() - (self.started_at or self.created_at)
-        return (f"pod {self.spec.name} readiness still failing after {alive_for:.1f}s: "
-                f"{self.probe_message}")
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.spec.name, "slot": self.spec.slot, "version": self.spec.version,
-            "host": self.spec.host, "port": self.port, "ready": self.ready, "phase": self.phase,
+            "host": self.spec.host, "port": self.port, "ready": self.ready, "ready_since": self.ready_since,
+            "phase": self.phase,
             "restarts": self.restarts, "last_exit_code": self.last_exit_code,
             "pid": self._process.pid if self._process else None,
-            "message": self.probe_message, "reason": None if self.ready else self.why_not_ready(),
-            "log": str(self.spec.log_path),
+            "message": self.probe_message, "log": str(self.spec.log_path),
+            "started_at": self.started_at, "created_at": self.created_at,
+            "last_exit_after_s": self.last_exit_after_s,
         }
+
+
+def why_not_ready(pod: dict[str, Any], now: float | None = None) -> str | None:
+    """One line a person understands: what the pod did, and the last lines it printed if it died.
+
+    Works on the pod's state dict so that any process reading state.json can say it, with times
+    computed when it is said rather than when the state was written.
+    """
+    if pod["ready"]:
+        return None
+    if pod["last_exit_code"] is not None:
+        printed = [line for line in tail_lines(Path(pod["log"]), 8) if not line.startswith(START_MARK)]
+        output = " | ".join(printed[-3:]) or "(no output)"
+        return (f"pod {pod['name']} exited with code {pod['last_exit_code']} after "
+                f"{pod['last_exit_after_s']:.1f}s ({pod['restarts']} restart(s), {pod['phase']}); "
+                f"last output: {output}")
+    alive_for = (now or time.time()) - (pod["started_at"] or pod["created_at"])
+    return f"pod {pod['name']} readiness still failing after {alive_for:.1f}s: {pod['message']}"

@@ -53,6 +53,10 @@ class PrometheusServer:
         self.log_path = workdir / "prometheus.log"
         self._process: asyncio.subprocess.Process | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def _config(self) -> str:
         interval = f"{int(self.scrape_interval_s * 1000)}ms"
         # scrape_timeout may not exceed the interval; 80% leaves room for a slow scrape to be reported.

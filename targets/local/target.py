@@ -23,6 +23,7 @@ from core.types import (
     TrafficSplit,
     WorkloadStatus,
 )
+from targets.local.pods import why_not_ready
 from targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
 
 
@@ -63,7 +64,7 @@ class LocalTarget:
 
     def workload_status(self, slot: Slot) -> WorkloadStatus:
         slot_state = self.client.state()["slots"][slot]
-        problems = tuple(pod["reason"] for pod in slot_state["pods"] if pod["reason"])
+        problems = tuple(filter(None, (why_not_ready(pod) for pod in slot_state["pods"])))
         return WorkloadStatus(slot=slot, version=slot_state["version"], replicas=len(slot_state["pods"]),
                               ready_replicas=slot_state["ready_replicas"], problems=problems)
 
@@ -114,7 +115,15 @@ class LocalTarget:
         self.client.call("POST", f"/slots/{slot}", {"version": version, "replicas": self.config.local.replicas})
 
     def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
-        self.client.wait_slot_ready(slot, timeout_s)
+        """Ready means every pod answers its probe AND the cluster's Prometheus scrapes it.
+
+        Prometheus applies discovered targets in batches every few seconds; without the second wait an
+        analysis that starts right after provisioning could find no data for a healthy candidate.
+        """
+        deadline = time.monotonic() + timeout_s
+        slot_state = self.client.wait_slot_ready(slot, timeout_s, min_ready_s=self.config.local.min_ready_s)
+        if not self.config.prometheus.url:
+            self.client.wait_scraped(slot_state["pods"], max(0.0, deadline - time.monotonic()))
         return self.workload_status(slot)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:

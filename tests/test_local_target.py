@@ -1,0 +1,223 @@
+"""The embedded local target with real processes, real HTTP and a real Prometheus server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.errors import NotReadyError, TargetError
+from core.types import Role, TrafficSplit
+from targets.local.target import LocalTarget
+from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("profiles") / "profiles.toml"
+    path.write_text(TEST_PROFILES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory, profiles: Path) -> Iterator[LocalTarget]:
+    """One ephemeral cluster for the module: v1 live on blue, v2 ready on green."""
+    config = local_config(tmp_path_factory.mktemp("run"), profiles=profiles)
+    target = LocalTarget.open(config)
+    try:
+        target.deploy("green", "v2")
+        target.wait_ready("green", 20)
+        yield target
+    finally:
+        target.close()
+
+
+@pytest.fixture(autouse=True)
+def all_traffic_on_blue(target: LocalTarget) -> None:
+    target.set_traffic(TrafficSplit.all_to("blue"))
+
+
+def test_starts_with_the_initial_version_live_on_blue(target: LocalTarget) -> None:
+    state = target.live_state()
+    assert state.live_slot == "blue"
+    assert state.live_version == "v1"
+    assert state.versions["green"] == "v2"
+    service = target.endpoints("green")[Role.SERVICE].url
+    response = httpx.get(f"{service}/version", timeout=5)
+    assert response.headers["X-App-Version"] == "v1"
+
+
+def test_previews_reach_one_slot_each(target: LocalTarget) -> None:
+    endpoints = target.endpoints("green")
+    with httpx.Client(timeout=5) as client:
+        candidate = {client.get(f"{endpoints[Role.CANDIDATE].url}/version").headers["X-App-Version"]
+                     for _ in range(10)}
+        baseline = {client.get(f"{endpoints[Role.BASELINE].url}/version").headers["X-App-Version"]
+                    for _ in range(10)}
+    assert candidate == {"v2"}
+    assert baseline == {"v1"}
+
+
+def test_switching_under_continuous_load_fails_no_request(target: LocalTarget) -> None:
+    service = target.endpoints("green")[Role.SERVICE].url
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                try:
+                    response = client.get(f"{service}/api/items")
+                    if response.status_code == 200:
+                        outcomes[response.headers["X-App-Version"]] += 1
+                    else:
+                        failures.append(f"HTTP {response.status_code}: {response.text[:100]}")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        switches = 0
+        for index in range(40):
+            slot = "green" if index % 2 == 0 else "blue"
+            before = sum(outcomes.values())
+            target.set_traffic(TrafficSplit.all_to(slot))
+            switches += 1
+            # Let requests flow on the new routing before the next switch.
+            wait_until(lambda before=before: sum(outcomes.values()) >= before + 15, timeout_s=10,
+                       what="requests to flow after a switch")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert switches >= 30
+    assert failures == []
+    assert outcomes["v1"] > 100 and outcomes["v2"] > 100, outcomes
+
+
+def test_a_90_10_split_is_exact_over_2000_requests(target: LocalTarget) -> None:
+    target.set_traffic(TrafficSplit.split("blue", "green", 10))
+    service = target.endpoints("green")[Role.SERVICE].url
+    seen: Counter[str] = Counter()
+    with httpx.Client(timeout=5) as client:
+        for _ in range(2000):
+            seen[client.get(f"{service}/version").headers["X-App-Version"]] += 1
+    green_share = seen["v2"] / 2000 * 100
+    assert abs(green_share - 10) <= 2, seen
+
+
+def test_prometheus_has_the_candidate_rate_by_version_within_5s(tmp_path: Path, profiles: Path) -> None:
+    # A cluster of its own, so the candidate has never had a request before the clock starts.
+    target = LocalTarget.open(local_config(tmp_path, profiles=profiles, replicas=1))
+    try:
+        target.deploy("green", "v2")
+        target.wait_ready("green", 20)
+        _candidate_rate_by_version(target)
+    finally:
+        target.close()
+
+
+def _candidate_rate_by_version(target: LocalTarget) -> None:
+    scope = target.metrics_scope()
+    candidate = target.endpoints("green")[Role.CANDIDATE].url
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                client.get(f"{candidate}/api/items")
+
+    query = (f'sum by ({scope.version_label}) (rate(http_requests_total{{'
+             f'{scope.selector(slot="green")},handler="/api/items"}}[10s]))')
+
+    def rate_by_version() -> dict[str, float]:
+        answer = httpx.get(f"{scope.prometheus_url}/api/v1/query", params={"query": query}, timeout=5).json()
+        return {r["metric"].get("version", ""): float(r["value"][1]) for r in answer["data"]["result"]
+                if float(r["value"][1]) > 0}
+
+    thread = threading.Thread(target=traffic)
+    started = time.monotonic()
+    thread.start()
+    try:
+        rates = wait_until(rate_by_version, timeout_s=5, what=f"a non-zero rate from {query}",
+                           interval_s=0.2)
+    finally:
+        stop.set()
+        thread.join(10)
+    print(f"candidate rate visible after {time.monotonic() - started:.2f}s: {rates}")
+    assert set(rates) == {"v2"}
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("v2-crashloop", r"exited with code 1 .*simulated crash"),
+     ("v2-never-ready", r"readiness still failing after .*GET /readyz -> 503")],
+)
+def test_a_bad_version_fails_the_readiness_wait_with_the_reason(
+        tmp_path: Path, profiles: Path, version: str, expected: str) -> None:
+    target = LocalTarget.open(local_config(tmp_path, profiles=profiles, replicas=1))
+    try:
+        target.deploy("green", version)
+        with pytest.raises(NotReadyError, match=expected) as failure:
+            target.wait_ready("green", 6)
+        print(failure.value)
+        assert target.live_state().live_version == "v1"  # the live slot was never touched
+        with pytest.raises(TargetError, match="no pod is ready"):
+            target.set_traffic(TrafficSplit.all_to("green"))
+    finally:
+        target.close()
+
+
+def test_release_state_and_lock_are_shared_through_the_cluster(target: LocalTarget) -> None:
+    from core.errors import LockHeldError
+    from core.types import Phase, ReleaseState
+
+    target.acquire_lock("run-a", ttl_s=60)
+    try:
+        with pytest.raises(LockHeldError, match="run-a"):
+            target.acquire_lock("run-b", ttl_s=60)
+        state = ReleaseState(run_id="run-a", version="v2", previous_version="v1", live_slot="blue",
+                             live_version="v1", candidate_slot="green", phase=Phase.VERIFYING,
+                             updated_at=time.time())
+        target.record_release_state(state)
+        attached = LocalTarget.open(target.config, start_if_missing=False)
+        assert attached.read_release_state() == state
+        assert not attached.ephemeral
+        attached.close()  # attaching and closing leaves the cluster running
+        assert target.live_state().live_version == "v1"
+    finally:
+        target.release_lock("run-a")
+    # A holder that died stops renewing; once its lock expires, the next release takes it over.
+    target.acquire_lock("run-b", ttl_s=0.3)
+    with pytest.raises(LockHeldError):
+        target.acquire_lock("run-c", ttl_s=60)
+
+    def take_over() -> bool:
+        try:
+            target.acquire_lock("run-c", ttl_s=60)
+        except LockHeldError:
+            return False
+        return True
+
+    wait_until(take_over, timeout_s=5, what="the expired lock to be taken over")
+    assert target.client.state()["lease"]["holder"] == "run-c"
+    target.release_lock("run-c")
+
+
+def test_closing_an_ephemeral_cluster_leaves_no_process(tmp_path: Path, profiles: Path) -> None:
+    target = LocalTarget.open(local_config(tmp_path, profiles=profiles, replicas=1))
+    pids = cluster_pids(target.client.state())
+    assert len(pids) == 3 and alive(pids) == pids
+    target.close()
+    assert alive(pids) == []
