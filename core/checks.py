@@ -1,0 +1,86 @@
+"""The outcome of one verification check, as every verifier reports it and every report shows it.
+
+A check has three outcomes, not two: NO_DATA (nothing measured, or fewer samples than the minimum) is
+a failure with its own label, never a pass (DESIGN.md: fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(str, Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no-data"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One measured value against one threshold, with everything a reader needs to trust it."""
+
+    check: str  # the expression as written: "p(95) < 300ms", "success_rate >= 99%"
+    verdict: Verdict
+    value: float | None  # in base units: seconds, fractions, requests per second
+    display_value: str  # "412ms", "4.9%", "no data"
+    threshold: str  # "300ms"
+    subject: str  # what was measured: "/api/checkout (candidate v3)"
+    source: str  # the PromQL query or the load profile
+    window: str  # "60s", or the load duration
+    samples: int | None  # requests behind the value
+    message: str  # one line: "p(95) 412ms > 300ms over 1,843 requests on /api/checkout (candidate v3)"
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+    def properties(self, prefix: str = "check") -> list[tuple[str, str]]:
+        """Name/value pairs for a JUnit testcase's <properties>."""
+        key = f"{prefix}.{self.check}"
+        return [
+            (f"{key}.verdict", self.verdict.value),
+            (f"{key}.value", self.display_value),
+            (f"{key}.threshold", self.threshold),
+            (f"{key}.subject", self.subject),
+            (f"{key}.source", self.source),
+            (f"{key}.window", self.window),
+            (f"{key}.samples", "" if self.samples is None else str(self.samples)),
+        ]
+
+
+RecordCheck = Callable[[CheckOutcome], None]
+"""Where a verifier sends each outcome; the pytest plugin turns them into JUnit properties."""
+
+
+def ignore_check(outcome: CheckOutcome) -> None:
+    """The recorder used outside a test run."""
+
+
+class CheckFailed(AssertionError):
+    """One or more checks failed or had no data. The message has one line per failing check.
+
+    An AssertionError so that pytest reports it as a test failure (verdict: rolled back), not an error.
+    """
+
+    def __init__(self, outcomes: Sequence[CheckOutcome]) -> None:
+        self.outcomes = tuple(outcomes)
+        failing = [o for o in self.outcomes if not o.passed]
+        super().__init__("\n".join(_label(o) + o.message for o in failing))
+
+
+def _label(outcome: CheckOutcome) -> str:
+    return "NO DATA: " if outcome.verdict is Verdict.NO_DATA else ""
+
+
+def require(outcomes: Iterable[CheckOutcome]) -> tuple[CheckOutcome, ...]:
+    """Return the outcomes when all passed; raise CheckFailed naming every one that did not."""
+    result = tuple(outcomes)
+    if not result:
+        raise CheckFailed([CheckOutcome(
+            check="(no checks)", verdict=Verdict.NO_DATA, value=None, display_value="no data", threshold="",
+            subject="", source="", window="", samples=None, message="no check was evaluated")])
+    if not all(o.passed for o in result):
+        raise CheckFailed(result)
+    return result
