@@ -39,6 +39,9 @@ class ReleaseConfig(_Section):
     keep_warm_s: float = Field(default=30.0, ge=0)
     canary_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     lock_ttl_s: float = Field(default=900.0, gt=0)
+    # A release with no test in one of these stages is not promoted (and nothing is provisioned).
+    required_stages: list[Literal["smoke", "load", "analysis", "post_switch"]] = Field(
+        default_factory=lambda: ["smoke", "analysis"])
 
 
 class StageDeadlines(_Section):

@@ -1,0 +1,252 @@
+"""The release controller: every change to the target, once per release, in stage order.
+
+Only the process that runs the action items creates a controller (the single pytest process, or the
+xdist worker the scheduler gives every action to). Verification items never touch it: they read the
+release context from the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from core.config import Config
+from core.errors import ConfigError, TargetError
+from core.target import Target
+from core.types import Phase, ReleaseState, Role, TrafficSplit, other_slot
+from plugins.ledger import ItemRecord, Ledger
+from plugins.targets import open_target
+
+
+@dataclass(frozen=True)
+class ReleaseOptions:
+    version: str
+    strategy: str
+    target: str
+    dry_run: bool
+    run_id: str
+
+
+class Decision:
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+    NOT_PROMOTED = "not-promoted"
+
+
+@dataclass
+class ActionResult:
+    """What an action item reports: JUnit properties and a line for the terminal."""
+
+    properties: list[tuple[str, str]] = field(default_factory=list)
+    skipped: str | None = None  # the reason, when the action had nothing to do
+
+
+class ReleaseController:
+    def __init__(self, config: Config, options: ReleaseOptions, ledger: Ledger,
+                 target_factory: Callable[[Config, str], Target] = open_target) -> None:
+        self.config = config
+        self.options = options
+        self.ledger = ledger
+        self._target_factory = target_factory
+        self.target: Target | None = None
+        self.live_slot: str | None = None
+        self.candidate_slot: str | None = None
+        self.previous_version: str | None = None
+        self.provisioned = False
+        self.switched = False
+        self.locked = False
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _target(self) -> Target:
+        if self.target is None:
+            raise TargetError("preflight did not connect to the target; no action can run")
+        return self.target
+
+    def _record(self, phase: Phase) -> None:
+        """Write the release state on the target (before and after each action) and in the ledger."""
+        state = ReleaseState(
+            run_id=self.options.run_id, version=self.options.version, previous_version=self.previous_version,
+            live_slot=self.live_slot if not self.switched else self.candidate_slot,
+            live_version=self.previous_version if not self.switched else self.options.version,
+            candidate_slot=self.candidate_slot, phase=phase, updated_at=time.time())
+        self._target().record_release_state(state)
+        self.ledger.update_context(phase=phase.value)
+
+    def run(self, stage: str) -> ActionResult:
+        action: Callable[[], ActionResult] = getattr(self, stage)
+        return action()
+
+    # -- actions ------------------------------------------------------------------------------------
+    def preflight(self) -> ActionResult:
+        """Connect, read what serves users, refuse what cannot work, take the lock. Changes nothing else."""
+        self.target = self._target_factory(self.config, self.options.target)
+        target = self.target
+        live = target.live_state()
+        if live.live_slot is None:
+            raise TargetError(f"traffic of {live.app} is split ({live.traffic.describe()}); finish or roll back "
+                              "that release before starting another")
+        if live.live_version == self.options.version:
+            raise ConfigError(f"{self.options.version} already serves all traffic of {live.app} (slot "
+                              f"{live.live_slot}); there is nothing to release")
+        earlier = target.read_release_state()
+        self.live_slot = live.live_slot
+        self.candidate_slot = other_slot(live.live_slot)
+        self.previous_version = live.live_version
+        scope = target.metrics_scope()
+        self._check_prometheus(scope.prometheus_url)
+        target.acquire_lock(self.options.run_id, self.config.release.lock_ttl_s)
+        self.locked = True
+        self._record(Phase.STARTED)
+        self.ledger.update_context(
+            previous_version=self.previous_version, live_slot=self.live_slot,
+            candidate_slot=self.candidate_slot, app=live.app,
+            metrics_scope={"prometheus_url": scope.prometheus_url, "app": scope.app,
+                           "app_label": scope.app_label, "slot_label": scope.slot_label,
+                           "version_label": scope.version_label})
+        properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
+                      ("release.candidate_slot", self.candidate_slot)]
+        if earlier is not None and not earlier.finished:
+            properties.append(("release.took_over", f"run {earlier.run_id} ({earlier.version}) had stopped at "
+                                                    f"phase {earlier.phase.value}"))
+        return ActionResult(properties)
+
+    def _check_prometheus(self, url: str) -> None:
+        try:
+            response = httpx.get(f"{url}/api/v1/query", params={"query": "1"},
+                                 timeout=self.config.prometheus.timeout_s, trust_env=False)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ConfigError(f"Prometheus at {url} is unreachable ({type(exc).__name__}: {exc}); start it or "
+                              "set prometheus.url to a reachable server") from None
+
+    def provision(self) -> ActionResult:
+        target, slot = self._target(), self.candidate_slot
+        assert slot is not None
+        self._record(Phase.PROVISIONING)
+        started = time.monotonic()
+        self.provisioned = True  # from here on a rollback must remove the candidate
+        target.deploy(slot, self.options.version)
+        status = target.wait_ready(slot, self.config.stages.provision)
+        ready_s = time.monotonic() - started
+        endpoints = target.endpoints(slot)
+        self.ledger.update_context(endpoints={
+            role.value: {"url": e.url, "slot": e.slot, "version": e.version} for role, e in endpoints.items()})
+        self._record(Phase.VERIFYING)
+        return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
+                             ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
+                             ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
+
+    def switch(self) -> ActionResult:
+        if self.options.dry_run:
+            return ActionResult(skipped="dry run: traffic stays where it is")
+        target, slot = self._target(), self.candidate_slot
+        assert slot is not None
+        self._record(Phase.SWITCHING)
+        result = target.set_traffic(TrafficSplit.all_to(slot))
+        self.switched = True
+        self.ledger.update_context(switched=True, endpoints={
+            role.value: {"url": e.url, "slot": e.slot, "version": e.version}
+            for role, e in target.endpoints(slot).items()})
+        self._record(Phase.SWITCHED)
+        return ActionResult([("release.switch.converged_ms", f"{result.converged_ms:.1f}"),
+                             ("release.switch.traffic", result.traffic.describe())])
+
+    def finalize(self) -> ActionResult:
+        if self.options.dry_run:
+            return ActionResult(skipped="dry run: nothing to finalize")
+        target, old_slot = self._target(), self.live_slot
+        assert old_slot is not None
+        self._record(Phase.FINALIZING)
+        keep_warm = self.config.release.keep_warm_s
+        # The old version stays warm so that a rollback within this delay is instant.
+        self._wait_keep_warm(keep_warm)
+        target.scale_down(old_slot)
+        self._record(Phase.PROMOTED)
+        self.ledger.update_context(decision=Decision.PROMOTED)
+        self._release_lock()
+        return ActionResult([("release.finalize.keep_warm_s", f"{keep_warm:g}"),
+                             ("release.finalize.scaled_down", f"{old_slot} ({self.previous_version})")])
+
+    def _wait_keep_warm(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.ledger.aborted():
+                raise TargetError(f"release aborted during the keep-warm delay: {self.ledger.aborted()}")
+            time.sleep(min(left, 0.2))
+
+    def rollback(self, failures: list[ItemRecord]) -> ActionResult:
+        """Put everything back as it was before this release; skipped when the release was promoted."""
+        context = self.ledger.read_context()
+        if context.get("decision") == Decision.PROMOTED:
+            return ActionResult(skipped="release promoted; nothing to roll back")
+        if self.options.dry_run and not failures and self.provisioned:
+            self._undo()
+            self.ledger.update_context(decision=Decision.NOT_PROMOTED)
+            return ActionResult([("release.rollback.reason", "dry run: candidate removed after verification")])
+        if not self.provisioned:
+            self._release_lock()
+            self.ledger.update_context(decision=Decision.NOT_PROMOTED)
+            return ActionResult(skipped="nothing was provisioned; nothing to roll back")
+        self._undo()
+        self.ledger.update_context(decision=Decision.ROLLED_BACK)
+        why = failures[0] if failures else None
+        reason = f"{why.stage} failed: {why.message}" if why else "release did not complete"
+        return ActionResult([("release.rollback.reason", reason)])
+
+    def _undo(self) -> None:
+        target = self._target()
+        self._record(Phase.ROLLING_BACK)
+        if self.switched and self.live_slot is not None:
+            target.set_traffic(TrafficSplit.all_to(self.live_slot))
+            self.switched = False
+            self.ledger.update_context(switched=False)
+        if self.candidate_slot is not None:
+            target.remove(self.candidate_slot)
+        self.provisioned = False
+        self._record(Phase.ROLLED_BACK)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self.locked:
+            self._target().release_lock(self.options.run_id)
+            self.locked = False
+
+    # -- the end of the run ------------------------------------------------------------------------
+    def emergency_stop(self, reason: str) -> str | None:
+        """After an interrupt or a crash: leave traffic on the verified live version, best effort.
+
+        Returns a line describing a problem when something could not be undone.
+        """
+        if self.target is None:
+            return None
+        context = self.ledger.read_context()
+        if context.get("decision") is not None:
+            return None
+        try:
+            if self.provisioned or self.switched:
+                self._undo()
+                self.ledger.update_context(decision=Decision.ROLLED_BACK, interrupted=reason)
+            else:
+                self._release_lock()
+                self.ledger.update_context(decision=Decision.NOT_PROMOTED, interrupted=reason)
+        except Exception as exc:  # noqa: BLE001 - reported, and the run still ends
+            return f"could not undo the release after {reason}: {exc}"
+        return None
+
+    def close(self) -> None:
+        if self.target is not None:
+            with contextlib.suppress(Exception):
+                self._release_lock()
+            self.target.close()
+            self.target = None
+
+
+def context_endpoint(context: dict[str, Any], role: Role) -> dict[str, Any] | None:
+    endpoints: dict[str, Any] = context.get("endpoints") or {}
+    value = endpoints.get(role.value)
+    return dict(value) if value else None

@@ -1,0 +1,135 @@
+"""Fixtures for suite writers: what is being released, where to reach it, and how to measure it.
+
+None of them changes the target: the release controller provisions once, in its own action items, and
+writes the endpoints to the ledger; these fixtures only read them. Registered with the release plugin,
+so they exist only under `--release`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.checks import CheckOutcome, RecordCheck
+from core.types import Endpoint, MetricsScope, Role
+from plugins.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """What a suite may want to know about the release it verifies."""
+
+    version: str
+    previous_version: str | None
+    strategy: str
+    run_id: str
+    target: str
+    dry_run: bool
+    candidate_slot: str | None
+    live_slot: str | None
+    switched: bool
+
+
+def recorder_for(node: pytest.Item) -> RecordCheck:
+    """Every check outcome becomes `check.<expression>.<field>` properties of the test's JUnit testcase."""
+
+    def record(outcome: CheckOutcome) -> None:
+        node.user_properties.extend(outcome.properties())
+
+    return record
+
+
+class LoadRunner:
+    """`load.run(...)`: a locust run against the candidate (or another endpoint), recorded in JUnit."""
+
+    def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path) -> None:
+        self._endpoints = endpoints
+        self._record = record
+        self._base_dir = base_dir
+
+    def run(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0, duration_s: float = 10.0,
+            target: Role | str = Role.CANDIDATE, min_requests: int = 100, stop_on_breach: Sequence[str] = (),
+            extra_args: Sequence[str] = ()) -> Any:
+        from verifiers.load import LoadProfile, run_load
+
+        path = Path(locustfile)
+        if not path.is_absolute():
+            path = self._base_dir / path
+        endpoint = self._endpoints[Role(target)]
+        profile = LoadProfile(locustfile=path, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
+                              min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
+                              extra_args=tuple(extra_args))
+        return run_load(profile, endpoint, record=self._record)
+
+
+class SuiteFixtures:
+    def __init__(self, ledger: Ledger, prometheus_timeout_s: float) -> None:
+        self.ledger = ledger
+        self.prometheus_timeout_s = prometheus_timeout_s
+
+    def _context(self) -> dict[str, Any]:
+        return self.ledger.read_context()
+
+    def _endpoint(self, role: Role) -> Endpoint:
+        data = (self._context().get("endpoints") or {}).get(role.value)
+        if not data:
+            raise RuntimeError(f"no {role.value} endpoint: the release was not provisioned (see release::provision)")
+        return Endpoint(role, data["url"], data["slot"], data["version"])
+
+    @pytest.fixture
+    def release(self) -> ReleaseInfo:
+        context = self._context()
+        return ReleaseInfo(
+            version=context["version"], previous_version=context.get("previous_version"),
+            strategy=context["strategy"], run_id=context["run_id"], target=context["target"],
+            dry_run=bool(context.get("dry_run")), candidate_slot=context.get("candidate_slot"),
+            live_slot=context.get("live_slot"), switched=bool(context.get("switched")))
+
+    @pytest.fixture
+    def candidate(self) -> Endpoint:
+        """The new version alone (the preview of its slot)."""
+        return self._endpoint(Role.CANDIDATE)
+
+    @pytest.fixture
+    def baseline(self) -> Endpoint:
+        """The version that served users when the release started, alone."""
+        return self._endpoint(Role.BASELINE)
+
+    @pytest.fixture
+    def service(self) -> Endpoint:
+        """The public service: what users reach, whichever version serves them now."""
+        return self._endpoint(Role.SERVICE)
+
+    @pytest.fixture
+    def record_check(self, request: pytest.FixtureRequest) -> RecordCheck:
+        """Record a CheckOutcome of your own into this test's JUnit testcase."""
+        return recorder_for(request.node)
+
+    @pytest.fixture
+    def http(self, candidate: Endpoint) -> Iterator[httpx.Client]:
+        """An httpx client bound to the candidate, with timeouts set."""
+        from verifiers.http import client_for
+
+        with client_for(candidate) as client:
+            yield client
+
+    @pytest.fixture
+    def load(self, request: pytest.FixtureRequest) -> LoadRunner:
+        endpoints = {role: self._endpoint(role) for role in (Role.CANDIDATE, Role.BASELINE, Role.SERVICE)}
+        return LoadRunner(endpoints, recorder_for(request.node), Path(request.node.path).parent)
+
+    @pytest.fixture
+    def metrics(self, request: pytest.FixtureRequest) -> Any:
+        """Prometheus queries scoped by the target's labels; every check is recorded in JUnit."""
+        from verifiers.metrics import Metrics
+
+        scope = self._context().get("metrics_scope")
+        if not scope:
+            raise RuntimeError("no Prometheus scope: preflight did not run (see release::preflight)")
+        return Metrics(MetricsScope(**scope), timeout_s=self.prometheus_timeout_s,
+                       record=recorder_for(request.node))

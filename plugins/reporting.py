@@ -1,0 +1,186 @@
+"""The outcome of a release: the decision, the exit code, JUnit suite properties and the release report.
+
+Everything here runs on the controller (the single pytest process, or the xdist controller), from the
+test reports it receives and the ledger, so the report is the same with or without `-n`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import ExitCode
+from plugins.controller import Decision, ReleaseOptions
+from plugins.ledger import Ledger
+
+CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
+
+
+@dataclass
+class TestOutcome:
+    nodeid: str
+    stage: str
+    outcome: str  # passed | failed | skipped | error
+    duration_s: float
+    message: str
+    properties: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[dict[str, str]]:
+        """The check outcomes recorded as `check.<expression>.<field>` properties, in order."""
+        found: list[dict[str, str]] = []
+        for name, value in self.properties:
+            if not name.startswith("check."):
+                continue
+            expression, _, field_name = name[len("check."):].rpartition(".")
+            if field_name == "verdict":
+                found.append({"check": expression})
+            if found and field_name in CHECK_FIELDS:
+                found[-1][field_name] = value
+        return found
+
+
+def one_line(report: pytest.TestReport) -> str:
+    """The first meaningful line of a failure or the reason of a skip."""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(crash.message) if crash is not None else str(report.longrepr or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+class ReleaseReporter:
+    """Collects the test reports on the controller and turns them into the release's outcome."""
+
+    def __init__(self, options: ReleaseOptions, ledger: Ledger) -> None:
+        self.options = options
+        self.ledger = ledger
+        self.outcomes: dict[str, TestOutcome] = {}
+
+    def add(self, report: pytest.TestReport) -> None:
+        properties = [(str(k), str(v)) for k, v in report.user_properties]
+        stage = next((v for k, v in properties if k == "stage"), "")
+        outcome = self.outcomes.get(report.nodeid)
+        if outcome is None:
+            outcome = self.outcomes[report.nodeid] = TestOutcome(report.nodeid, stage, "passed", 0.0, "")
+        outcome.duration_s += report.duration
+        outcome.properties = properties or outcome.properties
+        outcome.stage = stage or outcome.stage
+        if report.failed and outcome.outcome not in ("failed", "error"):
+            outcome.outcome = "failed" if report.when == "call" else "error"
+            outcome.message = one_line(report)
+        elif report.skipped and outcome.outcome == "passed":
+            outcome.outcome = "skipped"
+            outcome.message = one_line(report)
+
+    # -- the decision -------------------------------------------------------------------------------
+    def decision(self) -> str:
+        return str(self.ledger.read_context().get("decision") or Decision.NOT_PROMOTED)
+
+    def failures(self) -> list[TestOutcome]:
+        return [o for o in self.outcomes.values() if o.outcome in ("failed", "error")]
+
+    def exit_code(self, pytest_status: int) -> int:
+        records = self.ledger.finished_items().values()
+        rollback = self.outcomes.get("release::rollback")
+        if pytest_status == ExitCode.USAGE_ERROR or any(r.usage_error for r in records):
+            return ExitCode.USAGE_ERROR
+        if pytest_status == ExitCode.INTERRUPTED or self.ledger.aborted():
+            return ExitCode.INTERRUPTED
+        if rollback is not None and rollback.outcome in ("failed", "error"):
+            return ExitCode.INTERNAL_ERROR  # the release could not be undone: a person must look
+        if pytest_status == ExitCode.INTERNAL_ERROR:
+            return ExitCode.INTERNAL_ERROR
+        if self.failures():
+            return ExitCode.VERIFICATION_FAILED
+        verified = [o for o in self.outcomes.values()
+                    if not o.nodeid.startswith("release::") and o.outcome == "passed"]
+        if not verified:
+            return ExitCode.NO_VERIFICATION
+        if self.decision() == Decision.PROMOTED or self.options.dry_run:
+            return ExitCode.PROMOTED
+        return ExitCode.NO_VERIFICATION
+
+    # -- what a reader sees -------------------------------------------------------------------------
+    def phase_times(self) -> dict[str, float]:
+        spans: dict[str, list[float]] = {}
+        for record in self.ledger.finished_items().values():
+            span = spans.setdefault(record.stage, [record.started, record.finished])
+            span[0], span[1] = min(span[0], record.started), max(span[1], record.finished)
+        first_index = {r.stage: r.index for r in sorted(self.ledger.finished_items().values(),
+                                                        key=lambda r: -r.index)}
+        return {stage: round(end - start, 3)
+                for stage, (start, end) in sorted(spans.items(), key=lambda kv: first_index[kv[0]])}
+
+    def summary(self, exit_code: int) -> dict[str, Any]:
+        context = self.ledger.read_context()
+        failures = self.failures()
+        return {
+            "run_id": self.options.run_id,
+            "version": self.options.version,
+            "previous": context.get("previous_version"),
+            "strategy": self.options.strategy,
+            "target": self.options.target,
+            "dry_run": self.options.dry_run,
+            "decision": self.decision(),
+            "exit_code": int(exit_code),
+            "reason": (f"{failures[0].stage} failed: {failures[0].message}" if failures
+                       else context.get("not_promoted_reason") or context.get("interrupted")),
+            "phase_times_s": self.phase_times(),
+            "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome,
+                       "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
+                      for o in self.outcomes.values()],
+        }
+
+    def suite_properties(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
+        properties = [
+            ("release.version", summary["version"]),
+            ("release.previous", str(summary["previous"] or "")),
+            ("release.strategy", summary["strategy"]),
+            ("release.target", summary["target"]),
+            ("release.decision", summary["decision"]),
+            ("release.run_id", summary["run_id"]),
+            ("release.dry_run", str(summary["dry_run"]).lower()),
+        ]
+        if summary["reason"]:
+            properties.append(("release.reason", summary["reason"]))
+        properties += [(f"release.phase.{stage}_s", f"{seconds:.3f}")
+                       for stage, seconds in summary["phase_times_s"].items()]
+        return properties
+
+
+def write_report(summary: dict[str, Any], path: Path) -> None:
+    """The release report: JSON for tools, Markdown for people, side by side."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    lines = [
+        f"# Release {summary['version']}: {summary['decision']}",
+        "",
+        f"- previous version: {summary['previous'] or '-'}",
+        f"- strategy: {summary['strategy']} on {summary['target']}{' (dry run)' if summary['dry_run'] else ''}",
+        f"- run: {summary['run_id']}, exit code {summary['exit_code']}",
+    ]
+    if summary["reason"]:
+        lines.append(f"- why: {summary['reason']}")
+    lines += ["", "| stage | test | outcome | time | detail |", "|---|---|---|---|---|"]
+    for test in summary["tests"]:
+        detail = test["message"].replace("|", "\\|")
+        lines.append(f"| {test['stage']} | `{test['nodeid']}` | {test['outcome']} | {test['duration_s']:.2f}s "
+                     f"| {detail} |")
+    checks = [(test["nodeid"], check) for test in summary["tests"] for check in test["checks"]]
+    if checks:
+        lines += ["", "## Checks", "", "| test | check | verdict | measured | threshold | subject | samples | "
+                  "window | source |", "|---|---|---|---|---|---|---|---|---|"]
+        for nodeid, check in checks:
+            cells = [check.get(name, "").replace("|", "\\|") for name in
+                     ("check", "verdict", "value", "threshold", "subject", "samples", "window", "source")]
+            lines.append(f"| `{nodeid}` | " + " | ".join(cells) + " |")
+    if summary["phase_times_s"]:
+        lines += ["", "## Phase times", ""]
+        lines += [f"- {stage}: {seconds:.2f}s" for stage, seconds in summary["phase_times_s"].items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

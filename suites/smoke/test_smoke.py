@@ -1,0 +1,34 @@
+"""Smoke: the candidate answers on its own, as the version we are releasing, before it sees any user."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from core.types import Endpoint
+from plugins.fixtures import ReleaseInfo
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/version"])
+def test_candidate_answers(http: httpx.Client, path: str) -> None:
+    response = http.get(path)
+    assert response.status_code == 200, f"GET {path} -> {response.status_code}: {response.text[:200]}"
+
+
+def test_candidate_is_the_release_version(http: httpx.Client, release: ReleaseInfo) -> None:
+    served = http.get("/version").headers.get("X-App-Version")
+    assert served == release.version, f"the candidate serves {served}, not {release.version}"
+
+
+def test_items_and_checkout_work(http: httpx.Client) -> None:
+    items = http.get("/api/items")
+    assert items.status_code == 200 and items.json(), items.text[:200]
+    order = http.post("/api/checkout", json={"item_id": items.json()[0]["id"], "quantity": 1})
+    assert order.status_code == 200, order.text[:200]
+
+
+def test_users_still_reach_the_previous_version(service: Endpoint, release: ReleaseInfo) -> None:
+    # Provisioning must not have moved traffic: the public service still serves the live version.
+    with httpx.Client(base_url=service.url, timeout=5, trust_env=False) as client:
+        served = {client.get("/version").headers.get("X-App-Version") for _ in range(5)}
+    assert served == {release.previous_version}
