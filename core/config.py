@@ -93,6 +93,8 @@ class PrometheusConfig(_Section):
 
 class Config(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
+    # Free-form settings for suites (durations, users, thresholds), read as `release.vars` in a test.
+    vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     stages: StageDeadlines = Field(default_factory=StageDeadlines)
     local: LocalConfig = Field(default_factory=LocalConfig)

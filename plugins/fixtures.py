@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from core.checks import CheckOutcome, RecordCheck
+from core.config import Config
 from core.types import Endpoint, MetricsScope, Role
 from plugins.ledger import Ledger
 
@@ -33,6 +34,7 @@ class ReleaseInfo:
     candidate_slot: str | None
     live_slot: str | None
     switched: bool
+    vars: dict[str, Any]
 
 
 def recorder_for(node: pytest.Item) -> RecordCheck:
@@ -68,9 +70,10 @@ class LoadRunner:
 
 
 class SuiteFixtures:
-    def __init__(self, ledger: Ledger, prometheus_timeout_s: float) -> None:
+    def __init__(self, ledger: Ledger, config: Config) -> None:
         self.ledger = ledger
-        self.prometheus_timeout_s = prometheus_timeout_s
+        self.config = config
+        self.prometheus_timeout_s = config.prometheus.timeout_s
 
     def _context(self) -> dict[str, Any]:
         return self.ledger.read_context()
@@ -88,7 +91,8 @@ class SuiteFixtures:
             version=context["version"], previous_version=context.get("previous_version"),
             strategy=context["strategy"], run_id=context["run_id"], target=context["target"],
             dry_run=bool(context.get("dry_run")), candidate_slot=context.get("candidate_slot"),
-            live_slot=context.get("live_slot"), switched=bool(context.get("switched")))
+            live_slot=context.get("live_slot"), switched=bool(context.get("switched")),
+            vars=dict(self.config.vars))
 
     @pytest.fixture
     def candidate(self) -> Endpoint:

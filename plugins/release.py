@@ -68,7 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(plugin, PLUGIN_NAME)
-    config.pluginmanager.register(SuiteFixtures(plugin.ledger, plugin.release_config.prometheus.timeout_s),
+    config.pluginmanager.register(SuiteFixtures(plugin.ledger, plugin.release_config),
                                   f"{PLUGIN_NAME}-fixtures")
     if config.pluginmanager.hasplugin("xdist") and not plugin.is_worker:
         from plugins.scheduler import XdistControllerHooks
@@ -200,6 +200,13 @@ class ReleasePlugin:
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if call.excinfo is not None and isinstance(call.excinfo.value, (ReleasegateError, AssertionError)):
+            # JUnit's failure message is the crash line: make it the check's own sentence, without the
+            # exception's type in front, so a reader sees "p(95) 412ms > 300ms over ..." and nothing else.
+            crash = getattr(report.longrepr, "reprcrash", None)
+            if crash is not None:
+                text = str(call.excinfo.value).split("\nassert ", 1)[0].strip()
+                crash.message = text or crash.message
         record = item.stash.get(RECORD_KEY, None)
         if record is not None:
             if report.failed and "outcome" not in record:

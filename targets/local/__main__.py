@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         run_dir = run_dir_of(config)
         if args.command == "up":
+            running = LocalClusterClient.find_running(run_dir)
+            if running is not None:  # `up` twice is not an error: the cluster is up
+                print("already running: " + _describe(running.state()))
+                return 0
             client, _ = start_cluster(config, persistent=True)
             print(_describe(client.state()))
             return 0

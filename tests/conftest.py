@@ -1,0 +1,3 @@
+"""Fixtures of the framework's own tests."""
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,128 @@
+"""A release project in a pytester directory: config, suites, an optional background cluster, JUnit parsing."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from targets.local.client import LocalClusterClient, read_state_file
+from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES, run_module
+
+BASE_CONFIG = """
+[release]
+keep_warm_s = 0.5
+lock_ttl_s = 120
+
+[local]
+run_dir = "run"
+replicas = 1
+profiles = "profiles.toml"
+ready_timeout_s = 20
+"""
+
+
+@dataclass
+class JUnit:
+    """The parts of reports/junit.xml the tests look at."""
+
+    suite_properties: dict[str, str]
+    cases: list[dict[str, Any]]
+
+    @classmethod
+    def read(cls, path: Path) -> JUnit:
+        root = ElementTree.parse(path).getroot()
+        suite = root.find("testsuite")
+        assert suite is not None
+        properties = {p.get("name", ""): p.get("value", "") for p in suite.findall("properties/property")}
+        cases = []
+        for case in suite.findall("testcase"):
+            outcome = "passed"
+            message = ""
+            for tag in ("failure", "error", "skipped"):
+                element = case.find(tag)
+                if element is not None:
+                    outcome, message = tag, element.get("message", "")
+            cases.append({
+                "id": f"{case.get('classname')}::{case.get('name')}", "name": case.get("name"),
+                "outcome": outcome, "message": message,
+                "properties": [(p.get("name"), p.get("value")) for p in case.findall("properties/property")],
+            })
+        return cls(properties, cases)
+
+    def case(self, name: str) -> dict[str, Any]:
+        found = [case for case in self.cases if case["name"] == name]
+        assert found, f"no testcase {name} in {[c['name'] for c in self.cases]}"
+        return found[0]
+
+    def order(self) -> list[str]:
+        return [case["name"] for case in self.cases]
+
+
+class ReleaseProject:
+    def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pytester = pytester
+        self.path = pytester.path
+        monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+        # locust's own pytest plugin is installed too; it must not load into these runs.
+        pytester.makeini("[pytest]\naddopts = -p no:locust -p no:cacheprovider\n")
+        pytester.makeconftest('pytest_plugins = ["plugins.release"]\n')
+        (self.path / "profiles.toml").write_text(TEST_PROFILES)
+        self.write_config("")
+        self.background = False
+
+    def write_config(self, extra: str) -> None:
+        (self.path / "releasegate.toml").write_text(BASE_CONFIG + textwrap.dedent(extra))
+
+    def write_suite(self, relative: str, source: str) -> None:
+        path = self.path / "suites" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+
+    def minimal_suites(self) -> None:
+        """One passing test in each required stage and in post_switch."""
+        for stage in ("smoke", "analysis", "post_switch"):
+            self.write_suite(f"{stage}/test_{stage}.py", f"""
+                import httpx
+
+                def test_{stage}_sees_the_right_versions(candidate, release):
+                    served = httpx.get(candidate.url + "/version", timeout=5).headers["X-App-Version"]
+                    assert served == release.version
+            """)
+
+    # -- a cluster that outlives the run, so the tests can look at the target afterwards -------------
+    def start_background_cluster(self) -> None:
+        result = run_module("targets.local", "--config", str(self.path / "releasegate.toml"), "up")
+        assert result.returncode == 0, result.stderr
+        self.background = True
+
+    def stop_background_cluster(self) -> None:
+        if self.background:
+            run_module("targets.local", "--config", str(self.path / "releasegate.toml"), "down")
+            self.background = False
+
+    def cluster_state(self) -> dict[str, Any]:
+        state = read_state_file(self.path / "run")
+        assert state is not None, "no local cluster runs"
+        return state
+
+    def client(self) -> LocalClusterClient:
+        client = LocalClusterClient.find_running(self.path / "run")
+        assert client is not None
+        return client
+
+    # -- running --------------------------------------------------------------------------------------
+    def release(self, *args: str) -> pytest.RunResult:
+        return self.pytester.runpytest_subprocess(*args, timeout=300)
+
+    def junit(self) -> JUnit:
+        return JUnit.read(self.path / "reports" / "junit.xml")
+
+    def no_cluster_left(self) -> bool:
+        state = read_state_file(self.path / "run")
+        return state is None or not os.path.exists(f"/proc/{state['pid']}")
