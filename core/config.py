@@ -83,6 +83,31 @@ class LocalConfig(_Section):
         return validate_version(value, source="local.initial_version")
 
 
+class KubernetesConfig(_Section):
+    """The kubernetes target: two Deployments (<app>-blue, <app>-green), a Service and a preview Service."""
+
+    kubeconfig: str = Field(default="", description="empty: $KUBECONFIG, else ~/.kube/config, else in-cluster")
+    context: str = Field(default="", description="empty: the kubeconfig's current context")
+    namespace: str = "default"
+    service: str = Field(default="", description="empty: the app name")
+    preview_service: str = Field(default="", description="empty: <app>-preview")
+    deployment_name: str = Field(default="{app}-{slot}", description="template with {app} and {slot}")
+    container: str = Field(default="", description="the container whose image tag is the version; empty: first")
+    slot_label: str = "slot"
+    version_label: str = "version"
+    lease_name: str = Field(default="", description="empty: <app>-release")
+    annotation_prefix: str = "releasegate.io/"
+    ready_timeout_s: float = Field(default=600.0, gt=0, description="like progressDeadlineSeconds")
+    endpoints_timeout_s: float = Field(default=60.0, gt=0)
+    request_timeout_s: float = Field(default=15.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    access: Literal["url", "cluster-dns", "port-forward"] = "url"
+    service_url: str = Field(default="", description="template; e.g. https://{app}.example.com")
+    preview_url: str = Field(default="", description="template; e.g. https://{app}-preview.example.com")
+    baseline_url: str = Field(default="", description="template; empty: the service URL before the switch")
+    cluster_domain: str = "cluster.local"
+
+
 class PrometheusConfig(_Section):
     url: str = Field(default="", description="an existing Prometheus; empty = the local target starts one")
     timeout_s: float = Field(default=10.0, gt=0)
@@ -99,6 +124,7 @@ class Config(_Section):
     stages: StageDeadlines = Field(default_factory=StageDeadlines)
     local: LocalConfig = Field(default_factory=LocalConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     # Where the file was read from; relative paths in the config are relative to its folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

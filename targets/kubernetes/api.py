@@ -1,0 +1,116 @@
+"""Calls to the Kubernetes API with the failure handling a release needs.
+
+- 429 and 5xx: bounded retries with exponential back-off, honouring Retry-After.
+- 401/403: one ConfigError naming the verb and resource that the credentials or RBAC lack.
+- 404: NotFoundError, so callers can say which object is missing.
+- 409: ConflictError; read-modify-write callers re-read and try again (see `retry_on_conflict`).
+Bodies are plain dicts, read with `_preload_content=False`, so what is sent and received is exactly
+the API's JSON (the generated models would, for example, drop the microseconds of a MicroTime).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from core.errors import ConfigError, TargetError
+
+T = TypeVar("T")
+
+RETRYABLE = {429, 500, 502, 503, 504}
+CONTENT_TYPES = {
+    "strategic": "application/strategic-merge-patch+json",
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+class NotFoundError(TargetError):
+    pass
+
+
+class ConflictError(TargetError):
+    pass
+
+
+def status_message(exc: ApiException) -> str:
+    """The `message` of the Status body the API server sent, or the HTTP reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+class KubeApi:
+    """One place for every request: timeouts, retries, error translation, and a request count."""
+
+    def __init__(self, client: ApiClient, *, namespace: str, timeout_s: float, max_retries: int,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self._sleep = sleep
+        self.requests = 0
+
+    def call(self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call one API method; returns the decoded JSON body (or None for an empty one)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            self.requests += 1
+            try:
+                response = function(*args, _preload_content=False, _request_timeout=self.timeout_s, **kwargs)
+                data = response.data
+                return json.loads(data) if data else None
+            except ApiException as exc:
+                if exc.status in RETRYABLE and attempt <= self.max_retries:
+                    self._sleep(self._backoff(attempt, exc))
+                    continue
+                raise self._translate(exc, verb, resource) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if attempt <= self.max_retries:
+                    self._sleep(self._backoff(attempt, None))
+                    continue
+                host = self.client.configuration.host
+                raise TargetError(f"cannot reach the Kubernetes API server at {host} to {verb} {resource}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+
+    def _backoff(self, attempt: int, exc: ApiException | None) -> float:
+        retry_after = (exc.headers or {}).get("Retry-After") if exc is not None else None
+        if retry_after and str(retry_after).isdigit():
+            return min(float(retry_after), 30.0)
+        return min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random() / 2)
+
+    def _translate(self, exc: ApiException, verb: str, resource: str) -> Exception:
+        message = status_message(exc)
+        where = f"in namespace {self.namespace}"
+        if exc.status == 401:
+            return ConfigError(f"the Kubernetes API server rejected the credentials (401 Unauthorized) when trying "
+                               f"to {verb} {resource}; refresh the kubeconfig's token or pick another context")
+        if exc.status == 403:
+            return ConfigError(f"RBAC forbids {verb} on {resource} {where} ({message}); grant the verb "
+                               f"{verb!r} on {resource!r} to the runner's Role (charts/releasegate-runner)")
+        if exc.status == 404:
+            return NotFoundError(f"{resource} not found {where}: {message}")
+        if exc.status == 409:
+            return ConflictError(f"conflict on {resource} {where}: {message}")
+        return TargetError(f"the Kubernetes API refused to {verb} {resource} {where}: HTTP {exc.status} {message}")
+
+
+def retry_on_conflict(action: Callable[[], T], *, attempts: int = 5) -> T:
+    """Run a read-modify-write `action` again when someone else changed the object in between."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except ConflictError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

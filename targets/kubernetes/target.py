@@ -1,0 +1,302 @@
+"""The Target protocol on a Kubernetes cluster, in the blue-green layout of DESIGN.md.
+
+Deployments `<app>-blue` and `<app>-green` carry a slot label; the Service `<app>` selects the live slot
+and `<app>-preview` the candidate. Release state is kept in annotations on the Service, the lock in a
+Lease. Every request goes through KubeApi (retries, RBAC messages) and every write is one the API server
+accepts as such (explicit patch content types, resourceVersion on replace).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+from kubernetes.client import AppsV1Api, CoreV1Api, DiscoveryV1Api
+
+from core.config import Config
+from core.errors import ConfigError, NotReadyError, TargetError
+from core.types import (
+    Endpoint,
+    LiveState,
+    MetricsScope,
+    ReleaseState,
+    Role,
+    Slot,
+    SwitchResult,
+    TrafficSplit,
+    WorkloadStatus,
+    other_slot,
+)
+from targets.kubernetes import rollout
+from targets.kubernetes.access import EndpointResolver
+from targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
+from targets.kubernetes.connect import api_client
+from targets.kubernetes.layout import Layout, derive_candidate, version_of
+from targets.kubernetes.lease import ReleaseLease
+
+SLOTS = ("blue", "green")
+POLL_S = 0.25
+ARGOCD_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance")
+ARGOCD_SNIPPET = """spec:
+  ignoreDifferences:
+    - group: ""
+      kind: Service
+      name: {service}
+      jsonPointers:
+        - /spec/selector
+        - /metadata/annotations"""
+
+
+class ArgoCDSelfHealWarning(UserWarning):
+    """ArgoCD tracks the Service: with self-heal on it would revert the selector after a switch."""
+
+
+class KubernetesTarget:
+    name = "kubernetes"
+
+    def __init__(self, config: Config, api: KubeApi, *, resolver: EndpointResolver | None = None) -> None:
+        self.config = config
+        self.api = api
+        self.layout = Layout.from_config(config)
+        self.apps = AppsV1Api(api.client)
+        self.core = CoreV1Api(api.client)
+        self.discovery = DiscoveryV1Api(api.client)
+        self.lease = ReleaseLease(api, self.layout.lease, self.layout.app)
+        self.resolver = resolver or EndpointResolver(config, self.layout, service_port=self._service_port)
+        self.warnings: list[str] = []
+
+    @classmethod
+    def open(cls, config: Config) -> KubernetesTarget:
+        """Connect and check that the layout exists; ConfigError (and no write) when it does not."""
+        kube = config.kubernetes
+        api = KubeApi(api_client(config), namespace=kube.namespace, timeout_s=kube.request_timeout_s,
+                      max_retries=kube.max_retries)
+        target = cls(config, api)
+        target.check_layout()
+        return target
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _ns(self) -> str:
+        return self.layout.namespace
+
+    def _get_deployment(self, slot: Slot) -> dict[str, Any] | None:
+        try:
+            deployment: dict[str, Any] = self.api.call("get", "deployments", self.apps.read_namespaced_deployment,
+                                                       self.layout.deployment(slot), self._ns())
+        except NotFoundError:
+            return None
+        return deployment
+
+    def _get_service(self, name: str) -> dict[str, Any]:
+        service: dict[str, Any] = self.api.call("get", "services", self.core.read_namespaced_service, name,
+                                                self._ns())
+        return service
+
+    def _service_port(self, name: str) -> int:
+        ports = self._get_service(name)["spec"].get("ports") or [{"port": 80}]
+        return int(ports[0]["port"])
+
+    def check_layout(self) -> None:
+        """Namespace, Service and the live Deployment must exist; only reads are sent."""
+        try:
+            self.api.call("get", "namespaces", self.core.read_namespace, self._ns())
+        except NotFoundError:
+            raise ConfigError(f"namespace {self._ns()!r} does not exist in this cluster; fix kubernetes.namespace "
+                              "or create it (see charts/)") from None
+        try:
+            service = self._get_service(self.layout.service)
+        except NotFoundError:
+            raise ConfigError(f"Service {self._ns()}/{self.layout.service} does not exist; install the app with "
+                              "charts/bluegreen-app or set kubernetes.service") from None
+        slot = (service["spec"].get("selector") or {}).get(self.layout.slot_label)
+        if slot not in SLOTS:
+            raise ConfigError(f"Service {self._ns()}/{self.layout.service} does not select a slot (selector "
+                              f"{service['spec'].get('selector')}); it must hold {self.layout.slot_label}=blue|green")
+        if self._get_deployment(slot) is None:
+            raise ConfigError(f"Deployment {self._ns()}/{self.layout.deployment(slot)} (the live slot {slot}) "
+                              "does not exist; install the app with charts/bluegreen-app or fix "
+                              "kubernetes.deployment_name")
+        self._warn_about_argocd(service)
+
+    def _warn_about_argocd(self, service: dict[str, Any]) -> None:
+        metadata = service["metadata"]
+        tracked = any(key in (metadata.get("annotations") or {}) for key in ARGOCD_MARKERS) or \
+            "app.kubernetes.io/instance" in (metadata.get("labels") or {}) and \
+            "argocd" in str(metadata.get("annotations") or {})
+        if tracked:
+            message = (f"ArgoCD tracks Service {self._ns()}/{self.layout.service}: with self-heal on it will revert "
+                       "the selector after a switch. Add to the ArgoCD Application:\n"
+                       + ARGOCD_SNIPPET.format(service=self.layout.service))
+            self.warnings.append(message)
+            warnings.warn(ArgoCDSelfHealWarning(message), stacklevel=2)
+
+    def live_state(self) -> LiveState:
+        service = self._get_service(self.layout.service)
+        live_slot = (service["spec"].get("selector") or {}).get(self.layout.slot_label)
+        versions: dict[Slot, str | None] = {}
+        for slot in SLOTS:
+            deployment = self._get_deployment(slot)
+            versions[slot] = version_of(deployment, self.layout) if deployment else None
+        annotations = service["metadata"].get("annotations") or {}
+        return LiveState(app=self.layout.app, traffic=TrafficSplit.all_to(live_slot), versions=versions,
+                         previous_version=annotations.get(self.layout.annotation("previous-version")))
+
+    def _pods(self, slot: Slot) -> list[dict[str, Any]]:
+        pods: dict[str, Any] = self.api.call("list", "pods", self.core.list_namespaced_pod, self._ns(),
+                                             label_selector=self.layout.pod_selector(slot))
+        return list(pods.get("items") or [])
+
+    def _events_for(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for pod in pods[:5]:  # enough to explain a failure, bounded in requests
+            answer = self.api.call("list", "events", self.core.list_namespaced_event, self._ns(),
+                                   field_selector=f"involvedObject.name={pod['metadata']['name']}")
+            events += answer.get("items") or []
+        return events
+
+    def workload_status(self, slot: Slot) -> WorkloadStatus:
+        deployment = self._get_deployment(slot)
+        if deployment is None:
+            return WorkloadStatus(slot=slot, version=None, replicas=0, ready_replicas=0)
+        pods = self._pods(slot)
+        status = deployment.get("status") or {}
+        return WorkloadStatus(slot=slot, version=version_of(deployment, self.layout),
+                              replicas=int(deployment["spec"].get("replicas", 1)),
+                              ready_replicas=int(status.get("readyReplicas", 0)),
+                              problems=tuple(rollout.pod_problems(pods, [])))
+
+    def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
+        state = self.live_state()
+        return self.resolver.endpoints(state, candidate_slot)
+
+    def metrics_scope(self) -> MetricsScope:
+        prom = self.config.prometheus
+        if not prom.url:
+            raise ConfigError("the kubernetes target needs prometheus.url (the cluster's Prometheus); set it in "
+                              "the config")
+        return MetricsScope(prometheus_url=prom.url, app=self.layout.app, app_label=prom.app_label,
+                            slot_label=prom.slot_label, version_label=prom.version_label)
+
+    def read_release_state(self) -> ReleaseState | None:
+        annotations = self._get_service(self.layout.service)["metadata"].get("annotations") or {}
+        prefix = self.layout.annotation_prefix
+        data = {key[len(prefix):]: value for key, value in annotations.items() if key.startswith(prefix)}
+        if "run-id" not in data:
+            return None
+        return ReleaseState.from_dict({
+            "run_id": data["run-id"], "version": data.get("version", ""),
+            "previous_version": data.get("previous-version") or None, "live_slot": data.get("live-slot"),
+            "live_version": data.get("live-version"), "candidate_slot": data.get("candidate-slot") or None,
+            "phase": data.get("phase", "aborted"), "updated_at": float(data.get("updated-at", 0))})
+
+    # -- acting -------------------------------------------------------------------------------------
+    def acquire_lock(self, holder: str, ttl_s: float) -> None:
+        self.lease.acquire(holder, ttl_s)
+
+    def release_lock(self, holder: str) -> None:
+        self.lease.release(holder)
+
+    def record_release_state(self, state: ReleaseState) -> None:
+        values = {"run-id": state.run_id, "version": state.version,
+                  "previous-version": state.previous_version or "", "live-slot": state.live_slot or "",
+                  "live-version": state.live_version or "", "candidate-slot": state.candidate_slot or "",
+                  "phase": state.phase.value, "updated-at": f"{state.updated_at:.3f}"}
+        body = {"metadata": {"annotations": {self.layout.annotation(k): v for k, v in values.items()}}}
+        self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.service, self._ns(),
+                      body, _content_type=CONTENT_TYPES["merge"])
+
+    def deploy(self, slot: Slot, version: str) -> None:
+        live_slot = other_slot(slot)
+        live = self._get_deployment(live_slot)
+        if live is None:
+            raise ConfigError(f"Deployment {self._ns()}/{self.layout.deployment(live_slot)} does not exist; the "
+                              "candidate is derived from it")
+        candidate = derive_candidate(live, self.layout, slot, version)
+
+        def create_or_replace() -> None:
+            existing = self._get_deployment(slot)
+            if existing is None:
+                self.api.call("create", "deployments", self.apps.create_namespaced_deployment, self._ns(), candidate)
+                return
+            candidate["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
+                          self.layout.deployment(slot), self._ns(), candidate)
+
+        retry_on_conflict(create_or_replace)
+        # The preview Service always points at the candidate slot.
+        self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.preview_service,
+                      self._ns(), {"spec": {"selector": {self.layout.slot_label: slot}}},
+                      _content_type=CONTENT_TYPES["strategic"])
+
+    def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
+        timeout_s = min(timeout_s, self.config.kubernetes.ready_timeout_s)
+        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        while True:
+            deployment = self._get_deployment(slot)
+            if deployment is None:
+                raise NotReadyError(f"Deployment {self.layout.deployment(slot)} disappeared while waiting for it")
+            if rollout.rollout_complete(deployment):
+                return self.workload_status(slot)
+            stalled = rollout.deadline_exceeded(deployment)
+            pods = self._pods(slot)
+            hopeless = rollout.hopeless_reason(pods)
+            if stalled or hopeless or time.monotonic() > deadline:
+                problems = rollout.pod_problems(pods, self._events_for(pods))
+                why = stalled or hopeless or f"not ready after {time.monotonic() - started:.0f}s"
+                raise NotReadyError(
+                    f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) is not ready: "
+                    f"{why}; {rollout.describe_progress(deployment)}"
+                    + (f"; {'; '.join(problems)}" if problems else ""))
+            time.sleep(POLL_S)
+
+    def set_traffic(self, split: TrafficSplit) -> SwitchResult:
+        slot = split.single_slot
+        if slot is None:
+            raise ConfigError("the kubernetes blue-green target moves all traffic at once; weighted splits need "
+                              "the canary strategy")
+        previous = self.live_state().traffic
+        started = time.monotonic()
+        self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.service, self._ns(),
+                      {"spec": {"selector": {self.layout.slot_label: slot}}},
+                      _content_type=CONTENT_TYPES["strategic"])
+        self._wait_endpoints(slot)
+        converged_ms = (time.monotonic() - started) * 1000
+        return SwitchResult(traffic=split, previous=previous, converged_ms=converged_ms,
+                            effective_weights={slot: 100.0})
+
+    def _wait_endpoints(self, slot: Slot) -> None:
+        """Until the Service's EndpointSlices list exactly the ready pods of `slot` (nothing of the old slot)."""
+        deadline = time.monotonic() + self.config.kubernetes.endpoints_timeout_s
+        wanted = {pod["metadata"]["name"] for pod in self._pods(slot)
+                  if not rollout.pod_problems([pod], [])}
+        while True:
+            slices = self.api.call("list", "endpointslices", self.discovery.list_namespaced_endpoint_slice,
+                                   self._ns(), label_selector=f"kubernetes.io/service-name={self.layout.service}")
+            listed = {(endpoint.get("targetRef") or {}).get("name")
+                      for item in slices.get("items") or [] for endpoint in item.get("endpoints") or []
+                      if (endpoint.get("conditions") or {}).get("ready", True)}
+            if listed and listed == wanted:
+                return
+            if time.monotonic() > deadline:
+                raise TargetError(f"Service {self.layout.service} endpoints did not converge on slot {slot} within "
+                                  f"{self.config.kubernetes.endpoints_timeout_s:.0f}s: listed {sorted(listed)}, "
+                                  f"expected {sorted(wanted)}")
+            time.sleep(POLL_S / 5)
+
+    def remove(self, slot: Slot) -> None:
+        try:
+            self.api.call("delete", "deployments", self.apps.delete_namespaced_deployment,
+                          self.layout.deployment(slot), self._ns(), propagation_policy="Background")
+        except NotFoundError:
+            pass  # already gone: removing is idempotent
+
+    def scale_down(self, slot: Slot) -> None:
+        self.api.call("patch", "deployments/scale", self.apps.patch_namespaced_deployment_scale,
+                      self.layout.deployment(slot), self._ns(), {"spec": {"replicas": 0}},
+                      _content_type=CONTENT_TYPES["merge"])
+
+    def close(self) -> None:
+        self.resolver.close()
+        self.api.client.close()
