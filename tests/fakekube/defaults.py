@@ -1,0 +1,218 @@
+"""Defaulting, as ``SetDefaults_*`` and the admission plugins apply it on every write.
+
+Only fields a client round-trips are covered: what a Deployment, ReplicaSet, Pod, Service, Namespace or
+Endpoints POST returns in the golden exchanges (``02``/``03``/``08``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JsonObj = dict[str, Any]
+
+SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def image_pull_policy(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        return "IfNotPresent"
+    if ":" not in last or last.rsplit(":", 1)[1] == "latest":
+        return "Always"
+    return "IfNotPresent"
+
+
+def _default_probe(probe: JsonObj | None) -> None:
+    if not isinstance(probe, dict):
+        return
+    probe.setdefault("timeoutSeconds", 1)
+    probe.setdefault("periodSeconds", 10)
+    probe.setdefault("successThreshold", 1)
+    probe.setdefault("failureThreshold", 3)
+    http = probe.get("httpGet")
+    if isinstance(http, dict):
+        http.setdefault("path", "/")
+        http.setdefault("scheme", "HTTP")
+
+
+def _default_container(container: JsonObj) -> None:
+    for port in container.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+    container.setdefault("resources", {})
+    for env in container.get("env") or []:
+        field_ref = (env.get("valueFrom") or {}).get("fieldRef")
+        if isinstance(field_ref, dict):
+            field_ref.setdefault("apiVersion", "v1")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        _default_probe(container.get(probe))
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    container.setdefault("imagePullPolicy", image_pull_policy(str(container.get("image", ""))))
+
+
+def default_pod_spec(spec: JsonObj) -> None:
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if isinstance(container, dict):
+            _default_container(container)
+    for volume in spec.get("volumes") or []:
+        for source in ("configMap", "secret", "projected", "downwardAPI"):
+            if isinstance(volume.get(source), dict):
+                volume[source].setdefault("defaultMode", 420)
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+
+
+def _default_template(template: JsonObj) -> None:
+    template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    default_pod_spec(template.setdefault("spec", {}))
+
+
+def default_deployment(obj: JsonObj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    _default_template(spec.setdefault("template", {}))
+    strategy = spec.get("strategy") or {}
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    spec["strategy"] = strategy
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    obj.setdefault("status", {})
+
+
+def default_replicaset(obj: JsonObj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    _default_template(spec.setdefault("template", {}))
+    obj.setdefault("status", {}).setdefault("replicas", 0)
+
+
+def qos_class(spec: JsonObj) -> str:
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    requests_seen = limits_seen = False
+    guaranteed = True
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        requests_seen |= bool(req)
+        limits_seen |= bool(lim)
+        for name in ("cpu", "memory"):
+            if name not in lim or req.get(name, lim.get(name)) != lim.get(name):
+                guaranteed = False
+    if not requests_seen and not limits_seen:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+def admit_pod(obj: JsonObj, token_volume_suffix: str) -> None:
+    """Pod-only defaults added by admission (ServiceAccount, DefaultTolerationSeconds, Priority)."""
+    spec = obj.setdefault("spec", {})
+    default_pod_spec(spec)
+    spec.setdefault("serviceAccountName", "default")
+    spec["serviceAccount"] = spec["serviceAccountName"]
+    if spec.get("automountServiceAccountToken", True) is not False:
+        volumes = spec.setdefault("volumes", [])
+        if not any(
+            SA_MOUNT_PATH == m.get("mountPath") for c in spec.get("containers") or [] for m in c.get("volumeMounts") or []
+        ):
+            name = f"kube-api-access-{token_volume_suffix}"
+            volumes.append(
+                {
+                    "name": name,
+                    "projected": {
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {
+                                "configMap": {
+                                    "name": "kube-root-ca.crt",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                }
+                            },
+                            {
+                                "downwardAPI": {
+                                    "items": [
+                                        {
+                                            "path": "namespace",
+                                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                        }
+                                    ]
+                                }
+                            },
+                        ],
+                        "defaultMode": 420,
+                    },
+                }
+            )
+            for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+                container.setdefault("volumeMounts", []).append(
+                    {"name": name, "readOnly": True, "mountPath": SA_MOUNT_PATH}
+                )
+    tolerations = spec.setdefault("tolerations", [])
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(t.get("key") == key and t.get("effect") in (None, "NoExecute") for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+    spec.setdefault("priority", 0)
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    status = obj.setdefault("status", {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", qos_class(spec))
+
+
+def default_service(obj: JsonObj) -> None:
+    spec = obj.setdefault("spec", {})
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    if spec["type"] != "ExternalName":
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
+
+
+def default_namespace(obj: JsonObj) -> None:
+    meta = obj.setdefault("metadata", {})
+    meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def default_endpoints(obj: JsonObj) -> None:
+    for subset in obj.get("subsets") or []:
+        for port in subset.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+
+
+def default_endpointslice(obj: JsonObj) -> None:
+    for port in obj.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+
+
+DEFAULTERS = {
+    "Deployment": default_deployment,
+    "ReplicaSet": default_replicaset,
+    "Service": default_service,
+    "Namespace": default_namespace,
+    "Endpoints": default_endpoints,
+    "EndpointSlice": default_endpointslice,
+}
+
+
+def apply_defaults(kind: str, obj: JsonObj) -> None:
+    if kind == "Pod":
+        default_pod_spec(obj.setdefault("spec", {}))
+        return
+    fn = DEFAULTERS.get(kind)
+    if fn is not None:
+        fn(obj)

@@ -1,0 +1,63 @@
+"""Object builders for the blue-green layout the golden recordings use (``shop``/``web``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+JsonObj = dict[str, Any]
+
+
+def deployment(namespace: str, app: str, slot: str, image: str, replicas: int = 3, port: int = 8080) -> JsonObj:
+    labels = {"app": app, "slot": slot}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{app}-{slot}", "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": app,
+                            "image": image,
+                            "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 2},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def service(namespace: str, name: str, app: str, slot: str, port: int = 8080) -> JsonObj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {
+            "selector": {"app": app, "slot": slot},
+            "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def blue_green_objects(
+    namespace: str,
+    app: str,
+    live_slot: str,
+    blue_image: str,
+    green_image: str | None,
+    replicas: int,
+    port: int,
+) -> list[JsonObj]:
+    other = "green" if live_slot == "blue" else "blue"
+    objects = [deployment(namespace, app, "blue", blue_image, replicas, port)]
+    if green_image is not None:
+        objects.append(deployment(namespace, app, "green", green_image, replicas, port))
+    objects.append(service(namespace, app, app, live_slot, port))
+    objects.append(service(namespace, f"{app}-preview", app, other, port))
+    return objects

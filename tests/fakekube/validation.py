@@ -1,0 +1,490 @@
+"""Validation with upstream field paths and messages (the causes of 422 Invalid responses).
+
+Values inside messages are printed like Go's ``field.Invalid`` does: ``%q`` for strings, ``%v`` for numbers,
+``%#v`` for maps and structs (``map[string]string{"app":"web", "slot":"green"}``,
+``v1.LabelSelector{MatchLabels:..., MatchExpressions:[]v1.LabelSelectorRequirement(nil)}``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+
+from .selectors import (
+    label_value_errors,
+    qualified_name_errors,
+    selector_from_object,
+)
+
+JsonObj = dict[str, Any]
+Cause = dict[str, str]
+
+_DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1035_LABEL_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_IANA_SVC_NAME_RE = re.compile(r"^[-a-z0-9]+$")
+
+DNS1123_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
+    "start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+DNS1123_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and "
+    "end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+DNS1035_LABEL_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
+    "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
+    "validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Go value printing and causes
+# --------------------------------------------------------------------------------------------------------
+
+
+def go_quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def go_map(value: dict[str, Any] | None) -> str:
+    if value is None:
+        return "map[string]string(nil)"
+    inner = ", ".join(f"{go_quote(k)}:{go_quote(str(v))}" for k, v in sorted(value.items()))
+    return "map[string]string{" + inner + "}"
+
+
+def go_label_selector(sel: JsonObj | None) -> str:
+    if sel is None:
+        return "null"
+    exprs = sel.get("matchExpressions")
+    if exprs:
+        items = ", ".join(
+            "v1.LabelSelectorRequirement{Key:%s, Operator:%s, Values:%s}"
+            % (
+                go_quote(str(e.get("key", ""))),
+                go_quote(str(e.get("operator", ""))),
+                "[]string{" + ", ".join(go_quote(str(v)) for v in e.get("values") or []) + "}"
+                if e.get("values")
+                else "[]string(nil)",
+            )
+            for e in exprs
+        )
+        expr_text = "[]v1.LabelSelectorRequirement{" + items + "}"
+    else:
+        expr_text = "[]v1.LabelSelectorRequirement(nil)"
+    return f"v1.LabelSelector{{MatchLabels:{go_map(sel.get('matchLabels'))}, MatchExpressions:{expr_text}}}"
+
+
+def go_value(value: Any) -> str:
+    if isinstance(value, str):
+        return go_quote(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def invalid(field: str, value: str, detail: str) -> Cause:
+    return {"reason": "FieldValueInvalid", "message": f"Invalid value: {value}: {detail}", "field": field}
+
+
+def required(field: str, detail: str = "") -> Cause:
+    msg = f"Required value: {detail}" if detail else "Required value"
+    return {"reason": "FieldValueRequired", "message": msg, "field": field}
+
+
+def unsupported(field: str, value: str, supported: list[str]) -> Cause:
+    listed = ", ".join(go_quote(s) for s in supported)
+    return {
+        "reason": "FieldValueNotSupported",
+        "message": f"Unsupported value: {go_quote(value)}: supported values: {listed}",
+        "field": field,
+    }
+
+
+def forbidden(field: str, detail: str) -> Cause:
+    return {"reason": "FieldValueForbidden", "message": f"Forbidden: {detail}", "field": field}
+
+
+def duplicate(field: str, value: str) -> Cause:
+    return {"reason": "FieldValueDuplicate", "message": f"Duplicate value: {value}", "field": field}
+
+
+def immutable(field: str, value: str) -> Cause:
+    return invalid(field, value, "field is immutable")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------
+
+
+def dns_subdomain_errors(name: str) -> list[str]:
+    errs = []
+    if len(name) > 253:
+        errs.append("must be no more than 253 characters")
+    if not _DNS1123_SUBDOMAIN_RE.match(name):
+        errs.append(DNS1123_SUBDOMAIN_MSG)
+    return errs
+
+
+def dns_label_errors(name: str) -> list[str]:
+    errs = []
+    if len(name) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _DNS1123_LABEL_RE.match(name):
+        errs.append(DNS1123_LABEL_MSG)
+    return errs
+
+
+def dns1035_errors(name: str) -> list[str]:
+    errs = []
+    if len(name) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _DNS1035_LABEL_RE.match(name):
+        errs.append(DNS1035_LABEL_MSG)
+    return errs
+
+
+def validate_labels(labels: dict[str, Any] | None, path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    for key, value in (labels or {}).items():
+        for msg in qualified_name_errors(key):
+            causes.append(invalid(path, go_quote(key), msg))
+        for msg in label_value_errors(str(value)):
+            causes.append(invalid(path, go_quote(str(value)), msg))
+    return causes
+
+
+def validate_annotations(annotations: dict[str, Any] | None, path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    total = 0
+    for key, value in (annotations or {}).items():
+        for msg in qualified_name_errors(key.lower()):
+            causes.append(invalid(path, go_quote(key), msg))
+        total += len(key) + len(str(value))
+    if total > 256 * 1024:
+        causes.append({"reason": "FieldValueTooLong", "message": "Too long: must have at most 262144 bytes",
+                       "field": path})
+    return causes
+
+
+def validate_meta(meta: JsonObj, name_check: str = "subdomain") -> list[Cause]:
+    causes: list[Cause] = []
+    name = str(meta.get("name") or "")
+    if not name:
+        causes.append(required("metadata.name", "name or generateName is required"))
+    else:
+        check = {"subdomain": dns_subdomain_errors, "label": dns_label_errors, "dns1035": dns1035_errors}[name_check]
+        for msg in check(name):
+            causes.append(invalid("metadata.name", go_quote(name), msg))
+    causes += validate_labels(meta.get("labels"), "metadata.labels")
+    causes += validate_annotations(meta.get("annotations"), "metadata.annotations")
+    return causes
+
+
+def _nonnegative(value: Any, path: str) -> list[Cause]:
+    if isinstance(value, int) and value < 0:
+        return [invalid(path, str(value), "must be greater than or equal to 0")]
+    return []
+
+
+def _port_range(value: Any, path: str) -> list[Cause]:
+    if not isinstance(value, int) or not 1 <= value <= 65535:
+        return [invalid(path, go_value(value), "must be between 1 and 65535, inclusive")]
+    return []
+
+
+def validate_containers(spec: JsonObj, path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    containers = spec.get("containers") or []
+    if not containers:
+        causes.append(required(f"{path}.containers"))
+    seen: set[str] = set()
+    for i, c in enumerate(containers):
+        cpath = f"{path}.containers[{i}]"
+        name = str(c.get("name") or "")
+        if not name:
+            causes.append(required(f"{cpath}.name"))
+        else:
+            for msg in dns_label_errors(name):
+                causes.append(invalid(f"{cpath}.name", go_quote(name), msg))
+            if name in seen:
+                causes.append(duplicate(f"{cpath}.name", go_quote(name)))
+            seen.add(name)
+        if not c.get("image"):
+            causes.append(required(f"{cpath}.image"))
+        for j, port in enumerate(c.get("ports") or []):
+            causes += _port_range(port.get("containerPort"), f"{cpath}.ports[{j}].containerPort")
+            if port.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
+                causes.append(unsupported(f"{cpath}.ports[{j}].protocol", str(port["protocol"]),
+                                          ["SCTP", "TCP", "UDP"]))
+    policy = spec.get("restartPolicy")
+    if policy not in (None, "Always", "OnFailure", "Never"):
+        causes.append(unsupported(f"{path}.restartPolicy", str(policy), ["Always", "Never", "OnFailure"]))
+    return causes
+
+
+def validate_template_for_controller(template: JsonObj, selector: JsonObj | None, path: str) -> list[Cause]:
+    causes: list[Cause] = []
+    labels = (template.get("metadata") or {}).get("labels")
+    parsed = selector_from_object(selector)
+    if selector and (selector.get("matchLabels") or selector.get("matchExpressions")) and not parsed.matches(labels):
+        causes.append(
+            invalid(f"{path}.metadata.labels", go_map(labels or {}), "`selector` does not match template `labels`")
+        )
+    causes += validate_labels(labels, f"{path}.labels")
+    causes += validate_annotations((template.get("metadata") or {}).get("annotations"), f"{path}.annotations")
+    spec = template.get("spec") or {}
+    causes += validate_containers(spec, f"{path}.spec")
+    if spec.get("restartPolicy", "Always") != "Always":
+        causes.append(unsupported(f"{path}.spec.restartPolicy", str(spec["restartPolicy"]), ["Always"]))
+    if spec.get("activeDeadlineSeconds") is not None:
+        causes.append(
+            forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
+        )
+    return causes
+
+
+def _validate_selector(selector: JsonObj | None, path: str, what: str) -> list[Cause]:
+    if selector is None:
+        return [required(path)]
+    causes = validate_labels(selector.get("matchLabels"), f"{path}.matchLabels")
+    for i, expr in enumerate(selector.get("matchExpressions") or []):
+        op = expr.get("operator")
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            causes.append(unsupported(f"{path}.matchExpressions[{i}].operator", str(op),
+                                      ["DoesNotExist", "Exists", "In", "NotIn"]))
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        causes.append(invalid(path, go_label_selector(selector), f"empty selector is invalid for {what}"))
+    return causes
+
+
+def _percent_or_int(value: Any, path: str) -> tuple[list[Cause], bool]:
+    """Returns (causes, is_zero) for a maxSurge/maxUnavailable IntOrString."""
+    if isinstance(value, int):
+        return _nonnegative(value, path), value == 0
+    text = str(value)
+    if not re.fullmatch(r"[0-9]+%", text):
+        return [invalid(path, go_quote(text), "a valid percent string must be a numeric string followed by an "
+                                              "ending '%' (e.g. '1%',  or '93%', regex used for validation is "
+                                              "'[0-9]+%')")], False
+    pct = int(text[:-1])
+    if pct > 100:
+        return [invalid(path, go_quote(text), "must not be greater than 100%")], False
+    return [], pct == 0
+
+
+def validate_deployment(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    spec = obj.get("spec") or {}
+    causes += _nonnegative(spec.get("replicas"), "spec.replicas")
+    selector = spec.get("selector")
+    causes += _validate_selector(selector, "spec.selector", "deployment")
+    causes += validate_template_for_controller(spec.get("template") or {}, selector, "spec.template")
+    strategy = spec.get("strategy") or {}
+    stype = strategy.get("type")
+    if stype not in ("RollingUpdate", "Recreate"):
+        causes.append(unsupported("spec.strategy.type", str(stype), ["Recreate", "RollingUpdate"]))
+    elif stype == "Recreate" and strategy.get("rollingUpdate") is not None:
+        causes.append(forbidden("spec.strategy.rollingUpdate",
+                                "may not be specified when strategy `type` is 'Recreate'"))
+    elif stype == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") or {}
+        surge_causes, surge_zero = _percent_or_int(rolling.get("maxSurge", "25%"), "spec.strategy.rollingUpdate.maxSurge")
+        unav_causes, unav_zero = _percent_or_int(
+            rolling.get("maxUnavailable", "25%"), "spec.strategy.rollingUpdate.maxUnavailable"
+        )
+        causes += unav_causes + surge_causes
+        if surge_zero and unav_zero:
+            causes.append(invalid("spec.strategy.rollingUpdate.maxUnavailable",
+                                  go_value(rolling.get("maxUnavailable")), "may not be 0 when `maxSurge` is 0"))
+    causes += _nonnegative(spec.get("minReadySeconds"), "spec.minReadySeconds")
+    causes += _nonnegative(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")
+    pds = spec.get("progressDeadlineSeconds")
+    if isinstance(pds, int):
+        causes += _nonnegative(pds, "spec.progressDeadlineSeconds")
+        if pds <= int(spec.get("minReadySeconds") or 0):
+            causes.append(invalid("spec.progressDeadlineSeconds", str(pds), "must be greater than minReadySeconds"))
+    if old is not None:
+        old_sel = (old.get("spec") or {}).get("selector")
+        if selector != old_sel:
+            causes.append(immutable("spec.selector", go_label_selector(selector)))
+    return causes
+
+
+def validate_replicaset(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    spec = obj.get("spec") or {}
+    causes += _nonnegative(spec.get("replicas"), "spec.replicas")
+    selector = spec.get("selector")
+    causes += _validate_selector(selector, "spec.selector", "replicaset")
+    causes += validate_template_for_controller(spec.get("template") or {}, selector, "spec.template")
+    causes += _nonnegative(spec.get("minReadySeconds"), "spec.minReadySeconds")
+    if old is not None and selector != (old.get("spec") or {}).get("selector"):
+        causes.append(immutable("spec.selector", go_label_selector(selector)))
+    return causes
+
+
+_POD_MUTABLE_MSG = (
+    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+)
+
+
+def validate_pod(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    spec = obj.get("spec") or {}
+    causes += validate_containers(spec, "spec")
+    if old is not None:
+        new_spec = json.loads(json.dumps(spec))
+        old_spec = json.loads(json.dumps(old.get("spec") or {}))
+        for s in (new_spec, old_spec):
+            for c in [*(s.get("containers") or []), *(s.get("initContainers") or [])]:
+                c.pop("image", None)
+            for key in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "nodeName"):
+                s.pop(key, None)
+        if new_spec != old_spec:
+            causes.append(forbidden("spec", _POD_MUTABLE_MSG))
+    return causes
+
+
+def validate_service(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {}, "dns1035")
+    spec = obj.get("spec") or {}
+    stype = spec.get("type", "ClusterIP")
+    if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
+        causes.append(unsupported("spec.type", str(stype), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]))
+    ports = spec.get("ports") or []
+    if not ports and stype != "ExternalName" and spec.get("clusterIP") != "None":
+        causes.append(required("spec.ports"))
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        path = f"spec.ports[{i}]"
+        name = str(port.get("name") or "")
+        if len(ports) > 1 and not name:
+            causes.append(required(f"{path}.name"))
+        elif name:
+            for msg in dns_label_errors(name):
+                causes.append(invalid(f"{path}.name", go_quote(name), msg))
+            if name in names:
+                causes.append(duplicate(f"{path}.name", go_quote(name)))
+            names.add(name)
+        causes += _port_range(port.get("port"), f"{path}.port")
+        if port.get("protocol") not in ("TCP", "UDP", "SCTP"):
+            causes.append(unsupported(f"{path}.protocol", str(port.get("protocol")), ["SCTP", "TCP", "UDP"]))
+        target = port.get("targetPort")
+        if isinstance(target, int):
+            causes += _port_range(target, f"{path}.targetPort")
+        elif isinstance(target, str) and not (_IANA_SVC_NAME_RE.match(target) and len(target) <= 15):
+            causes.append(invalid(f"{path}.targetPort", go_quote(target), "must contain only alpha-numeric "
+                                  "characters (a-z, 0-9), and hyphens (-)"))
+    causes += validate_labels(spec.get("selector"), "spec.selector")
+    if spec.get("sessionAffinity", "None") not in ("None", "ClientIP"):
+        causes.append(unsupported("spec.sessionAffinity", str(spec["sessionAffinity"]), ["ClientIP", "None"]))
+    if old is not None:
+        old_ip = (old.get("spec") or {}).get("clusterIP")
+        new_ip = spec.get("clusterIP")
+        if old_ip and new_ip and new_ip != old_ip:
+            causes.append(immutable("spec.clusterIP", go_quote(str(new_ip))))
+    return causes
+
+
+def validate_namespace(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    return validate_meta(obj.get("metadata") or {}, "label")
+
+
+def validate_lease(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    spec = obj.get("spec") or {}
+    duration = spec.get("leaseDurationSeconds")
+    if isinstance(duration, int) and duration <= 0:
+        causes.append(invalid("spec.leaseDurationSeconds", str(duration), "must be greater than 0"))
+    causes += _nonnegative(spec.get("leaseTransitions"), "spec.leaseTransitions")
+    return causes
+
+
+def _ip_ok(ip: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(ip))
+        return True
+    except ValueError:
+        return False
+
+
+def validate_endpoints(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    for i, subset in enumerate(obj.get("subsets") or []):
+        for key in ("addresses", "notReadyAddresses"):
+            for j, addr in enumerate(subset.get(key) or []):
+                if not _ip_ok(addr.get("ip")):
+                    causes.append(invalid(f"subsets[{i}].{key}[{j}].ip", go_value(addr.get("ip")),
+                                          "must be a valid IP address"))
+        for j, port in enumerate(subset.get("ports") or []):
+            causes += _port_range(port.get("port"), f"subsets[{i}].ports[{j}].port")
+    return causes
+
+
+def validate_endpointslice(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    address_type = obj.get("addressType")
+    if not address_type:
+        causes.append(required("addressType"))
+    elif address_type not in ("IPv4", "IPv6", "FQDN"):
+        causes.append(unsupported("addressType", str(address_type), ["FQDN", "IPv4", "IPv6"]))
+    elif old is not None and address_type != old.get("addressType"):
+        causes.append(immutable("addressType", go_quote(str(address_type))))
+    for i, ep in enumerate(obj.get("endpoints") or []):
+        addresses = ep.get("addresses") or []
+        if not addresses:
+            causes.append(required(f"endpoints[{i}].addresses", "must contain at least 1 address"))
+        for j, addr in enumerate(addresses):
+            if address_type in ("IPv4", "IPv6") and not _ip_ok(addr):
+                causes.append(invalid(f"endpoints[{i}].addresses[{j}]", go_value(addr), "must be a valid IP address"))
+    return causes
+
+
+def validate_event(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    ref_ns = (obj.get("involvedObject") or {}).get("namespace")
+    ns = (obj.get("metadata") or {}).get("namespace")
+    if ref_ns and ns and ref_ns != ns:
+        causes.append(invalid("involvedObject.namespace", go_quote(ref_ns), "does not match event.namespace"))
+    return causes
+
+
+def validate_configmap(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    for key in (obj.get("data") or {}):
+        if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+            causes.append(invalid("data", go_quote(key), "a valid config key must consist of alphanumeric "
+                                  "characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
+                                  "'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"))
+    return causes
+
+
+VALIDATORS = {
+    "Deployment": validate_deployment,
+    "ReplicaSet": validate_replicaset,
+    "Pod": validate_pod,
+    "Service": validate_service,
+    "Namespace": validate_namespace,
+    "Lease": validate_lease,
+    "Endpoints": validate_endpoints,
+    "EndpointSlice": validate_endpointslice,
+    "Event": validate_event,
+    "ConfigMap": validate_configmap,
+}
+
+
+def validate(kind: str, obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    fn = VALIDATORS.get(kind)
+    return fn(obj, old) if fn else validate_meta(obj.get("metadata") or {})
