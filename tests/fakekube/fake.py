@@ -221,6 +221,14 @@ class FakeKube:
 
     # -- object access (no HTTP, no auth, no request log) -------------------------------------------------
 
+    @staticmethod
+    def registry_res(kind_or_plural: str) -> Any:
+        return resource_for(kind_or_plural)
+
+    @staticmethod
+    def write_options(manager: str = "fakekube") -> WriteOptions:
+        return WriteOptions(manager=manager)
+
     def create(self, obj: Mapping[str, Any], *, manager: str = "fakekube") -> JsonObj:
         res = BY_KIND[str(obj["kind"])]
         namespace = str((obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else ""))

@@ -198,6 +198,8 @@ class Registry:
             meta["creationTimestamp"] = self.timestamp()
             if res.generation != "none":
                 meta["generation"] = 1
+            if not opts.dry_run:
+                meta["resourceVersion"] = ""  # keeps the wire order; the store fills the value
             obj = self._ordered_meta(obj)
             if opts.dry_run:
                 return WriteResult(self._served(res, obj), 201, warnings)
