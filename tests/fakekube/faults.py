@@ -18,11 +18,31 @@ from typing import Any
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
+class Headers(dict[str, str]):
+    """Request headers as sent, looked up case-insensitively (clients send ``authorization`` in lower case)."""
+
+    def _key(self, key: object) -> object:
+        if isinstance(key, str):
+            for existing in self.keys():
+                if existing.lower() == key.lower():
+                    return existing
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(str(self._key(key)))
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(str(self._key(key)), default)
+
+
 @dataclass
 class RecordedRequest:
     method: str
     path: str  # with the query string, exactly as received
-    headers: dict[str, str]
+    headers: Headers
     body: bytes
     status: int = 0
     user: str = ""
@@ -32,7 +52,7 @@ class RecordedRequest:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("Content-Type", "")
+        return self.headers.get("Content-Type") or ""
 
     @property
     def text(self) -> str:

@@ -62,7 +62,7 @@ def _field_manager(req: ApiRequest) -> str:
                      "field": "fieldManager"}
             raise status.invalid("PatchOptions", "meta.k8s.io", "", [cause])
         return manager
-    agent = req.headers.get("User-Agent", "")
+    agent = req.headers.get("User-Agent") or ""
     return agent.split("/", 1)[0][:128]
 
 
@@ -203,7 +203,7 @@ class Handlers:
         return _result(result)
 
     def _patch(self, res: ResourceType, namespace: str, name: str, sub: str, req: ApiRequest) -> Response:
-        content_type = req.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         patch_type = PATCH_TYPES.get(content_type)
         if patch_type is None:
             raise status.unsupported_media_type()

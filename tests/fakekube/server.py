@@ -15,7 +15,7 @@ from typing import Any
 
 from . import routing, schema, status
 from .auth import Authorizer
-from .faults import FaultInjector, FaultRule, RecordedRequest, RequestLog
+from .faults import FaultInjector, FaultRule, Headers, RecordedRequest, RequestLog
 from .handlers import ApiRequest, Handlers, Response, WatchRequest
 from .registry import Registry
 from .resources import ResourceType
@@ -67,7 +67,7 @@ class ApiServer:
         raw_path = h.path
         path, _, query = raw_path.partition("?")
         body = h.read_body()
-        headers = {k: v for k, v in h.headers.items()}
+        headers = Headers(h.headers.items())
         info = routing.parse(method, path, query)
         record = RecordedRequest(method, raw_path, headers, body, watch=info.verb == "watch")
         self.log.add(record)
