@@ -1,0 +1,195 @@
+"""Threshold expressions: parsing, usage errors, verdict messages, NO DATA and clear-breach rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.checks import CheckFailed, Verdict, require
+from core.errors import ConfigError
+from verifiers.stats import Stats
+from verifiers.thresholds import (
+    Kind,
+    format_count,
+    format_fraction,
+    format_rps,
+    format_seconds,
+    parse_threshold,
+)
+
+
+def stats(latencies_s: list[float], *, failures: int = 0, duration_s: float = 10.0) -> Stats:
+    return Stats(count=len(latencies_s), failures=failures, duration_s=duration_s,
+                 latency_sum_s=sum(latencies_s), fastest_s=min(latencies_s, default=None),
+                 slowest_s=max(latencies_s, default=None), samples=tuple(latencies_s))
+
+
+@pytest.mark.parametrize(("text", "metric", "kind", "quantile", "op", "limit"), [
+    ("p(95) < 300ms", "p(95)", Kind.LATENCY, 0.95, "<", 0.3),
+    ("p(99.9)<1s", "p(99.9)", Kind.LATENCY, 0.999, "<", 1.0),
+    ("  p( 90 )   <=   0.25s ", "p(90)", Kind.LATENCY, 0.90, "<=", 0.25),
+    ("avg < 50ms", "avg", Kind.LATENCY, None, "<", 0.05),
+    ("med<=20ms", "med", Kind.LATENCY, 0.5, "<=", 0.02),
+    ("min >= 1ms", "min", Kind.LATENCY, None, ">=", 0.001),
+    ("max < 2s", "max", Kind.LATENCY, None, "<", 2.0),
+    ("error_rate < 1%", "error_rate", Kind.RATE, None, "<", 0.01),
+    ("error_rate<0.01", "error_rate", Kind.RATE, None, "<", 0.01),
+    ("success_rate >= 99.5%", "success_rate", Kind.RATE, None, ">=", 0.995),
+    ("rps > 20", "rps", Kind.THROUGHPUT, None, ">", 20.0),
+    ("rps >= 20/s", "rps", Kind.THROUGHPUT, None, ">=", 20.0),
+    ("requests >= 500", "requests", Kind.COUNT, None, ">=", 500.0),
+    ("requests == 3", "requests", Kind.COUNT, None, "==", 3.0),
+    ("value < 5%", "value", Kind.VALUE, None, "<", 0.05),
+])
+def test_valid_expressions(text: str, metric: str, kind: Kind, quantile: float | None, op: str,
+                           limit: float) -> None:
+    threshold = parse_threshold(text)
+    assert (threshold.metric, threshold.kind, threshold.op) == (metric, kind, op)
+    assert threshold.limit == pytest.approx(limit)
+    assert threshold.quantile == (None if quantile is None else pytest.approx(quantile))
+    assert threshold.text == text.strip()
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("p95 < 300ms", "unknown metric 'p95'"),
+    ("p(95) < 300", "a latency needs a unit"),
+    ("p(95) < 300%", "a latency needs a unit"),
+    ("p(0) < 1s", "a percentile must be above 0"),
+    ("p(101) < 1s", "a percentile must be above 0"),
+    ("error_rate < 5", "did you mean 5%?"),
+    ("error_rate < 120%", "between 0% and 100%"),
+    ("error_rate < 1ms", "a rate is a percentage"),
+    ("rps > 2ms", "rps is a number of requests per second"),
+    ("requests > 1.5", "whole number"),
+    ("latency < 3ms", "unknown metric 'latency'"),
+    ("p(95) ~ 300ms", "expected <metric> <operator> <value>"),
+    ("p(95) <", "expected <metric> <operator> <value>"),
+    ("", "expected <metric> <operator> <value>"),
+])
+def test_invalid_expressions_are_one_line_usage_errors_with_examples(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_threshold(text)
+    message = str(caught.value)
+    assert message.startswith(f"invalid threshold {text!r}: ")
+    assert problem in message
+    assert '"p(95) < 300ms"' in message and '"error_rate < 1%"' in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 4
+
+
+def test_latency_failure_message_reads_like_a_sentence() -> None:
+    outcome = parse_threshold("p(95) < 300ms").evaluate(
+        stats([0.2] * 1700 + [0.412] * 143), subject="/api/checkout (candidate v3)",
+        source="locust suites/load/locustfile.py, 10 users, spawn 10/s, 15s", window="15.0s", min_samples=100)
+    assert outcome.verdict is Verdict.FAIL
+    assert outcome.message == "p(95) 412ms > 300ms over 1,843 requests on /api/checkout (candidate v3)"
+    assert (outcome.value, outcome.display_value, outcome.threshold) == (0.412, "412ms", "300ms")
+    assert outcome.samples == 1843
+    assert outcome.source.startswith("locust suites/load/locustfile.py")
+    assert outcome.window == "15.0s"
+
+
+def test_error_rate_failure_shows_the_rate_and_the_count() -> None:
+    outcome = parse_threshold("error_rate < 1%").evaluate(
+        stats([0.01] * 2000, failures=98), subject="all endpoints (candidate v2-errors)", source="s",
+        window="w", min_samples=100)
+    assert outcome.message == ("error_rate 4.9% > 1% over 2,000 requests on all endpoints "
+                               "(candidate v2-errors)")
+    assert outcome.value == pytest.approx(0.049)
+
+
+def test_passing_checks_say_so_with_the_operator_as_written() -> None:
+    measured = stats([0.01] * 300, duration_s=10)
+    expressions = ("p(95) < 300ms", "error_rate < 1%", "rps > 20", "requests >= 300", "success_rate >= 99%")
+    outcomes = [parse_threshold(t).evaluate(measured, subject="s", source="", window="", min_samples=100)
+                for t in expressions]
+    assert [o.verdict for o in outcomes] == [Verdict.PASS] * 5
+    assert [o.message for o in outcomes] == [
+        "p(95) 10ms < 300ms over 300 requests on s",
+        "error_rate 0% < 1% over 300 requests on s",
+        "rps 30/s > 20/s over 300 requests on s",
+        "requests 300 >= 300 on s",
+        "success_rate 100% >= 99% over 300 requests on s",
+    ]
+    assert require(outcomes) == tuple(outcomes)
+
+
+def test_too_few_requests_is_no_data_never_a_pass() -> None:
+    outcome = parse_threshold("p(95) < 300ms").evaluate(
+        stats([0.01] * 37), subject="/api/checkout (candidate v3)", source="", window="", min_samples=100)
+    assert outcome.verdict is Verdict.NO_DATA
+    assert outcome.message == ("p(95) < 300ms: only 37 requests on /api/checkout (candidate v3), fewer than "
+                               "the minimum 100")
+    with pytest.raises(CheckFailed) as caught:
+        require([outcome])
+    assert str(caught.value).startswith("NO DATA: p(95) < 300ms: only 37 requests")
+
+
+def test_no_requests_at_all_is_no_data() -> None:
+    outcome = parse_threshold("error_rate < 1%").evaluate(Stats(), subject="/api/x (candidate v3)", source="",
+                                                          window="", min_samples=0)
+    assert (outcome.verdict, outcome.display_value, outcome.value) == (Verdict.NO_DATA, "no data", None)
+    assert outcome.message == "error_rate < 1%: no requests on /api/x (candidate v3)"
+
+
+def test_values_without_data_or_with_nan_are_no_data() -> None:
+    threshold = parse_threshold("success_rate >= 99%")
+    for value in (None, float("nan")):
+        outcome = threshold.evaluate_value(value, samples=500, subject="s", source="q", window="60s",
+                                           min_samples=0, no_data_reason="empty result")
+        assert (outcome.verdict, outcome.message) == (Verdict.NO_DATA, "success_rate >= 99%: empty result")
+    unknown = threshold.evaluate_value(1.0, samples=None, subject="s", source="q", window="60s",
+                                       min_samples=10)
+    assert unknown.verdict is Verdict.NO_DATA
+
+
+def test_a_value_equal_to_an_exclusive_limit_fails_and_close_values_get_more_digits() -> None:
+    at_limit = parse_threshold("p(95) < 300ms").evaluate_value(0.3, samples=200, subject="s", source="",
+                                                                window="", min_samples=0)
+    assert at_limit.message == "p(95) 300ms >= 300ms over 200 requests on s"
+    close = parse_threshold("p(95) < 300ms").evaluate_value(0.30041, samples=200, subject="s", source="",
+                                                             window="", min_samples=0)
+    assert close.display_value == "300.41ms"
+    equal = parse_threshold("requests == 500").evaluate_value(499, samples=499, subject="s", source="",
+                                                             window="", min_samples=0)
+    assert equal.message == "requests 499 != 500 on s"
+
+
+def test_quantiles_use_the_nearest_rank() -> None:
+    thousand = stats([i / 1000 for i in range(1, 1001)])
+    assert thousand.quantile(0.999) == 0.999
+    assert parse_threshold("p(99.9) < 1s").value_of(thousand) == 0.999
+    assert parse_threshold("med < 1s").value_of(thousand) == 0.5
+
+
+def test_value_thresholds_are_for_raw_queries_only() -> None:
+    with pytest.raises(ConfigError, match="raw Prometheus queries only"):
+        parse_threshold("value < 1").evaluate(stats([0.1] * 10), subject="s", source="", window="",
+                                              min_samples=0)
+
+
+@pytest.mark.parametrize(("text", "latencies", "failures", "breach"), [
+    ("error_rate < 1%", [0.01] * 200, 5, True),       # 2.5% > 2 x 1%
+    ("error_rate < 1%", [0.01] * 200, 3, False),      # 1.5%: over the limit, but not clearly
+    ("error_rate <= 0%", [0.01] * 200, 1, True),      # any error breaks a zero limit
+    ("p(95) < 300ms", [0.5] * 200, 0, True),          # 500ms > 1.5 x 300ms
+    ("p(95) < 300ms", [0.4] * 200, 0, False),         # 400ms: fails at the end, no early stop
+    ("success_rate >= 99%", [0.01] * 200, 5, True),   # 2.5% errors > 2 x 1% allowed
+    ("rps > 1000", [0.01] * 200, 0, False),           # throughput is only known at the end
+    ("p(95) > 1s", [0.01] * 200, 0, False),           # lower latency limits never stop a run
+])
+def test_clear_breach_rules(text: str, latencies: list[float], failures: int, breach: bool) -> None:
+    assert parse_threshold(text).clear_breach(stats(latencies, failures=failures), min_samples=100) is breach
+
+
+def test_no_clear_breach_below_the_minimum_sample() -> None:
+    all_failed = stats([0.01] * 50, failures=50)
+    assert not parse_threshold("error_rate < 1%").clear_breach(all_failed, min_samples=100)
+
+
+def test_formatting() -> None:
+    assert [format_seconds(s) for s in (0.412, 0.0421, 0.00423, 0.000423, 1.25, 2.0)] == [
+        "412ms", "42ms", "4.2ms", "0.42ms", "1.25s", "2s"]
+    assert [format_fraction(f) for f in (0.049, 0.01, 0.9995, 0.0005, 0.0, 1 / 3)] == [
+        "4.9%", "1%", "99.95%", "0.05%", "0%", "33.33%"]
+    assert (format_rps(23.44), format_count(1843), format_count(1_204_000)) == ("23.4/s", "1,843",
+                                                                                  "1,204,000")
