@@ -1,0 +1,249 @@
+"""Real locust runs against real demo services: counts, thresholds, NO DATA, early abort, broken runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.checks import CheckFailed, CheckOutcome, Verdict
+from core.errors import ConfigError
+from core.types import Role
+from tests.verifiers_services import PROJECT_ROOT, DemoService, demo_service, write_profiles
+from verifiers.load import LoadError, LoadProfile, run_load
+
+SHOP_LOCUSTFILE = PROJECT_ROOT / "suites" / "load" / "locustfile.py"
+
+CHECKOUT_ONLY = """
+from locust import FastHttpUser, constant, task
+
+class Checkout(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def checkout(self):
+        self.client.post("/api/checkout", json={"item_id": 1, "quantity": 1}, name="/api/checkout")
+"""
+
+# Half the requests go to a second service named by an environment variable (absolute URL): one run
+# sees two serving versions, as through a router during a canary.
+TWO_SERVICES = """
+import os
+from locust import FastHttpUser, constant, task
+
+class Split(FastHttpUser):
+    wait_time = constant(0.01)
+
+    @task
+    def items(self):
+        self.client.get("/api/items", name="/api/items")
+        self.client.get(os.environ["VERIFIERS_TEST_SECOND_URL"] + "/api/items", name="/api/items")
+"""
+
+BROKEN = """
+from locust import HttpUser, task
+class Shopper(HttpUser:
+    pass
+"""
+
+RAISES_BEFORE_ANY_REQUEST = """
+from locust import FastHttpUser, constant, task
+
+class Confused(FastHttpUser):
+    wait_time = constant(0.1)
+
+    @task
+    def nothing(self):
+        raise RuntimeError("no catalogue configured")
+"""
+
+
+def locustfile(directory: Path, text: str, name: str = "locustfile.py") -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DemoService]]:
+    profiles = write_profiles(tmp_path_factory.mktemp("profiles"))
+    with demo_service("v1", profiles, slot="blue") as healthy, \
+            demo_service("v2-errors", profiles, slot="green") as errors, \
+            demo_service("v2-slow", profiles, slot="green") as slow:
+        yield {"v1": healthy, "v2-errors": errors, "v2-slow": slow}
+
+
+def test_counts_per_endpoint_and_version_and_a_passing_check(services: dict[str, DemoService]) -> None:
+    recorded: list[CheckOutcome] = []
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=3, min_requests=50)
+    result = run_load(profile, services["v1"].endpoint(Role.CANDIDATE), record=recorded.append)
+
+    assert result.endpoints == ("/api/checkout", "/api/items")
+    assert result.versions == {"v1": result.requests}
+    items, checkouts = result.stats("/api/items").count, result.stats("/api/checkout").count
+    assert items + checkouts == result.requests > 100
+    assert 1.5 < items / checkouts < 6  # the locustfile's 3:1 task weights
+    assert (result.failures, result.error_rate, result.aborted_early) == (0, 0.0, False)
+    assert 2.9 < result.duration_s < 4.5
+    assert result.rps == pytest.approx(result.requests / result.duration_s)
+
+    outcomes = result.check("p(95) < 300ms", "error_rate < 1%", "rps > 20")
+    assert [o.verdict for o in outcomes] == [Verdict.PASS] * 3
+    assert recorded == list(outcomes)
+    assert outcomes[0].subject == "all endpoints (candidate v1)"
+    assert outcomes[0].source.endswith("suites/load/locustfile.py, 5 users, spawn 5/s, 3s")
+    assert outcomes[0].window == f"{result.duration_s:.1f}s"
+    assert outcomes[0].samples == result.requests
+
+
+def test_a_slow_checkout_fails_its_p95_with_one_readable_line(services: dict[str, DemoService],
+                                                              tmp_path: Path) -> None:
+    profile = LoadProfile(locustfile(tmp_path, CHECKOUT_ONLY), users=10, spawn_rate=10, duration_s=3,
+                          min_requests=30)
+    result = run_load(profile, services["v2-slow"].endpoint(Role.CANDIDATE))
+    p95 = result.stats("/api/checkout").quantile(0.95)
+    assert p95 is not None and 0.3 < p95 < 1.0
+
+    with pytest.raises(CheckFailed) as caught:
+        result.check("p(95) < 300ms", "error_rate < 1%", endpoint="/api/checkout")
+    message = str(caught.value)
+    count = result.stats("/api/checkout").count
+    assert message.startswith("p(95) 4") and "\n" not in message
+    assert message.endswith(f"ms > 300ms over {count:,} requests on /api/checkout (candidate v2-slow)")
+
+
+def test_a_five_percent_error_version_fails_error_rate_with_the_measured_rate(
+        services: dict[str, DemoService]) -> None:
+    recorded: list[CheckOutcome] = []
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=3, min_requests=100)
+    result = run_load(profile, services["v2-errors"].endpoint(Role.CANDIDATE), record=recorded.append)
+    assert result.error_rate is not None and 0.02 < result.error_rate < 0.09
+
+    with pytest.raises(CheckFailed) as caught:
+        result.check("error_rate < 1%", "p(95) < 300ms")
+    assert str(caught.value) == (f"error_rate {recorded[0].display_value} > 1% over {result.requests:,} "
+                                 "requests on all endpoints (candidate v2-errors)")
+    assert recorded[0].value == pytest.approx(result.error_rate)
+    assert [o.verdict for o in recorded] == [Verdict.FAIL, Verdict.PASS]  # every outcome, not only failures
+
+
+def test_fewer_requests_than_the_minimum_is_no_data_never_a_pass(services: dict[str, DemoService]) -> None:
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=1, spawn_rate=1, duration_s=1.5, min_requests=100_000)
+    result = run_load(profile, services["v1"].endpoint(Role.CANDIDATE))
+    with pytest.raises(CheckFailed) as caught:
+        result.check("p(95) < 300ms")
+    assert caught.value.outcomes[0].verdict is Verdict.NO_DATA
+    assert str(caught.value) == (f"NO DATA: p(95) < 300ms: only {result.requests:,} requests on all "
+                                 "endpoints (candidate v1), fewer than the minimum 100,000")
+    # An endpoint that was never hit is no data as well.
+    with pytest.raises(CheckFailed, match="NO DATA: error_rate < 1%: no requests on /api/orders"):
+        result.check("error_rate < 1%", endpoint="/api/orders", min_samples=1)
+
+
+def test_per_version_results_of_a_run_that_reached_two_versions(services: dict[str, DemoService],
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERIFIERS_TEST_SECOND_URL", services["v2-errors"].url)
+    profile = LoadProfile(locustfile(tmp_path, TWO_SERVICES), users=4, spawn_rate=4, duration_s=3,
+                          min_requests=50)
+    result = run_load(profile, services["v1"].url)
+    assert set(result.versions) == {"v1", "v2-errors"}
+    assert abs(result.versions["v1"] - result.versions["v2-errors"]) <= 4
+    assert result.stats(version="v1").failures == 0
+    assert result.stats(version="v2-errors").failures > 0
+    assert result.check("error_rate < 1%", version="v1")[0].subject == (
+        f"all endpoints (version v1 at {services['v1'].url})")
+    with pytest.raises(CheckFailed, match=r"error_rate \d.*% > 1% over .* on all endpoints \(version v2-err"):
+        result.check("error_rate < 1%", version="v2-errors")
+
+
+def test_early_abort_stops_a_run_well_before_its_duration(services: dict[str, DemoService]) -> None:
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=30, min_requests=100,
+                          stop_on_breach=("error_rate < 1%",))
+    started = time.monotonic()
+    result = run_load(profile, services["v2-errors"].endpoint(Role.CANDIDATE))
+    assert time.monotonic() - started < 15
+    assert result.aborted_early and result.duration_s < 10
+    assert result.abort_reason is not None
+    assert result.abort_reason.startswith("stopped early after ")
+    assert "of 30s: clear breach of error_rate < 1% (beyond 2x the limit): error_rate " in result.abort_reason
+    assert result.window.endswith("of 30s (stopped early)")
+    # An aborted run never passes, even on a check that would.
+    with pytest.raises(CheckFailed) as caught:
+        result.check("p(95) < 300ms")
+    assert [o.verdict for o in caught.value.outcomes] == [Verdict.PASS, Verdict.FAIL]
+    assert str(caught.value) == result.abort_reason
+
+
+def test_a_healthy_run_with_stop_on_breach_runs_to_the_end(services: dict[str, DemoService]) -> None:
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=3, spawn_rate=3, duration_s=2.5, min_requests=50,
+                          stop_on_breach=("error_rate < 1%", "p(95) < 300ms"))
+    result = run_load(profile, services["v1"].endpoint(Role.CANDIDATE))
+    assert not result.aborted_early and result.duration_s >= 2.4
+
+
+def test_a_broken_locustfile_is_a_load_error_with_locusts_message(services: dict[str, DemoService],
+                                                                  tmp_path: Path) -> None:
+    profile = LoadProfile(locustfile(tmp_path, BROKEN), users=1, spawn_rate=1, duration_s=2)
+    with pytest.raises(LoadError) as caught:
+        run_load(profile, services["v1"].url)
+    message = str(caught.value)
+    assert message.startswith("locust exited with code 1 (locust ")
+    assert "SyntaxError" in message and "class Shopper(HttpUser:" in message
+
+
+def test_zero_requests_is_a_load_error_not_a_pass(services: dict[str, DemoService], tmp_path: Path) -> None:
+    profile = LoadProfile(locustfile(tmp_path, RAISES_BEFORE_ANY_REQUEST), users=1, spawn_rate=1,
+                          duration_s=1)
+    with pytest.raises(LoadError) as caught:
+        run_load(profile, services["v1"].url)
+    assert str(caught.value).startswith(f"locust made no requests to {services['v1'].url}")
+    assert "RuntimeError" in str(caught.value) and "no catalogue configured" in str(caught.value)
+
+
+def test_a_run_over_its_timeout_is_killed_with_its_process_group(services: dict[str, DemoService],
+                                                                tmp_path: Path) -> None:
+    path = locustfile(tmp_path, CHECKOUT_ONLY, name="timeout_locustfile.py")
+    profile = LoadProfile(path, users=2, spawn_rate=2, duration_s=60)
+    started = time.monotonic()
+    with pytest.raises(LoadError, match=r"^locust did not finish within 2s \(locust .*\); its process group "
+                                        "was killed"):
+        run_load(profile, services["v1"].url, timeout_s=2)
+    assert time.monotonic() - started < 10
+    assert not processes_mentioning(str(path))
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(cmdline)
+    return found
+
+
+def test_profiles_and_locustfiles_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="users must be >= 1"):
+        LoadProfile(SHOP_LOCUSTFILE, users=0, spawn_rate=1, duration_s=1)
+    with pytest.raises(ConfigError, match="invalid threshold 'p95 < 1s'"):
+        LoadProfile(SHOP_LOCUSTFILE, users=1, spawn_rate=1, duration_s=1, stop_on_breach=("p95 < 1s",))
+    with pytest.raises(ConfigError, match=r"is not a \.py file"):
+        run_load(LoadProfile(tmp_path / "missing.py", users=1, spawn_rate=1, duration_s=1), "http://127.0.0.1:9")
+
+
+def test_the_calling_process_never_imports_locust_gevent_pytest_or_targets() -> None:
+    code = ("import sys, verifiers.load, verifiers.compare, verifiers.metrics, verifiers.http;"
+            "print(sorted(m for m in ('locust', 'gevent', 'pytest', 'targets') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                              timeout=60, check=True, cwd=PROJECT_ROOT)
+    assert imported.stdout.strip() == "[]"

@@ -1,0 +1,129 @@
+"""Loaded INSIDE the locust subprocess that verifiers.load.run_load starts; never import it anywhere else.
+
+Importing locust monkey-patches the process with gevent, which is why only the subprocess does it. This
+file is passed to locust as a locustfile beside the user's one; it defines no User class, only listeners:
+- every request is counted per (endpoint name, serving version from `X-App-Version`);
+- the run stops `duration_s` after it started, or earlier when a `stop_on_breach` threshold is clearly
+  breached (checked every second once `min_requests` requests were seen, over all endpoints and versions);
+- on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+from locust.env import Environment
+
+from verifiers.load import OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
+from verifiers.stats import LatencyRecorder, Stats
+from verifiers.thresholds import ERROR_BREACH_FACTOR, LATENCY_BREACH_FACTOR, Kind, parse_threshold
+
+BREACH_CHECK_INTERVAL_S = 1.0
+
+
+class Collector:
+    def __init__(self, output: Path, settings: dict[str, Any]) -> None:
+        self.output = output
+        self.duration_s = float(settings["duration_s"])
+        self.min_requests = int(settings["min_requests"])
+        self.stop_on_breach = [parse_threshold(e) for e in settings["stop_on_breach"]]
+        self.subject = str(settings["subject"])
+        self.reservoir_size = int(settings["reservoir_size"])
+        self.rng = random.Random(0)  # reproducible reservoirs for the same sequence of requests
+        self.cells: dict[tuple[str, str], LatencyRecorder] = {}
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+        self.abort_reason: str | None = None
+
+    def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
+                   response: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+        status = int(getattr(response, "status_code", 0) or 0)
+        cell = (name, _serving_version(response))
+        recorder = self.cells.get(cell)
+        if recorder is None:
+            recorder = self.cells[cell] = LatencyRecorder(reservoir_size=self.reservoir_size, rng=self.rng)
+        recorder.add(response_time / 1000.0, failed=exception is not None or status >= 500)
+
+    def on_test_start(self, environment: Environment, **_: Any) -> None:
+        if self.started_at is not None:
+            return
+        self.started_at = time.time()
+        gevent.spawn_later(self.duration_s, self._stop, environment)
+        if self.stop_on_breach:
+            gevent.spawn(self._watch_for_breach, environment)
+
+    def on_test_stop(self, **_: Any) -> None:
+        if self.started_at is not None and self.stopped_at is None:
+            self.stopped_at = time.time()
+
+    def on_quitting(self, environment: Environment, **_: Any) -> None:
+        runner = environment.runner
+        exceptions = list(runner.exceptions.values()) if runner is not None else []
+        now = time.time()
+        data = {
+            "started_at": self.started_at or now,
+            "stopped_at": self.stopped_at or now,
+            "abort_reason": self.abort_reason,
+            "task_errors": [f"{row['count']}x {row['msg']}" for row in exceptions],
+            "cells": [{"endpoint": name, "version": version, **recorder.snapshot(duration_s=0).to_json()}
+                      for (name, version), recorder in sorted(self.cells.items())],
+        }
+        # Written whole, then renamed: the parent never reads half a file.
+        partial = self.output.with_suffix(".partial")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(partial, self.output)
+
+    def _stop(self, environment: Environment, reason: str | None = None) -> None:
+        if self.stopped_at is not None or environment.runner is None:
+            return
+        if reason is not None:
+            self.abort_reason = reason
+        environment.runner.quit()
+
+    def _watch_for_breach(self, environment: Environment) -> None:
+        while self.stopped_at is None:
+            gevent.sleep(BREACH_CHECK_INTERVAL_S)
+            elapsed = self._elapsed()
+            # Histograms only: quantiles within ~1% are plenty to see a clear breach, and cheap each second.
+            parts = [r.snapshot(duration_s=elapsed, keep_samples=False) for r in self.cells.values()]
+            stats = Stats.combine(parts, duration_s=elapsed, keep_samples=False)
+            for threshold in self.stop_on_breach:
+                if threshold.clear_breach(stats, min_samples=self.min_requests):
+                    outcome = threshold.evaluate(stats, subject=self.subject, source="", window="",
+                                                 min_samples=self.min_requests)
+                    factor = LATENCY_BREACH_FACTOR if threshold.kind is Kind.LATENCY else ERROR_BREACH_FACTOR
+                    self._stop(environment, f"stopped early after {elapsed:.1f}s of {self.duration_s:g}s: "
+                                            f"clear breach of {threshold.text} (beyond {factor:g}x the "
+                                            f"limit): {outcome.message}")
+                    return
+
+    def _elapsed(self) -> float:
+        return time.time() - self.started_at if self.started_at is not None else 0.0
+
+
+def _serving_version(response: Any) -> str:
+    headers = getattr(response, "headers", None)
+    version = headers.get("X-App-Version") if headers else None
+    return str(version) if version else UNKNOWN_VERSION
+
+
+def _install() -> None:
+    output, settings = os.environ.get(OUTPUT_ENV), os.environ.get(SETTINGS_ENV)
+    if not output or not settings:
+        raise RuntimeError(f"{__file__} is loaded by verifiers.load.run_load, which sets {OUTPUT_ENV} and "
+                           f"{SETTINGS_ENV}; run the load through it")
+    collector = Collector(Path(output), json.loads(settings))
+    events.request.add_listener(collector.on_request)  # type: ignore[no-untyped-call]
+    events.test_start.add_listener(collector.on_test_start)  # type: ignore[no-untyped-call]
+    events.test_stop.add_listener(collector.on_test_stop)  # type: ignore[no-untyped-call]
+    events.quitting.add_listener(collector.on_quitting)  # type: ignore[no-untyped-call]
+
+
+_install()
