@@ -1,0 +1,337 @@
+"""SLOs from Prometheus: success rate, latency quantile, request count and raw PromQL, scoped to a workload.
+
+Every query is an instant query at an explicit evaluation time over an explicit `[window]`, with an
+explicit timeout; when the caller gives no time, "now" is taken once and the CheckOutcome's window says
+so (`60s ending 2026-11-27T16:41:05Z (now)`). An empty result or NaN is NO DATA, never a pass; an
+unreachable Prometheus or a rejected query is a MetricsError, never a silent NO DATA.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from core.checks import CheckOutcome, RecordCheck, ignore_check, require
+from core.errors import ConfigError, ReleasegateError
+from core.types import Endpoint, MetricsScope, Slot
+from verifiers.thresholds import Kind, Threshold, parse_threshold
+
+DEFAULT_HANDLERS = "/api/.*"
+
+When = datetime | float | None
+"""An evaluation time: a datetime, epoch seconds, or None for "now" (which the window then says)."""
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+class MetricsError(ReleasegateError):
+    """Prometheus could not answer: unreachable, timed out, or it rejected the query. Nothing was measured."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One value read from Prometheus, with the request count behind it, ready for `.check(...)`.
+
+    `measure` says what the value is: `success_rate`, `p(95)`, `requests` or `query` (raw PromQL).
+    """
+
+    measure: str
+    value: float | None
+    samples: int | None
+    subject: str
+    query: str
+    window: str
+    min_samples: int = 0
+    no_data_reason: str | None = None
+    record: RecordCheck = field(default=ignore_check, repr=False, compare=False)
+
+    def check(self, expression: str, *, min_samples: int | None = None) -> CheckOutcome:
+        """Evaluate `success_rate >= 99%`, `error_rate < 1%`, `p(95) < 300ms`... on this measurement.
+
+        The outcome is recorded; raises CheckFailed when it fails or has NO DATA (no series, NaN, or
+        fewer requests than `min_samples`).
+        """
+        threshold = parse_threshold(expression)
+        value = self._value_for(threshold)
+        outcome = threshold.evaluate_value(
+            value, samples=self.samples, subject=self.subject, source=self.query, window=self.window,
+            min_samples=self.min_samples if min_samples is None else min_samples,
+            no_data_reason=self.no_data_reason)
+        self.record(outcome)
+        require([outcome])
+        return outcome
+
+    def _value_for(self, threshold: Threshold) -> float | None:
+        if self.measure == "query":
+            return self.value
+        if self.measure == "success_rate" and threshold.metric in ("success_rate", "error_rate"):
+            if self.value is None or threshold.metric == "success_rate":
+                return self.value
+            return 1 - self.value
+        same_quantile = (threshold.quantile is not None and self.measure.startswith("p(")
+                         and math.isclose(threshold.quantile, _quantile_of(self.measure)))
+        if threshold.kind is Kind.LATENCY and same_quantile:
+            return self.value
+        if self.measure == "requests" and threshold.metric == "requests":
+            return self.value
+        raise ConfigError(f"threshold {threshold.text!r} does not apply to a {self.measure} measurement; "
+                          f"use {_EXAMPLE_FOR.get(self.measure, 'a threshold on the same measure')}")
+
+
+_EXAMPLE_FOR = {"success_rate": '"success_rate >= 99%" or "error_rate < 1%"', "requests": '"requests >= 500"'}
+
+
+def _quantile_of(measure: str) -> float:
+    return float(measure[2:-1]) / 100
+
+
+def promql_duration(seconds: float) -> str:
+    """`60s`, or `1500ms` for a fractional window (PromQL durations are integers with a unit)."""
+    if seconds <= 0:
+        raise ConfigError(f"a query window must be positive, got {seconds}s")
+    return f"{seconds:g}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+
+class Metrics:
+    """Queries one app's Prometheus. Close it, or use it in a `with` block."""
+
+    def __init__(self, scope: MetricsScope, *, timeout_s: float, record: RecordCheck = ignore_check,
+                 candidate: Endpoint | None = None, baseline: Endpoint | None = None, min_samples: int = 0,
+                 requests_metric: str = "http_requests_total",
+                 latency_metric: str = "http_request_duration_seconds",
+                 handler_label: str = "handler", status_label: str = "status") -> None:
+        if timeout_s <= 0:
+            raise ConfigError(f"Prometheus timeout must be positive, got {timeout_s}s")
+        self.scope = scope
+        self.timeout_s = timeout_s
+        self.record = record
+        self.candidate = candidate
+        self.baseline = baseline
+        self.min_samples = min_samples
+        self.requests_metric = requests_metric
+        self.latency_metric = latency_metric
+        self.handler_label = handler_label
+        self.status_label = status_label
+        session = requests.Session()
+        session.trust_env = False  # a proxy from the environment must not reroute an in-cluster Prometheus
+        # One quick retry for a Prometheus that is restarting; the library's default (3 retries with
+        # backoff) would hide an unreachable server for many seconds.
+        retry = Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504), raise_on_status=False)
+        self._prometheus = PrometheusConnect(url=scope.prometheus_url.rstrip("/"), session=session,
+                                             retry=retry, timeout=cast(int, timeout_s))  # float is fine
+
+    def close(self) -> None:
+        self._prometheus.close()
+
+    def __enter__(self) -> Metrics:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- built-in SLOs -----------------------------------------------------------------------------------
+
+    def success_rate(self, *, slot: Slot | None = None, version: str | None = None, window_s: float,
+                     handler_regex: str = DEFAULT_HANDLERS, at: When = None) -> Measurement:
+        """Non-5xx answers / all answers of `handlers` in the window, from the requests counter."""
+        requests_ = self._series(self.requests_metric, slot, version, handler_regex)
+        ok = self._series(self.requests_metric, slot, version, handler_regex,
+                          f'{self.status_label}!~"5.."')
+        window = promql_duration(window_s)
+        # `or vector(0)`: a candidate that answers only 5xx has no non-5xx series, and its rate is 0%,
+        # not "no data". Without any request the denominator is empty and the result is NO DATA.
+        promql = f"(sum(increase({ok}[{window}])) or vector(0)) / sum(increase({requests_}[{window}]))"
+        return self._measure("success_rate", promql, slot, version, window_s, handler_regex, at)
+
+    def latency_quantile(self, q: float, *, slot: Slot | None = None, version: str | None = None,
+                         window_s: float, handler_regex: str = DEFAULT_HANDLERS,
+                         at: When = None) -> Measurement:
+        """Latency quantile q (0.95 for p95) by histogram_quantile over the handler histogram's buckets.
+
+        Precision is that of the app's buckets: Prometheus interpolates linearly inside a bucket.
+        """
+        if not 0 < q < 1:
+            raise ConfigError(f"latency quantile must be a fraction between 0 and 1 (0.95 for p95), got {q}")
+        buckets = self._series(f"{self.latency_metric}_bucket", slot, version, handler_regex)
+        promql = (f"histogram_quantile({q:g}, sum by (le) "
+                  f"(rate({buckets}[{promql_duration(window_s)}])))")
+        return self._measure(f"p({q * 100:g})", promql, slot, version, window_s, handler_regex, at)
+
+    def request_count(self, *, slot: Slot | None = None, version: str | None = None, window_s: float,
+                      handler_regex: str = DEFAULT_HANDLERS, at: When = None) -> Measurement:
+        """Requests answered in the window (increase of the requests counter, rounded)."""
+        evaluated_at, window = self._window(window_s, at)
+        promql = self._count_query(slot, version, window_s, handler_regex)
+        count = self._value(promql, evaluated_at)
+        samples = None if count is None or math.isnan(count) else round(count)
+        return Measurement(
+            measure="requests", value=None if samples is None else float(samples), samples=samples,
+            subject=self._subject(slot, version, handler_regex), query=promql, window=window,
+            min_samples=self.min_samples, record=self.record,
+            no_data_reason=self._no_data(slot, version, handler_regex, window))
+
+    # --- raw PromQL --------------------------------------------------------------------------------------
+
+    def query(self, promql_template: str, *, window_s: float, slot: Slot | None = None,
+              version: str | None = None, handler_regex: str = DEFAULT_HANDLERS, at: When = None,
+              **values: str) -> Measurement:
+        """A raw PromQL query returning one value, with `{{ selector }}` (app + slot/version given here),
+        `{{ candidate }}`, `{{ baseline }}`, `{{ window }}` and your own `{{ name }}` from `values` filled in.
+
+        The sample count is the request count of the same scope, handlers and window, so `min_samples`
+        works for raw queries too. A query returning several series is a ConfigError: aggregate it.
+        """
+        promql = self.render(promql_template, window_s=window_s, slot=slot, version=version, **values)
+        return self._measure("query", promql, slot, version, window_s, handler_regex, at)
+
+    def render(self, promql_template: str, *, window_s: float, slot: Slot | None = None,
+               version: str | None = None, **values: str) -> str:
+        """The template with its placeholders filled; an unknown or unused name is a ConfigError."""
+        known: dict[str, Callable[[], str]] = {
+            "selector": lambda: self.scope.selector(slot=slot, version=version),
+            "candidate": lambda: self._role_selector("candidate", self.candidate),
+            "baseline": lambda: self._role_selector("baseline", self.baseline),
+            "window": lambda: promql_duration(window_s),
+        }
+        for name, value in values.items():
+            known[name] = _constant(value)
+        used = set(_PLACEHOLDER.findall(promql_template))
+        unknown = sorted(used - set(known))
+        if unknown:
+            raise ConfigError(f"PromQL template {promql_template!r}: unknown placeholder "
+                              f"{{{{ {unknown[0]} }}}}; known: {', '.join(sorted(known))} "
+                              "(pass your own as keyword arguments)")
+        unused = sorted(set(values) - used)
+        if unused:
+            raise ConfigError(f"PromQL template {promql_template!r} has no {{{{ {unused[0]} }}}} placeholder "
+                              "for the value given; check its spelling")
+        return _PLACEHOLDER.sub(lambda m: known[m.group(1)](), promql_template)
+
+    def instant(self, promql: str, at: float) -> list[dict[str, Any]]:
+        """The raw result vector of an instant query evaluated at `at` (epoch seconds)."""
+        try:
+            result = self._prometheus.custom_query(
+                # Prometheus takes both as float seconds; its own evaluation timeout matches ours.
+                promql, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:g}"},
+                timeout=cast(int, self.timeout_s))
+        except requests.RequestException as exc:
+            raise MetricsError(
+                f"Prometheus at {self.scope.prometheus_url} is unreachable ({_reason(exc)}); check that it "
+                "runs and that the configured Prometheus URL is right") from None
+        except PrometheusApiClientException as exc:
+            raise _rejected(self.scope.prometheus_url, promql, exc) from None
+        except (ValueError, KeyError, TypeError) as exc:  # not the API's JSON: something else on that port
+            raise MetricsError(f"Prometheus at {self.scope.prometheus_url} answered something that is not "
+                               f"the Prometheus API ({exc}); check the configured Prometheus URL") from None
+        return cast(list[dict[str, Any]], result)
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _series(self, metric: str, slot: Slot | None, version: str | None, handler_regex: str,
+                *extra: str) -> str:
+        matchers = [self.scope.selector(slot=slot, version=version),
+                    f'{self.handler_label}=~"{_escape(handler_regex)}"', *extra]
+        return f"{metric}{{{','.join(matchers)}}}"
+
+    def _count_query(self, slot: Slot | None, version: str | None, window_s: float,
+                     handler_regex: str) -> str:
+        series = self._series(self.requests_metric, slot, version, handler_regex)
+        return f"sum(increase({series}[{promql_duration(window_s)}]))"
+
+    def _measure(self, measure: str, promql: str, slot: Slot | None, version: str | None, window_s: float,
+                 handler_regex: str, at: When) -> Measurement:
+        evaluated_at, window = self._window(window_s, at)
+        value = self._value(promql, evaluated_at)
+        count = self._value(self._count_query(slot, version, window_s, handler_regex), evaluated_at)
+        samples = 0 if count is None or math.isnan(count) else round(count)
+        return Measurement(
+            measure=measure, value=value, samples=samples,
+            subject=self._subject(slot, version, handler_regex), query=promql, window=window,
+            min_samples=self.min_samples,
+            no_data_reason=self._no_data(slot, version, handler_regex, window), record=self.record)
+
+    def _value(self, promql: str, at: float) -> float | None:
+        result = self.instant(promql, at)
+        if not result:
+            return None
+        if len(result) > 1:
+            labels = ", ".join(json.dumps(r.get("metric", {})) for r in result[:3])
+            raise ConfigError(f"PromQL {promql!r} returned {len(result)} series ({labels}...); a check needs "
+                              "one value: aggregate it, e.g. sum(...) or sum by () (...)")
+        return float(result[0]["value"][1])
+
+    def _window(self, window_s: float, at: When) -> tuple[float, str]:
+        """The evaluation time as epoch seconds, and the window as a reader sees it."""
+        now = at is None
+        if at is None:
+            evaluated_at = time.time()
+        else:
+            evaluated_at = at.timestamp() if isinstance(at, datetime) else float(at)
+        stamp = datetime.fromtimestamp(evaluated_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return evaluated_at, f"{promql_duration(window_s)} ending {stamp}" + (" (now)" if now else "")
+
+    def _subject(self, slot: Slot | None, version: str | None, handler_regex: str) -> str:
+        for role, endpoint in (("candidate", self.candidate), ("baseline", self.baseline)):
+            if endpoint is not None and (slot, version) in ((endpoint.slot, endpoint.version),
+                                                            (None, endpoint.version), (endpoint.slot, None)):
+                return f"{handler_regex} ({role} {endpoint.version or endpoint.slot})"
+        parts = (f"version {version}" if version else "", f"slot {slot}" if slot else "")
+        who = ", ".join(p for p in parts if p)
+        return f"{handler_regex} ({who or f'app {self.scope.app}'})"
+
+    def _role_selector(self, role: str, endpoint: Endpoint | None) -> str:
+        if endpoint is None or (endpoint.slot is None and endpoint.version is None):
+            raise ConfigError(f"the PromQL template uses {{{{ {role} }}}} but Metrics was created without a "
+                              f"{role} endpoint with a slot or version; pass Metrics(..., {role}=endpoint)")
+        return self.scope.selector(slot=endpoint.slot, version=endpoint.version)
+
+    def _no_data(self, slot: Slot | None, version: str | None, handler_regex: str, window: str) -> str:
+        return (f"Prometheus at {self.scope.prometheus_url} returned no series (or NaN) for "
+                f"{self._subject(slot, version, handler_regex)} over {window}")
+
+
+def _constant(value: str) -> Callable[[], str]:
+    return lambda: value
+
+
+def _escape(regex: str) -> str:
+    """A Python string as the body of a PromQL double-quoted string."""
+    return regex.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _reason(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection refused or host unknown"
+    return type(exc).__name__
+
+
+def _rejected(url: str, promql: str, exc: PrometheusApiClientException) -> MetricsError:
+    """The library only gives `HTTP Status Code 400 (b'{...json...}')`: dig out Prometheus' own message."""
+    text = str(exc)
+    status, detail = "?", text
+    match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.DOTALL)
+    if match:
+        status = match.group(1)
+        try:
+            body = ast.literal_eval(match.group(2))
+            body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+            detail = str(json.loads(body).get("error", body))
+        except (ValueError, SyntaxError, AttributeError):
+            detail = match.group(2)
+    if status == "400":
+        return MetricsError(f"Prometheus at {url} rejected the query ({detail}); fix the PromQL: {promql}")
+    return MetricsError(f"Prometheus at {url} failed the query with HTTP {status} ({detail}); check the "
+                        f"server and the query: {promql}")
