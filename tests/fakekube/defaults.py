@@ -184,8 +184,13 @@ def default_service(obj: JsonObj) -> None:
 def default_namespace(obj: JsonObj) -> None:
     meta = obj.setdefault("metadata", {})
     meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name", "")
-    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("spec", {})
     obj.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def create_namespace(obj: JsonObj) -> None:
+    """Only on create: the ``kubernetes`` finalizer the namespace controller removes when it is empty."""
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
 
 
 def default_endpoints(obj: JsonObj) -> None:

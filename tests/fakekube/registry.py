@@ -228,6 +228,8 @@ class Registry:
         defaults.apply_defaults(res.kind, obj)
         if res.kind == "Pod":
             defaults.admit_pod(obj, self.random_suffix())
+        if res.kind == "Namespace":
+            defaults.create_namespace(obj)
         return obj
 
     @staticmethod
