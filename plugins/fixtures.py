@@ -8,6 +8,7 @@ so they exist only under `--release`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,19 @@ class LoadRunner:
                               min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
                               extra_args=tuple(extra_args))
         return run_load(profile, endpoint, record=self._record)
+
+    def side_by_side(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0,
+                     duration_s: float = 10.0, min_requests: int = 100) -> tuple[Any, Any]:
+        """The same load on the candidate and on the baseline at the same time: one window for both.
+
+        Returns (candidate result, baseline result), ready for `verifiers.compare.compare_loads`.
+        """
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(self.run, locustfile, users=users, spawn_rate=spawn_rate,
+                                   duration_s=duration_s, target=role, min_requests=min_requests)
+                       for role in (Role.CANDIDATE, Role.BASELINE)]
+            candidate, baseline = (future.result() for future in futures)
+        return candidate, baseline
 
 
 class SuiteFixtures:
@@ -128,12 +142,16 @@ class SuiteFixtures:
         return LoadRunner(endpoints, recorder_for(request.node), Path(request.node.path).parent)
 
     @pytest.fixture
-    def metrics(self, request: pytest.FixtureRequest) -> Any:
+    def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:
         """Prometheus queries scoped by the target's labels; every check is recorded in JUnit."""
         from verifiers.metrics import Metrics
 
         scope = self._context().get("metrics_scope")
         if not scope:
             raise RuntimeError("no Prometheus scope: preflight did not run (see release::preflight)")
-        return Metrics(MetricsScope(**scope), timeout_s=self.prometheus_timeout_s,
-                       record=recorder_for(request.node))
+        candidate = self._endpoint(Role.CANDIDATE)
+        baseline = self._context().get("endpoints", {}).get(Role.BASELINE.value)
+        with Metrics(MetricsScope(**scope), timeout_s=self.prometheus_timeout_s, record=recorder_for(request.node),
+                     candidate=candidate,
+                     baseline=self._endpoint(Role.BASELINE) if baseline else None) as metrics:
+            yield metrics

@@ -74,6 +74,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from plugins.scheduler import XdistControllerHooks
 
         config.pluginmanager.register(XdistControllerHooks(plugin), f"{PLUGIN_NAME}-xdist")
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        # No paths given: a release runs the suites, never the framework's own tests (testpaths).
+        config.args[:] = [str(config.rootpath / SUITES_DIR)]
     if not plugin.is_worker and not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(config.rootpath / JUNIT_PATH)
 

@@ -1,0 +1,18 @@
+"""Analysis: candidate against baseline, the same load on both at the same time."""
+
+from __future__ import annotations
+
+from plugins.fixtures import LoadRunner, ReleaseInfo
+from verifiers.compare import compare_loads
+
+
+def test_candidate_is_no_worse_than_baseline(load: LoadRunner, release: ReleaseInfo) -> None:
+    settings = release.vars
+    candidate, baseline = load.side_by_side(
+        "../load/locustfile.py",
+        users=int(settings.get("compare_users", 5)),
+        duration_s=float(settings.get("compare_duration_s", 10)),
+        min_requests=int(settings.get("compare_min_requests", 100)),
+    )
+    # Latency by a rank test, errors by Fisher's exact test; each with an effect-size tolerance.
+    compare_loads(candidate, baseline, tolerance_ratio=float(settings.get("compare_latency_tolerance", 0.25)))
