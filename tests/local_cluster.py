@@ -28,7 +28,8 @@ crash_after_s = 0.3
 never_ready = true
 
 [versions.v2-late-failure]
-errors_after_s = 8.0
+# Long enough for the pre-switch stages of tests/test_release_suites.py, short enough to hit post_switch.
+errors_after_s = 20.0
 error_rate_after = 0.5
 """
 
