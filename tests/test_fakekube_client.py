@@ -11,14 +11,15 @@ from kubernetes import client, config
 from kubernetes.client import ApiException
 
 from tests.fakekube import FakeKube
-from tests.fakekube.fixtures import fake_kube, kube_api, kube_api_factory  # noqa: F401 - fixtures
 from tests.fakekube.seed import deployment, service
+
+pytest_plugins = ["tests.fakekube.fixtures"]
 
 NS = "shop"
 
 
 @pytest.fixture
-def shop(fake_kube: FakeKube) -> FakeKube:  # noqa: F811
+def shop(fake_kube: FakeKube) -> FakeKube:
     fake_kube.seed_namespace(NS)
     return fake_kube
 
@@ -28,13 +29,13 @@ def body(exc: ApiException) -> dict[str, Any]:
     return parsed
 
 
-def test_kubeconfig_written_by_the_fake_loads_with_the_client(fake_kube: FakeKube, tmp_path: Path) -> None:  # noqa: F811
+def test_kubeconfig_written_by_the_fake_loads_with_the_client(fake_kube: FakeKube, tmp_path: Path) -> None:
     path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
     api_client = config.new_client_from_config(config_file=str(path))
     try:
         version = client.VersionApi(api_client).get_code()
         assert (version.major, version.minor) == ("1", "32")
-        contexts, current = config.list_kube_config_contexts(config_file=str(path))
+        _contexts, current = config.list_kube_config_contexts(config_file=str(path))
         assert current["context"]["namespace"] == NS
         namespaces = client.CoreV1Api(api_client).list_namespace()
         assert "default" in [n.metadata.name for n in namespaces.items]
@@ -42,7 +43,7 @@ def test_kubeconfig_written_by_the_fake_loads_with_the_client(fake_kube: FakeKub
         api_client.close()
 
 
-def test_load_kube_config_sets_up_the_default_client(fake_kube: FakeKube, tmp_path: Path) -> None:  # noqa: F811
+def test_load_kube_config_sets_up_the_default_client(fake_kube: FakeKube, tmp_path: Path) -> None:
     path = fake_kube.write_kubeconfig(tmp_path / "kubeconfig")
     saved = client.Configuration.get_default_copy()
     try:
@@ -55,7 +56,7 @@ def test_load_kube_config_sets_up_the_default_client(fake_kube: FakeKube, tmp_pa
         client.Configuration.set_default(saved)
 
 
-def test_create_get_list_by_selector(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_create_get_list_by_selector(shop: FakeKube, kube_api: Any) -> None:
     apps = client.AppsV1Api(kube_api)
     created = apps.create_namespaced_deployment(NS, deployment(NS, "web", "blue", "shop/web:v1"))
     assert created.metadata.generation == 1
@@ -69,9 +70,9 @@ def test_create_get_list_by_selector(shop: FakeKube, kube_api: Any) -> None:  # 
     assert [d.metadata.name for d in green.items] == ["web-green"]
     both = apps.list_namespaced_deployment(NS, label_selector="slot in (blue,green),app")
     assert [d.metadata.name for d in both.items] == ["web-blue", "web-green"]
-    assert [d.metadata.name for d in apps.list_namespaced_deployment(NS, label_selector="slot!=blue").items] == [
-        "web-green"
-    ]
+    assert [
+        d.metadata.name for d in apps.list_namespaced_deployment(NS, label_selector="slot!=blue").items
+    ] == ["web-green"]
     assert apps.list_namespaced_deployment(NS, label_selector="!app").items == []
     by_name = apps.list_namespaced_deployment(NS, field_selector="metadata.name=web-blue")
     assert [d.metadata.name for d in by_name.items] == ["web-blue"]
@@ -81,7 +82,7 @@ def test_create_get_list_by_selector(shop: FakeKube, kube_api: Any) -> None:  # 
     assert body(bad.value)["message"] == "found '!', expected: ',' or 'end of string'"
 
 
-def test_get_missing_is_404_with_resource_details(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_get_missing_is_404_with_resource_details(shop: FakeKube, kube_api: Any) -> None:
     with pytest.raises(ApiException) as err:
         client.AppsV1Api(kube_api).read_namespaced_deployment("nope", NS)
     assert err.value.status == 404
@@ -103,7 +104,10 @@ def test_get_missing_is_404_with_resource_details(shop: FakeKube, kube_api: Any)
     ],
 )
 def test_patch_service_selector_with_each_content_type(
-    shop: FakeKube, kube_api: Any, content_type: str, patch: Any  # noqa: F811
+    shop: FakeKube,
+    kube_api: Any,
+    content_type: str,
+    patch: Any,
 ) -> None:
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service(NS, service(NS, "web", "web", "blue"))
@@ -112,49 +116,78 @@ def test_patch_service_selector_with_each_content_type(
     assert shop.requests[-1].content_type == content_type
 
 
-def test_server_side_apply_conflict_and_force(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_server_side_apply_conflict_and_force(shop: FakeKube, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service(NS, service(NS, "web", "web", "blue"))
-    applied = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-               "spec": {"selector": {"app": "web", "slot": "green"}}}
+    applied = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web", "slot": "green"}},
+    }
     with pytest.raises(ApiException) as err:
-        core.patch_namespaced_service("web", NS, applied, field_manager="releasegate",
-                                      _content_type="application/apply-patch+yaml")
+        core.patch_namespaced_service(
+            "web", NS, applied, field_manager="releasegate", _content_type="application/apply-patch+yaml"
+        )
     assert err.value.status == 409
     causes = body(err.value)["details"]["causes"]
     assert causes[0]["reason"] == "FieldManagerConflict" and causes[0]["field"] == ".spec.selector"
-    forced = core.patch_namespaced_service("web", NS, applied, field_manager="releasegate", force=True,
-                                           _content_type="application/apply-patch+yaml")
+    forced = core.patch_namespaced_service(
+        "web",
+        NS,
+        applied,
+        field_manager="releasegate",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
     assert forced.spec.selector["slot"] == "green"
 
 
-def test_annotation_patches_and_noop_keep_resource_version(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_annotation_patches_and_noop_keep_resource_version(shop: FakeKube, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     svc = core.create_namespaced_service(NS, service(NS, "web", "web", "blue"))
     with pytest.raises(ApiException) as err:
         core.patch_namespaced_service(
-            "web", NS, [{"op": "add", "path": "/metadata/annotations/releasegate.io~1live", "value": "v2"}],
+            "web",
+            NS,
+            [{"op": "add", "path": "/metadata/annotations/releasegate.io~1live", "value": "v2"}],
             _content_type="application/json-patch+json",
         )
     assert err.value.status == 422
-    first = core.patch_namespaced_service("web", NS, {"metadata": {"annotations": {"releasegate.io/live": "v2"}}},
-                                          _content_type="application/merge-patch+json")
+    first = core.patch_namespaced_service(
+        "web",
+        NS,
+        {"metadata": {"annotations": {"releasegate.io/live": "v2"}}},
+        _content_type="application/merge-patch+json",
+    )
     assert first.metadata.annotations == {"releasegate.io/live": "v2"}
     assert first.metadata.resource_version != svc.metadata.resource_version
-    again = core.patch_namespaced_service("web", NS, {"metadata": {"annotations": {"releasegate.io/live": "v2"}}},
-                                          _content_type="application/merge-patch+json")
+    again = core.patch_namespaced_service(
+        "web",
+        NS,
+        {"metadata": {"annotations": {"releasegate.io/live": "v2"}}},
+        _content_type="application/merge-patch+json",
+    )
     assert again.metadata.resource_version == first.metadata.resource_version
-    removed = core.patch_namespaced_service("web", NS, {"metadata": {"annotations": {"releasegate.io/live": None}}},
-                                            _content_type="application/merge-patch+json")
+    removed = core.patch_namespaced_service(
+        "web",
+        NS,
+        {"metadata": {"annotations": {"releasegate.io/live": None}}},
+        _content_type="application/merge-patch+json",
+    )
     assert removed.metadata.annotations is None
 
 
-def test_wrong_patch_shapes_and_types(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_wrong_patch_shapes_and_types(shop: FakeKube, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service(NS, service(NS, "web", "web", "blue"))
     with pytest.raises(ApiException) as err:
-        core.patch_namespaced_service("web", NS, [{"op": "replace", "path": "/spec/type", "value": "x"}],
-                                      _content_type="application/merge-patch+json")
+        core.patch_namespaced_service(
+            "web",
+            NS,
+            [{"op": "replace", "path": "/spec/type", "value": "x"}],
+            _content_type="application/merge-patch+json",
+        )
     assert err.value.status == 400
     assert body(err.value)["message"].startswith("error decoding patch: ")
     with pytest.raises(ApiException) as err:
@@ -162,7 +195,7 @@ def test_wrong_patch_shapes_and_types(shop: FakeKube, kube_api: Any) -> None:  #
     assert err.value.status == 415
 
 
-def test_replace_with_stale_resource_version_conflicts(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_replace_with_stale_resource_version_conflicts(shop: FakeKube, kube_api: Any) -> None:
     apps = client.AppsV1Api(kube_api)
     apps.create_namespaced_deployment(NS, deployment(NS, "web", "blue", "shop/web:v1"))
     read = apps.read_namespaced_deployment("web-blue", NS)
@@ -179,7 +212,7 @@ def test_replace_with_stale_resource_version_conflicts(shop: FakeKube, kube_api:
     assert replaced.metadata.generation == fresh.metadata.generation + 1
 
 
-def test_validation_errors_are_422_with_causes(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_validation_errors_are_422_with_causes(shop: FakeKube, kube_api: Any) -> None:
     apps = client.AppsV1Api(kube_api)
     bad = deployment(NS, "web", "blue", "shop/web:v1")
     bad["spec"]["template"]["metadata"]["labels"]["slot"] = "green"
@@ -187,11 +220,21 @@ def test_validation_errors_are_422_with_causes(shop: FakeKube, kube_api: Any) ->
         apps.create_namespaced_deployment(NS, bad)
     assert err.value.status == 422
     details = body(err.value)["details"]
-    assert details["kind"] == "Deployment" and details["causes"][0]["field"] == "spec.template.metadata.labels"
+    assert (
+        details["kind"] == "Deployment" and details["causes"][0]["field"] == "spec.template.metadata.labels"
+    )
     apps.create_namespaced_deployment(NS, deployment(NS, "web", "blue", "shop/web:v1"))
     with pytest.raises(ApiException) as err:
-        apps.patch_namespaced_deployment("web-blue", NS, {"spec": {"selector": {"matchLabels": {"app": "x"}},
-                                                                    "template": {"metadata": {"labels": {"app": "x"}}}}})
+        apps.patch_namespaced_deployment(
+            "web-blue",
+            NS,
+            {
+                "spec": {
+                    "selector": {"matchLabels": {"app": "x"}},
+                    "template": {"metadata": {"labels": {"app": "x"}}},
+                }
+            },
+        )
     assert err.value.status == 422
     assert "field is immutable" in body(err.value)["message"]
 
@@ -199,7 +242,10 @@ def test_validation_errors_are_422_with_causes(shop: FakeKube, kube_api: Any) ->
 def raw_call(api_client: Any, method: str, path: str, body: Any, query: list[tuple[str, str]]) -> Any:
     """The client's own transport, bypassing the typed models (which refuse unknown fields client-side)."""
     params = api_client.param_serialize(
-        method=method, resource_path=path, query_params=query, body=body,
+        method=method,
+        resource_path=path,
+        query_params=query,
+        body=body,
         header_params={"Content-Type": "application/json", "Accept": "application/json"},
         auth_settings=["BearerToken"],
     )
@@ -208,7 +254,7 @@ def raw_call(api_client: Any, method: str, path: str, body: Any, query: list[tup
     return response
 
 
-def test_unknown_fields_warn_or_fail_strict(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_unknown_fields_warn_or_fail_strict(shop: FakeKube, kube_api: Any) -> None:
     typo = deployment(NS, "web", "blue", "shop/web:v1")
     typo["spec"]["replicaz"] = 3
     path = f"/apis/apps/v1/namespaces/{NS}/deployments"
@@ -222,7 +268,7 @@ def test_unknown_fields_warn_or_fail_strict(shop: FakeKube, kube_api: Any) -> No
     assert shop.get_object("deployments", NS, "web-blue") is None
 
 
-def test_delete_and_namespace_checks(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_delete_and_namespace_checks(shop: FakeKube, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_service(NS, service(NS, "web", "web", "blue"))
     deleted = core.delete_namespaced_service("web", NS)
@@ -236,14 +282,14 @@ def test_delete_and_namespace_checks(shop: FakeKube, kube_api: Any) -> None:  # 
     assert body(err.value)["message"] == 'namespaces "nope" not found'
 
 
-def test_bad_token_is_401(shop: FakeKube, kube_api_factory: Any) -> None:  # noqa: F811
+def test_bad_token_is_401(shop: FakeKube, kube_api_factory: Any) -> None:
     with pytest.raises(ApiException) as err:
         client.CoreV1Api(kube_api_factory("not-a-token")).list_namespaced_pod(NS)
     assert err.value.status == 401
     assert "details" not in body(err.value)
 
 
-def test_pagination_with_limit_and_continue(shop: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_pagination_with_limit_and_continue(shop: FakeKube, kube_api: Any) -> None:
     core = client.CoreV1Api(kube_api)
     for i in range(5):
         core.create_namespaced_config_map(NS, {"metadata": {"name": f"cm-{i}"}, "data": {"k": str(i)}})

@@ -7,8 +7,9 @@ from typing import Any
 from kubernetes import client
 
 from tests.fakekube import FakeKube
-from tests.fakekube.fixtures import fake_kube, kube_api, kube_api_factory  # noqa: F401 - fixtures
 from tests.fakekube.polling import wait_until
+
+pytest_plugins = ["tests.fakekube.fixtures"]
 
 NS = "shop"
 
@@ -18,7 +19,7 @@ def endpoint_pods(core: client.CoreV1Api, service: str) -> set[str]:
     return {a.target_ref.name for s in ep.subsets or [] for a in s.addresses or []}
 
 
-def test_selector_switch_moves_endpoints_and_slices(fake_kube: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_selector_switch_moves_endpoints_and_slices(fake_kube: FakeKube, kube_api: Any) -> None:
     fake_kube.seed_blue_green(namespace=NS, green_image="shop/web:v2")
     core, discovery = client.CoreV1Api(kube_api), client.DiscoveryV1Api(kube_api)
     green = {p.metadata.name for p in core.list_namespaced_pod(NS, label_selector="slot=green").items}
@@ -29,14 +30,18 @@ def test_selector_switch_moves_endpoints_and_slices(fake_kube: FakeKube, kube_ap
     ips = [a.ip for a in ep.subsets[0].addresses]
     assert ips == sorted(ips)
     assert ep.metadata.labels == {"app": "web"}
-    slice_before = discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web").items
+    slice_before = discovery.list_namespaced_endpoint_slice(
+        NS, label_selector="kubernetes.io/service-name=web"
+    ).items
     assert len(slice_before) == 1
 
     core.patch_namespaced_service("web", NS, {"spec": {"selector": {"slot": "green"}}})
     wait_until(lambda: endpoint_pods(core, "web") == green, what="endpoints on green")
 
     def slice_on_green() -> Any:
-        items = discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web").items
+        items = discovery.list_namespaced_endpoint_slice(
+            NS, label_selector="kubernetes.io/service-name=web"
+        ).items
         names = {e.target_ref.name for e in items[0].endpoints or []} if items else set()
         return items[0] if names == green else None
 
@@ -48,7 +53,7 @@ def test_selector_switch_moves_endpoints_and_slices(fake_kube: FakeKube, kube_ap
     assert slice_after.metadata.owner_references[0].name == "web"
 
 
-def test_service_without_matching_pods_has_no_subsets(fake_kube: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_service_without_matching_pods_has_no_subsets(fake_kube: FakeKube, kube_api: Any) -> None:
     fake_kube.seed_blue_green(namespace=NS)
     core, discovery = client.CoreV1Api(kube_api), client.DiscoveryV1Api(kube_api)
     raw = fake_kube.get_object("endpoints", NS, "web-preview")
@@ -56,10 +61,12 @@ def test_service_without_matching_pods_has_no_subsets(fake_kube: FakeKube, kube_
     assert core.read_namespaced_endpoints("web-preview", NS).subsets is None
     slices = fake_kube.list_objects("endpointslices", NS, "kubernetes.io/service-name=web-preview")
     assert slices[0]["endpoints"] is None and slices[0]["ports"] is None
-    assert discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web-preview").items
+    assert discovery.list_namespaced_endpoint_slice(
+        NS, label_selector="kubernetes.io/service-name=web-preview"
+    ).items
 
 
-def test_not_ready_pods_are_not_ready_addresses(fake_kube: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_not_ready_pods_are_not_ready_addresses(fake_kube: FakeKube, kube_api: Any) -> None:
     fake_kube.set_image_behaviour("v2", "never-ready")
     fake_kube.seed_blue_green(namespace=NS, green_image="shop/web:v2", wait=False)
     core = client.CoreV1Api(kube_api)

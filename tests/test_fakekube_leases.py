@@ -11,20 +11,28 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from tests.fakekube import FakeKube
-from tests.fakekube.fixtures import fake_kube, kube_api, kube_api_factory  # noqa: F401 - fixtures
+
+pytest_plugins = ["tests.fakekube.fixtures"]
 
 NS = "shop"
 
 
 def lease_body(holder: str, when: datetime) -> client.V1Lease:
     return client.V1Lease(
-        metadata=client.V1ObjectMeta(name="releasegate-web", labels={"app.kubernetes.io/managed-by": "releasegate"}),
-        spec=client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=15, acquire_time=when,
-                                renew_time=when, lease_transitions=0),
+        metadata=client.V1ObjectMeta(
+            name="releasegate-web", labels={"app.kubernetes.io/managed-by": "releasegate"}
+        ),
+        spec=client.V1LeaseSpec(
+            holder_identity=holder,
+            lease_duration_seconds=15,
+            acquire_time=when,
+            renew_time=when,
+            lease_transitions=0,
+        ),
     )
 
 
-def test_lease_create_renew_conflict_takeover(fake_kube: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_lease_create_renew_conflict_takeover(fake_kube: FakeKube, kube_api: Any) -> None:
     fake_kube.seed_namespace(NS)
     leases = client.CoordinationV1Api(kube_api)
     when = datetime(2026, 11, 27, 16, 8, 34, 773488, tzinfo=UTC)
@@ -46,7 +54,10 @@ def test_lease_create_renew_conflict_takeover(fake_kube: FakeKube, kube_api: Any
         leases.replace_namespaced_lease("releasegate-web", NS, stale)
     assert conflict.value.status == 409
     assert json.loads(conflict.value.body)["details"] == {
-        "name": "releasegate-web", "group": "coordination.k8s.io", "kind": "leases"}
+        "name": "releasegate-web",
+        "group": "coordination.k8s.io",
+        "kind": "leases",
+    }
 
     renewed.spec.holder_identity = "controller-2"
     renewed.spec.lease_transitions = 1
@@ -56,7 +67,7 @@ def test_lease_create_renew_conflict_takeover(fake_kube: FakeKube, kube_api: Any
     assert (deleted["status"] if isinstance(deleted, dict) else deleted.status) == "Success"
 
 
-def test_microtime_needs_six_fractional_digits(fake_kube: FakeKube, kube_api: Any) -> None:  # noqa: F811
+def test_microtime_needs_six_fractional_digits(fake_kube: FakeKube, kube_api: Any) -> None:
     fake_kube.seed_namespace(NS)
     leases = client.CoordinationV1Api(kube_api)
     # A datetime with microsecond 0 serialises without a fraction: a real server rejects it.
@@ -68,7 +79,8 @@ def test_microtime_needs_six_fractional_digits(fake_kube: FakeKube, kube_api: An
         '"2006-01-02T15:04:05.000000Z07:00": cannot parse "+00:00" as ".000000"'
     )
     with pytest.raises(ApiException) as invalid:
-        leases.create_namespaced_lease(NS, {"metadata": {"name": "zero"},
-                                            "spec": {"holderIdentity": "x", "leaseDurationSeconds": 0}})
+        leases.create_namespaced_lease(
+            NS, {"metadata": {"name": "zero"}, "spec": {"holderIdentity": "x", "leaseDurationSeconds": 0}}
+        )
     assert invalid.value.status == 422
     assert json.loads(invalid.value.body)["details"]["causes"][0]["field"] == "spec.leaseDurationSeconds"

@@ -10,8 +10,9 @@ from kubernetes import client
 from kubernetes.client import ApiException
 
 from tests.fakekube import FakeKube
-from tests.fakekube.fixtures import kube_api_factory  # noqa: F401 - fixture
 from tests.fakekube.seed import deployment, service
+
+pytest_plugins = ["tests.fakekube.fixtures"]
 
 NS = "shop"
 
@@ -30,7 +31,11 @@ RELEASE_ROLE = {
 
 @pytest.fixture
 def fake_kube() -> Any:
-    tokens = {"admin-token": "admin", "norights-token": "releasegate-norights", "release-token": "releasegate"}
+    tokens = {
+        "admin-token": "admin",
+        "norights-token": "releasegate-norights",
+        "release-token": "releasegate",
+    }
     fake = FakeKube(tokens=tokens, rbac={"releasegate": RELEASE_ROLE}).start()
     fake.seed_namespace(NS)
     fake.create(deployment(NS, "web", "blue", "shop/web:v1", replicas=1))
@@ -49,7 +54,7 @@ def forbidden(call: Any) -> dict[str, Any]:
     return parsed
 
 
-def test_role_rules_allow_exactly_what_they_list(fake_kube: FakeKube, kube_api_factory: Any) -> None:  # noqa: F811
+def test_role_rules_allow_exactly_what_they_list(fake_kube: FakeKube, kube_api_factory: Any) -> None:
     api = kube_api_factory("release-token")
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     assert apps.read_namespaced_deployment("web-blue", NS).metadata.name == "web-blue"
@@ -57,7 +62,8 @@ def test_role_rules_allow_exactly_what_they_list(fake_kube: FakeKube, kube_api_f
     assert core.read_namespaced_service("web", NS).metadata.name == "web"
     body = forbidden(lambda: core.read_namespaced_service("web-preview", NS))
     assert body["message"] == (
-        'services "web-preview" is forbidden: User "releasegate" cannot get resource "services" in API group "" '
+        'services "web-preview" is forbidden: User "releasegate" cannot get resource "services" '
+        'in API group "" '
         'in the namespace "shop"'
     )
     assert body["details"] == {"name": "web-preview", "kind": "services"}
@@ -65,12 +71,15 @@ def test_role_rules_allow_exactly_what_they_list(fake_kube: FakeKube, kube_api_f
     assert "cannot delete resource" in body["message"]
     body = forbidden(lambda: core.list_namespaced_pod(NS))
     assert body["message"].startswith("pods is forbidden: ")
-    body = forbidden(lambda: apps.replace_namespaced_deployment_scale(
-        "web-blue", NS, {"metadata": {"name": "web-blue"}, "spec": {"replicas": 1}}))
+    body = forbidden(
+        lambda: apps.replace_namespaced_deployment_scale(
+            "web-blue", NS, {"metadata": {"name": "web-blue"}, "spec": {"replicas": 1}}
+        )
+    )
     assert 'cannot update resource "deployments/scale" in API group "apps"' in body["message"]
 
 
-def test_user_without_bindings_and_anonymous(fake_kube: FakeKube, kube_api_factory: Any) -> None:  # noqa: F811
+def test_user_without_bindings_and_anonymous(fake_kube: FakeKube, kube_api_factory: Any) -> None:
     norights = client.AppsV1Api(kube_api_factory("norights-token"))
     body = forbidden(lambda: norights.read_namespaced_deployment("web-blue", NS))
     assert body["details"] == {"name": "web-blue", "group": "apps", "kind": "deployments"}
@@ -85,7 +94,7 @@ def test_user_without_bindings_and_anonymous(fake_kube: FakeKube, kube_api_facto
     assert admin.read_namespaced_deployment("web-blue", NS).metadata.name == "web-blue"
 
 
-def test_rbac_can_be_switched_off(fake_kube: FakeKube, kube_api_factory: Any) -> None:  # noqa: F811
+def test_rbac_can_be_switched_off(fake_kube: FakeKube, kube_api_factory: Any) -> None:
     norights = client.CoreV1Api(kube_api_factory("norights-token"))
     forbidden(lambda: norights.list_namespaced_service(NS))
     fake_kube.set_rbac(None)

@@ -31,8 +31,11 @@ class LoopbackRuntime:
             return ip
 
     def poll(self, pod: dict[str, Any]) -> PodRuntimeStatus:
-        return PodRuntimeStatus(running=True, ready=self.ready,
-                                message=None if self.ready else "Readiness probe failed: connection refused")
+        return PodRuntimeStatus(
+            running=True,
+            ready=self.ready,
+            message=None if self.ready else "Readiness probe failed: connection refused",
+        )
 
     def restart(self, pod: dict[str, Any]) -> None:
         return None

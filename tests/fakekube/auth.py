@@ -34,7 +34,9 @@ class Rule:
     resource_names: frozenset[str] = frozenset()
     namespace: str | None = None  # a Role's namespace; None for ClusterRole-style rules
 
-    def allows(self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str) -> bool:
+    def allows(
+        self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str
+    ) -> bool:
         if self.namespace is not None and namespace != self.namespace:
             return False
         if "*" not in self.verbs and verb not in self.verbs:
@@ -42,7 +44,11 @@ class Rule:
         if "*" not in self.api_groups and group not in self.api_groups:
             return False
         full = f"{resource}/{subresource}" if subresource else resource
-        if not ("*" in self.resources or full in self.resources or (subresource and f"*/{subresource}" in self.resources)):
+        if not (
+            "*" in self.resources
+            or full in self.resources
+            or (subresource and f"*/{subresource}" in self.resources)
+        ):
             return False
         if self.resource_names:
             return bool(name) and name in self.resource_names

@@ -1,7 +1,8 @@
 """Time for the fake: wall-clock timestamps and a monotonic clock, both replaceable in tests.
 
 Everything the controllers time (slow-ready delays, crash-loop back-off, progress deadlines, condition and
-event timestamps) reads this clock, so a test can pass a ``FakeClock`` and ``advance()`` it instead of waiting.
+event timestamps) reads this clock, so a test can pass a ``FakeClock`` and ``advance()`` it instead of
+waiting.
 Socket-level timeouts (watch ``timeoutSeconds``) always use real time.
 """
 

@@ -9,6 +9,7 @@ once a rollout is complete; conditions move to the end of the list whenever they
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -29,7 +30,13 @@ REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 HASH_LABEL = "pod-template-hash"
-_NOT_COPIED = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, REVISION_HISTORY, DESIRED, MAX_REPLICAS}
+_NOT_COPIED = {
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    DESIRED,
+    MAX_REPLICAS,
+}
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 MANAGER = "kube-controller-manager"
 
@@ -128,9 +135,14 @@ def get_condition(status_obj: JsonObj, cond_type: str) -> JsonObj | None:
 
 
 def set_condition(status_obj: JsonObj, cond: JsonObj) -> None:
-    """``SetDeploymentCondition``: same status and reason is a no-op; a status change resets the transition."""
+    """``SetDeploymentCondition``: same status and reason is a no-op; a status change resets the
+    transition time."""
     current = get_condition(status_obj, cond["type"])
-    if current is not None and current["status"] == cond["status"] and current.get("reason") == cond.get("reason"):
+    if (
+        current is not None
+        and current["status"] == cond["status"]
+        and current.get("reason") == cond.get("reason")
+    ):
         return
     if current is not None and current["status"] == cond["status"]:
         cond["lastTransitionTime"] = current["lastTransitionTime"]
@@ -188,15 +200,24 @@ class DeploymentController:
 
     def _condition(self, cond_type: str, cond_status: str, reason: str, message: str) -> JsonObj:
         now = self._now()
-        return {"type": cond_type, "status": cond_status, "lastUpdateTime": now, "lastTransitionTime": now,
-                "reason": reason, "message": message}
+        return {
+            "type": cond_type,
+            "status": cond_status,
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+            "reason": reason,
+            "message": message,
+        }
 
     def _owned_rs(self, d: JsonObj) -> list[JsonObj]:
         uid = d["metadata"]["uid"]
         owned = [
             rs
             for rs in self._store.list("apps/replicasets", d["metadata"]["namespace"])
-            if any(ref.get("uid") == uid and ref.get("controller") for ref in rs["metadata"].get("ownerReferences") or [])
+            if any(
+                ref.get("uid") == uid and ref.get("controller")
+                for ref in rs["metadata"].get("ownerReferences") or []
+            )
         ]
         owned.sort(key=lambda rs: (rs["metadata"].get("creationTimestamp", ""), rs["metadata"]["name"]))
         return owned
@@ -212,7 +233,11 @@ class DeploymentController:
         max_reps = str(spec_replicas(d) + max_surge(d))
         annotations = rs["metadata"].get("annotations") or {}
         old = spec_replicas(rs)
-        if old == replicas and annotations.get(DESIRED) == desired and annotations.get(MAX_REPLICAS) == max_reps:
+        if (
+            old == replicas
+            and annotations.get(DESIRED) == desired
+            and annotations.get(MAX_REPLICAS) == max_reps
+        ):
             return rs
         new = jcopy(rs)
         new["spec"]["replicas"] = replicas
@@ -222,7 +247,10 @@ class DeploymentController:
         if old != replicas:
             direction = "up" if replicas > old else "down"
             self._events.record(
-                d, "Deployment", "Normal", "ScalingReplicaSet",
+                d,
+                "Deployment",
+                "Normal",
+                "ScalingReplicaSet",
                 f"Scaled {direction} replica set {rs['metadata']['name']} from {old} to {replicas}",
                 component="deployment-controller",
             )
@@ -333,7 +361,9 @@ class DeploymentController:
         scale_up = min(max_total - current, spec_replicas(d) - new_count)
         return new_count + scale_up
 
-    def _get_all(self, d: JsonObj, rss: list[JsonObj], create: bool) -> tuple[JsonObj, JsonObj | None, list[JsonObj]]:
+    def _get_all(
+        self, d: JsonObj, rss: list[JsonObj], create: bool
+    ) -> tuple[JsonObj, JsonObj | None, list[JsonObj]]:
         """``getAllReplicaSetsAndSyncRevision``: returns (deployment, new RS or None, old RSs)."""
         new_rs, old_rss = self._split(d, rss)
         new_revision = max((revision(rs) for rs in old_rss), default=0) + 1
@@ -346,12 +376,19 @@ class DeploymentController:
             need_update = (d["metadata"].get("annotations") or {}).get(REVISION) != rev
             cond = get_condition(d.get("status") or {}, "Progressing")
             if need_update or (has_progress_deadline(d) and cond is None):
-                found = self._condition("Progressing", "True", "FoundNewReplicaSet",
-                                        f'Found new replica set "{new_rs["metadata"]["name"]}"')
+                found = self._condition(
+                    "Progressing",
+                    "True",
+                    "FoundNewReplicaSet",
+                    f'Found new replica set "{new_rs["metadata"]["name"]}"',
+                )
 
                 def mutate(n: JsonObj) -> None:
                     n["metadata"].setdefault("annotations", {})[REVISION] = rev
-                    if has_progress_deadline(n) and get_condition(n.get("status") or {}, "Progressing") is None:
+                    if (
+                        has_progress_deadline(n)
+                        and get_condition(n.get("status") or {}, "Progressing") is None
+                    ):
                         set_condition(n.setdefault("status", {}), found)
 
                 d = self._write_status(d, mutate)
@@ -372,8 +409,14 @@ class DeploymentController:
                 "labels": dict(template["metadata"]["labels"]),
                 "annotations": {},
                 "ownerReferences": [
-                    {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"], "uid": meta["uid"],
-                     "controller": True, "blockOwnerDeletion": True}
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
                 ],
             },
             "spec": {"replicas": 0, "selector": selector, "template": template},
@@ -389,17 +432,26 @@ class DeploymentController:
             if err.code != 409:
                 raise
             # A ReplicaSet of that name with another template: bump collisionCount and retry next round.
-            d = self._write_status(d, lambda n: n["status"].__setitem__("collisionCount", int(collision or 0) + 1))
+            d = self._write_status(
+                d, lambda n: n["status"].__setitem__("collisionCount", int(collision or 0) + 1)
+            )
             return d, None, old_rss
         self._rs_touched = True
         if replicas > 0:
             self._events.record(
-                d, "Deployment", "Normal", "ScalingReplicaSet",
+                d,
+                "Deployment",
+                "Normal",
+                "ScalingReplicaSet",
                 f"Scaled up replica set {created['metadata']['name']} from 0 to {replicas}",
                 component="deployment-controller",
             )
-        created_cond = self._condition("Progressing", "True", "NewReplicaSetCreated",
-                                       f'Created new replica set "{created["metadata"]["name"]}"')
+        created_cond = self._condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            f'Created new replica set "{created["metadata"]["name"]}"',
+        )
 
         def mutate_created(n: JsonObj) -> None:
             n["metadata"].setdefault("annotations", {})[REVISION] = str(new_revision)
@@ -429,10 +481,16 @@ class DeploymentController:
         if old.get("collisionCount") is not None:
             new_status["collisionCount"] = old["collisionCount"]
         if available >= spec_replicas(d) - max_unavailable(d):
-            cond = self._condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            cond = self._condition(
+                "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability."
+            )
         else:
-            cond = self._condition("Available", "False", "MinimumReplicasUnavailable",
-                                   "Deployment does not have minimum availability.")
+            cond = self._condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         set_condition(new_status, cond)
         return new_status
 
@@ -467,12 +525,20 @@ class DeploymentController:
         name = new_rs["metadata"]["name"] if new_rs else ""
         if has_progress_deadline(d) and not is_complete:
             if deployment_complete(d, new_status):
-                msg = f'ReplicaSet "{name}" has successfully progressed.' if new_rs else (
-                    f'Deployment "{d["metadata"]["name"]}" has successfully progressed.')
-                set_condition(new_status, self._condition("Progressing", "True", "NewReplicaSetAvailable", msg))
+                msg = (
+                    f'ReplicaSet "{name}" has successfully progressed.'
+                    if new_rs
+                    else (f'Deployment "{d["metadata"]["name"]}" has successfully progressed.')
+                )
+                set_condition(
+                    new_status, self._condition("Progressing", "True", "NewReplicaSetAvailable", msg)
+                )
             elif deployment_progressing(d, new_status):
-                msg = f'ReplicaSet "{name}" is progressing.' if new_rs else (
-                    f'Deployment "{d["metadata"]["name"]}" is progressing.')
+                msg = (
+                    f'ReplicaSet "{name}" is progressing.'
+                    if new_rs
+                    else (f'Deployment "{d["metadata"]["name"]}" is progressing.')
+                )
                 cond = self._condition("Progressing", "True", "ReplicaSetUpdated", msg)
                 if current is not None:
                     if current["status"] == "True":
@@ -480,9 +546,14 @@ class DeploymentController:
                     remove_condition(new_status, "Progressing")
                 set_condition(new_status, cond)
             elif self._timed_out(d):
-                msg = f'ReplicaSet "{name}" has timed out progressing.' if new_rs else (
-                    f'Deployment "{d["metadata"]["name"]}" has timed out progressing.')
-                set_condition(new_status, self._condition("Progressing", "False", "ProgressDeadlineExceeded", msg))
+                msg = (
+                    f'ReplicaSet "{name}" has timed out progressing.'
+                    if new_rs
+                    else (f'Deployment "{d["metadata"]["name"]}" has timed out progressing.')
+                )
+                set_condition(
+                    new_status, self._condition("Progressing", "False", "ProgressDeadlineExceeded", msg)
+                )
         if new_status == (d.get("status") or {}):
             return d
         return self._write_status(d, lambda n: n.__setitem__("status", new_status))
@@ -503,12 +574,18 @@ class DeploymentController:
         if len(active) == 1:
             target = active[0]
         elif not active:
-            target = new_rs or (max(old_rss, key=lambda r: r["metadata"].get("creationTimestamp", "")) if old_rss else None)
+            target = new_rs or (
+                max(old_rss, key=lambda r: r["metadata"].get("creationTimestamp", "")) if old_rss else None
+            )
         if target is not None:
             if spec_replicas(target) != spec_replicas(d) or self._annotations_stale(target, d):
                 self._scale_rs(target, spec_replicas(d), d)
             return
-        if new_rs is not None and spec_replicas(new_rs) == spec_replicas(d) and status_of(new_rs, "availableReplicas") == spec_replicas(d):
+        if (
+            new_rs is not None
+            and spec_replicas(new_rs) == spec_replicas(d)
+            and status_of(new_rs, "availableReplicas") == spec_replicas(d)
+        ):
             for rs in old_rss:
                 if spec_replicas(rs) > 0:
                     self._scale_rs(rs, 0, d)
@@ -521,8 +598,11 @@ class DeploymentController:
         to_add = allowed - total
         if to_add == 0 or total == 0:
             return
-        ordered = sorted(active, key=lambda r: (-spec_replicas(r), r["metadata"].get("creationTimestamp", "")),
-                         reverse=to_add < 0)
+        ordered = sorted(
+            active,
+            key=lambda r: (-spec_replicas(r), r["metadata"].get("creationTimestamp", "")),
+            reverse=to_add < 0,
+        )
         shares = {rs["metadata"]["name"]: int(spec_replicas(rs) * to_add / total) for rs in ordered}
         leftover = to_add - sum(shares.values())
         if ordered:
@@ -540,7 +620,7 @@ class DeploymentController:
         d, new_rs, old_rss = self._get_all(d, rss, create=True)
         if new_rs is None:
             return
-        all_rss = old_rss + [new_rs]
+        all_rss = [*old_rss, new_rs]
         if self._reconcile_new(d, all_rss, new_rs):
             self._sync_rollout_status(d, all_rss, new_rs)
             return
@@ -563,7 +643,9 @@ class DeploymentController:
         self._scale_rs(new_rs, count, d)
         return True
 
-    def _reconcile_old(self, d: JsonObj, all_rss: list[JsonObj], old_rss: list[JsonObj], new_rs: JsonObj) -> bool:
+    def _reconcile_old(
+        self, d: JsonObj, all_rss: list[JsonObj], old_rss: list[JsonObj], new_rs: JsonObj
+    ) -> bool:
         old_count = sum(spec_replicas(rs) for rs in old_rss)
         if old_count == 0:
             return False
@@ -573,11 +655,17 @@ class DeploymentController:
         max_scaled_down = all_count - min_available - new_unavailable
         if max_scaled_down <= 0:
             return False
-        old_rss = sorted(old_rss, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
+        old_rss = sorted(
+            old_rss, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"])
+        )
         cleaned = 0
         updated: list[JsonObj] = []
         for rs in old_rss:
-            if cleaned >= max_scaled_down or spec_replicas(rs) == 0 or spec_replicas(rs) == status_of(rs, "availableReplicas"):
+            if (
+                cleaned >= max_scaled_down
+                or spec_replicas(rs) == 0
+                or spec_replicas(rs) == status_of(rs, "availableReplicas")
+            ):
                 updated.append(rs)
                 continue
             count = min(max_scaled_down - cleaned, spec_replicas(rs) - status_of(rs, "availableReplicas"))
@@ -619,7 +707,7 @@ class DeploymentController:
             d, new_rs, old_rss = self._get_all(d, rss, create=True)
             if new_rs is None:
                 return
-            all_rss = old_rss + [new_rs]
+            all_rss = [*old_rss, new_rs]
         if spec_replicas(new_rs) != spec_replicas(d):
             self._scale_rs(new_rs, spec_replicas(d), d)
         if deployment_complete(d, d.get("status") or {}):
@@ -638,10 +726,8 @@ class DeploymentController:
             if spec_replicas(rs) != 0 or status_of(rs, "replicas") != 0:
                 continue
             res = self._registry_res("ReplicaSet")
-            try:
+            with contextlib.suppress(status.ApiError):
                 self._registry.delete(res, rs["metadata"]["namespace"], rs["metadata"]["name"], {})
-            except status.ApiError:
-                pass
 
     @staticmethod
     def _registry_res(kind: str) -> Any:

@@ -8,6 +8,7 @@ nothing matches, the Service's labels copied. EndpointSlices: one slice per Serv
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from . import status
@@ -79,13 +80,13 @@ class EndpointsController:
         # Endpoints of deleted Services go away (their slices follow the ownerReference via the GC).
         for ep in self._store.list("/endpoints"):
             meta = ep["metadata"]
-            if (meta["namespace"], meta["name"]) not in wanted and (meta.get("annotations") or {}).get(TRIGGER):
+            if (meta["namespace"], meta["name"]) not in wanted and (meta.get("annotations") or {}).get(
+                TRIGGER
+            ):
                 svc = self._store.peek("/services", meta["namespace"], meta["name"])
                 if svc is None or not (svc.get("spec") or {}).get("selector"):
-                    try:
+                    with contextlib.suppress(status.ApiError):
                         self._registry.delete(BY_KIND["Endpoints"], meta["namespace"], meta["name"], {})
-                    except status.ApiError:
-                        pass
 
     def _labels(self, svc: JsonObj) -> dict[str, str]:
         labels = dict(svc["metadata"].get("labels") or {})
@@ -115,8 +116,11 @@ class EndpointsController:
                 ports.append(entry)
             key = repr(sorted((p.get("name", ""), p["port"]) for p in ports))
             group = groups.setdefault(key, {"addresses": [], "notReadyAddresses": [], "ports": ports})
-            address = {"ip": pod["status"]["podIP"], "nodeName": pod["spec"].get("nodeName", ""),
-                       "targetRef": _target_ref(pod)}
+            address = {
+                "ip": pod["status"]["podIP"],
+                "nodeName": pod["spec"].get("nodeName", ""),
+                "targetRef": _target_ref(pod),
+            }
             if not address["nodeName"]:
                 del address["nodeName"]
             (group["addresses"] if _ready(pod) or publish else group["notReadyAddresses"]).append(address)
@@ -135,8 +139,11 @@ class EndpointsController:
         labels = self._labels(svc)
         if current is None:
             body: JsonObj = {
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                             "annotations": {TRIGGER: self._registry.timestamp()}},
+                "metadata": {
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "annotations": {TRIGGER: self._registry.timestamp()},
+                },
             }
             if labels:
                 body["metadata"]["labels"] = labels
@@ -164,7 +171,11 @@ class EndpointsController:
             ready = _ready(pod)
             endpoint: JsonObj = {
                 "addresses": [pod["status"]["podIP"]],
-                "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                "conditions": {
+                    "ready": ready and not terminating,
+                    "serving": ready,
+                    "terminating": terminating,
+                },
                 "targetRef": _target_ref(pod),
             }
             if pod["spec"].get("nodeName"):
@@ -175,8 +186,11 @@ class EndpointsController:
                 for sp in svc["spec"].get("ports") or []:
                     resolved = _resolve_port(sp, pod)
                     if resolved is not None:
-                        entry: JsonObj = {"name": sp.get("name", ""), "protocol": sp.get("protocol", "TCP"),
-                                          "port": resolved}
+                        entry: JsonObj = {
+                            "name": sp.get("name", ""),
+                            "protocol": sp.get("protocol", "TCP"),
+                            "port": resolved,
+                        }
                         if sp.get("appProtocol"):
                             entry["appProtocol"] = sp["appProtocol"]
                         ports.append(entry)
@@ -197,15 +211,23 @@ class EndpointsController:
                     "labels": labels,
                     "annotations": {TRIGGER: self._registry.timestamp()},
                     "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta["uid"],
-                         "controller": True, "blockOwnerDeletion": True}
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Service",
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
                     ],
                 },
                 "addressType": "IPv4",
                 "endpoints": body_endpoints,
                 "ports": body_ports,
             }
-            self._registry.controller_create("EndpointSlice", meta["namespace"], body, "endpointslice-controller")
+            self._registry.controller_create(
+                "EndpointSlice", meta["namespace"], body, "endpointslice-controller"
+            )
             return
         current = existing[0]
         for extra in existing[1:]:

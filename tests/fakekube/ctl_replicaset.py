@@ -24,7 +24,8 @@ MANAGER = "kube-controller-manager"
 
 def owned_by(obj: JsonObj, uid: str) -> bool:
     return any(
-        ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or []
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in obj["metadata"].get("ownerReferences") or []
     )
 
 
@@ -102,8 +103,14 @@ class ReplicaSetController:
                         "namespace": rs["metadata"]["namespace"],
                         "labels": dict(tmeta.get("labels") or {}),
                         "ownerReferences": [
-                            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs["metadata"]["name"],
-                             "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "ReplicaSet",
+                                "name": rs["metadata"]["name"],
+                                "uid": rs["metadata"]["uid"],
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
                         ],
                     },
                     "spec": jcopy(template.get("spec") or {}),
@@ -111,14 +118,28 @@ class ReplicaSetController:
                 if tmeta.get("annotations"):
                     pod["metadata"]["annotations"] = dict(tmeta["annotations"])
                 created = self._registry.controller_create("Pod", rs["metadata"]["namespace"], pod, MANAGER)
-                self._events.record(rs, "ReplicaSet", "Normal", "SuccessfulCreate",
-                                    f"Created pod: {created['metadata']['name']}", component="replicaset-controller")
+                self._events.record(
+                    rs,
+                    "ReplicaSet",
+                    "Normal",
+                    "SuccessfulCreate",
+                    f"Created pod: {created['metadata']['name']}",
+                    component="replicaset-controller",
+                )
         elif diff > 0:
             victims = sorted(pods, key=_deletion_rank)[:diff]
             for pod in victims:
-                self._registry.delete(BY_KIND["Pod"], pod["metadata"]["namespace"], pod["metadata"]["name"], {})
-                self._events.record(rs, "ReplicaSet", "Normal", "SuccessfulDelete",
-                                    f"Deleted pod: {pod['metadata']['name']}", component="replicaset-controller")
+                self._registry.delete(
+                    BY_KIND["Pod"], pod["metadata"]["namespace"], pod["metadata"]["name"], {}
+                )
+                self._events.record(
+                    rs,
+                    "ReplicaSet",
+                    "Normal",
+                    "SuccessfulDelete",
+                    f"Deleted pod: {pod['metadata']['name']}",
+                    component="replicaset-controller",
+                )
 
     def update_status(self) -> None:
         for rs in self._store.list("apps/replicasets"):
@@ -136,7 +157,8 @@ class ReplicaSetController:
         now = self._clock.now()
         ready = [p for p in pods if pod_ready(p)]
         available = [
-            p for p in ready
+            p
+            for p in ready
             if min_ready == 0 or (now - parse_time(ready_since(p))).total_seconds() >= min_ready
         ]
         new_status: JsonObj = {

@@ -119,7 +119,9 @@ def admit_pod(obj: JsonObj, token_volume_suffix: str) -> None:
     if spec.get("automountServiceAccountToken", True) is not False:
         volumes = spec.setdefault("volumes", [])
         if not any(
-            SA_MOUNT_PATH == m.get("mountPath") for c in spec.get("containers") or [] for m in c.get("volumeMounts") or []
+            m.get("mountPath") == SA_MOUNT_PATH
+            for c in spec.get("containers") or []
+            for m in c.get("volumeMounts") or []
         ):
             name = f"kube-api-access-{token_volume_suffix}"
             volumes.append(
@@ -139,7 +141,10 @@ def admit_pod(obj: JsonObj, token_volume_suffix: str) -> None:
                                     "items": [
                                         {
                                             "path": "namespace",
-                                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                            "fieldRef": {
+                                                "apiVersion": "v1",
+                                                "fieldPath": "metadata.namespace",
+                                            },
                                         }
                                     ]
                                 }
@@ -156,7 +161,9 @@ def admit_pod(obj: JsonObj, token_volume_suffix: str) -> None:
     tolerations = spec.setdefault("tolerations", [])
     for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
         if not any(t.get("key") == key and t.get("effect") in (None, "NoExecute") for t in tolerations):
-            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+            tolerations.append(
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            )
     spec.setdefault("priority", 0)
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from . import status
@@ -18,8 +19,14 @@ def object_reference(obj: JsonObj, kind: str, api_version: str, field_path: str 
     ref: JsonObj = {"kind": kind}
     if meta.get("namespace"):
         ref["namespace"] = meta["namespace"]
-    ref.update({"name": meta["name"], "uid": meta["uid"], "apiVersion": api_version,
-                "resourceVersion": meta.get("resourceVersion", "")})
+    ref.update(
+        {
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": api_version,
+            "resourceVersion": meta.get("resourceVersion", ""),
+        }
+    )
     if field_path:
         ref["fieldPath"] = field_path
     return ref
@@ -63,10 +70,8 @@ class EventRecorder:
                 new = dict(current)
                 new["count"] = int(current.get("count", 1)) + 1
                 new["lastTimestamp"] = now
-                try:
+                with contextlib.suppress(status.ApiError):
                     self._registry.controller_update("Event", current, new, component)
-                except status.ApiError:
-                    pass
                 return
         source: JsonObj = {"component": component}
         if host:
@@ -108,7 +113,5 @@ class EventRecorder:
             "reportingComponent": "default-scheduler",
             "reportingInstance": "default-scheduler-fakekube",
         }
-        try:
+        with contextlib.suppress(status.ApiError):
             self._registry.controller_create("Event", meta["namespace"], event, "kube-scheduler")
-        except status.ApiError:
-            pass

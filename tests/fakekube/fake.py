@@ -19,7 +19,7 @@ from .faults import FaultInjector, FaultRule, RecordedRequest, RequestLog
 from .registry import Registry, WriteOptions
 from .resources import BY_KIND, resource_for
 from .runtime import IpPool, PodRuntime, SimulatedRuntime
-from .selectors import parse_label_selector, EVERY_FIELD
+from .selectors import EVERY_FIELD, parse_label_selector
 from .server import ApiServer, FakeKubeHTTPServer
 from .store import Store
 
@@ -84,7 +84,10 @@ class FakeKube:
         self.url = f"http://{host}:{port}"
         self.api.server_address = f"{host}:{port}"
         self._serve_thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakekube-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fakekube-http",
+            daemon=True,
         )
         self._serve_thread.start()
         if self._mode == "auto":
@@ -120,7 +123,12 @@ class FakeKube:
     # -- client configuration --------------------------------------------------------------------------------
 
     def write_kubeconfig(
-        self, path: str | Path, *, context: str = "fake", namespace: str = "default", token: str = "admin-token"
+        self,
+        path: str | Path,
+        *,
+        context: str = "fake",
+        namespace: str = "default",
+        token: str = "admin-token",
     ) -> Path:
         target = Path(path)
         config = {
@@ -129,7 +137,10 @@ class FakeKube:
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
             "users": [{"name": f"{context}-user", "user": {"token": token}}],
             "contexts": [
-                {"name": context, "context": {"cluster": context, "user": f"{context}-user", "namespace": namespace}}
+                {
+                    "name": context,
+                    "context": {"cluster": context, "user": f"{context}-user", "namespace": namespace},
+                }
             ],
             "current-context": context,
         }
@@ -137,7 +148,8 @@ class FakeKube:
         return target
 
     def client_configuration(self, token: str = "admin-token") -> Any:
-        """A ``kubernetes.client.Configuration`` for this server (imported lazily: the server needs no client)."""
+        """A ``kubernetes.client.Configuration`` for this server (imported lazily: the server itself does
+        not need the client)."""
         from kubernetes import client
 
         config = client.Configuration()
@@ -236,7 +248,7 @@ class FakeKube:
         return result.obj
 
     def apply(self, obj: Mapping[str, Any], *, manager: str = "fakekube") -> JsonObj:
-        """Create, or replace the existing object's content (keeps its resourceVersion check out of the way)."""
+        """Create, or replace the existing object's content without a resourceVersion check."""
         res = BY_KIND[str(obj["kind"])]
         meta = obj.get("metadata") or {}
         namespace = str(meta.get("namespace") or ("default" if res.namespaced else ""))
@@ -255,7 +267,9 @@ class FakeKube:
 
     get = get_object
 
-    def list_objects(self, resource: str, namespace: str | None = None, label_selector: str = "") -> list[JsonObj]:
+    def list_objects(
+        self, resource: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[JsonObj]:
         res = resource_for(resource)
         items, _ = self.registry.list(res, namespace, parse_label_selector(label_selector), EVERY_FIELD)
         return [self.registry._served(res, i) for i in items]
@@ -283,7 +297,8 @@ class FakeKube:
         port: int = 8080,
         wait: bool = True,
     ) -> dict[str, JsonObj]:
-        """Namespace + ``<app>-blue`` (and ``<app>-green`` if an image is given) + Services ``<app>`` (live slot)
+        """Namespace + ``<app>-blue`` (and ``<app>-green`` if an image is given) + Services ``<app>``
+        (live slot)
         and ``<app>-preview`` (the other slot), like the recorded layout. Waits for rollouts by default."""
         from .seed import blue_green_objects
 

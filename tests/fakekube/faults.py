@@ -19,7 +19,7 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class Headers(dict[str, str]):
-    """Request headers as sent, looked up case-insensitively (clients send ``authorization`` in lower case)."""
+    """Request headers as sent, looked up case-insensitively (the client sends ``authorization``)."""
 
     def _key(self, key: object) -> object:
         if isinstance(key, str):

@@ -38,7 +38,11 @@ def golden_dir() -> Path | None:
     if os.environ.get("RELEASEGATE_K8S_GOLDEN"):
         candidates.append(Path(os.environ["RELEASEGATE_K8S_GOLDEN"]))
     repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "k8s-golden", repo / "shared" / "k8s-golden", Path("/work/shared/k8s-golden")]
+    candidates += [
+        repo.parent / "shared" / "k8s-golden",
+        repo / "shared" / "k8s-golden",
+        Path("/work/shared/k8s-golden"),
+    ]
     for path in candidates:
         if path.is_dir() and any(path.glob("*.json")):
             return path
@@ -64,14 +68,22 @@ def load_exchanges(directory: Path) -> list[Exchange]:
     out: list[Exchange] = []
     for path in sorted(directory.glob("*.json")):
         for item in json.loads(path.read_text()):
-            out.append(Exchange(len(out), path.name, item["title"], item["request"], item["response"],
-                                item.get("note", "")))
+            out.append(
+                Exchange(
+                    len(out),
+                    path.name,
+                    item["title"],
+                    item["request"],
+                    item["response"],
+                    item.get("note", ""),
+                )
+            )
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # normalisation: what may legitimately differ becomes a placeholder, everything else stays
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 HASH = "[bcdfghjklmnpqrstvwxz2456789]"
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -100,7 +112,9 @@ def norm_text(text: str) -> str:
     text = re.sub(r"\b10\.244\.\d+\.\d+\b", "<pod-ip>", text)
     text = re.sub(r"\b10\.0\.0\.\d+\b", "<cluster-ip>", text)
     text = re.sub(r"^127\.0\.0\.1:\d+$", "<server-address>", text)
-    text = re.sub(r"^too old resource version: (\d+) \(\d+\)$", r"too old resource version: \1 (<oldest>)", text)
+    text = re.sub(
+        r"^too old resource version: (\d+) \(\d+\)$", r"too old resource version: \1 (<oldest>)", text
+    )
     return re.sub(r"^default-scheduler-.+$", "default-scheduler-<host>", text)
 
 
@@ -139,9 +153,9 @@ def normalize(value: Any, key: str = "", parent: JsonObj | None = None) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # comparison
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 class Mismatch(AssertionError):
@@ -159,16 +173,20 @@ def assert_same(golden: Any, actual: Any, path: str = "$") -> None:
         missing = [k for k in golden if k not in actual]
         extra = [k for k in actual if k not in golden]
         if missing or extra:
-            raise Mismatch(f"{path}: keys differ; missing {missing}, unexpected {extra}; "
-                           f"actual={json.dumps(actual)[:600]}")
+            raise Mismatch(
+                f"{path}: keys differ; missing {missing}, unexpected {extra}; "
+                f"actual={json.dumps(actual)[:600]}"
+            )
         for k in golden:
             assert_same(golden[k], actual[k], f"{path}.{k}")
         return
     if isinstance(golden, list):
         if not isinstance(actual, list) or len(golden) != len(actual):
-            raise Mismatch(f"{path}: expected a list of {len(golden)}, got "
-                           f"{len(actual) if isinstance(actual, list) else type(actual).__name__}: "
-                           f"{json.dumps(actual)[:600]}")
+            raise Mismatch(
+                f"{path}: expected a list of {len(golden)}, got "
+                f"{len(actual) if isinstance(actual, list) else type(actual).__name__}: "
+                f"{json.dumps(actual)[:600]}"
+            )
         for i, (g, a) in enumerate(zip(golden, actual, strict=True)):
             assert_same(g, a, f"{path}[{i}]")
         return
@@ -187,7 +205,9 @@ def assert_subsequence(golden: list[Any], actual: list[Any], path: str, key: str
         while position < len(actual) and actual[position].get(key) != item.get(key):
             position += 1
         if position == len(actual):
-            raise Mismatch(f"{path}: {item.get(key)!r} missing or out of order in {[a.get(key) for a in actual]}")
+            raise Mismatch(
+                f"{path}: {item.get(key)!r} missing or out of order in {[a.get(key) for a in actual]}"
+            )
         assert_same(item, actual[position], f"{path}[{key}={item.get(key)}]")
         position += 1
 
@@ -202,9 +222,9 @@ def assert_contains_each(golden: list[Any], actual: list[Any], path: str) -> Non
         remaining.remove(wanted)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the replayer
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 # How many controller rounds to run before an exchange (default: settle = run until nothing changes).
 STEPS: dict[str, int] = {
@@ -257,12 +277,12 @@ class Replayer:
             try:
                 self._run(ex, result)
                 check_exchange(ex, result)
-            except Exception as err:  # noqa: BLE001 - reported by the exchange's own test
+            except Exception as err:
                 result.error = err
             self.outcomes[ex.index] = result
         return self.outcomes[index]
 
-    # -- setup the recording did not capture ------------------------------------------------------------------
+    # -- setup the recording did not capture -----------------------------------------------------------------
 
     def _before(self, ex: Exchange) -> None:
         rbac = ex.title.startswith("RBAC:")
@@ -275,8 +295,12 @@ class Replayer:
             # is visible in 06 (releasegate.io/touched), and as an annotation change it bumped the
             # Deployment's generation to 2 (generation 3 after the first scale in 06).
             self.fake.registry.patch(
-                self.fake.registry_res("Deployment"), "shop", "web-blue", "merge",
-                {"metadata": {"annotations": {"releasegate.io/touched": "1"}}}, self.fake.write_options("recorder"),
+                self.fake.registry_res("Deployment"),
+                "shop",
+                "web-blue",
+                "merge",
+                {"metadata": {"annotations": {"releasegate.io/touched": "1"}}},
+                self.fake.write_options("recorder"),
             )
         if ex.title == "DELETE web-canary propagationPolicy=Background (body)":
             # web-canary was created off the record between 09 and 10; rebuild it the same way.
@@ -353,7 +377,7 @@ class Replayer:
             for g, a in zip(golden, actual, strict=False):
                 self._learn(g, a)
 
-    # -- run ---------------------------------------------------------------------------------------------------
+    # -- run -------------------------------------------------------------------------------------------------
 
     def _run(self, ex: Exchange, out: Outcome) -> None:
         self._before(ex)
@@ -390,17 +414,23 @@ class Replayer:
             out.body = raw.decode()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # per-exchange checks
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
-VERSION_SHAPE = {"gitCommit": r"[0-9a-f]{40}", "buildDate": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "goVersion": r"go\S+"}
+VERSION_SHAPE = {
+    "gitCommit": r"[0-9a-f]{40}",
+    "buildDate": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z",
+    "goVersion": r"go\S+",
+}
 
 
 def check_exchange(ex: Exchange, out: Outcome) -> None:
     golden = ex.response
     if out.status != golden["status"]:
-        raise Mismatch(f"status {out.status} != recorded {golden['status']}; body={json.dumps(out.body)[:800]}")
+        raise Mismatch(
+            f"status {out.status} != recorded {golden['status']}; body={json.dumps(out.body)[:800]}"
+        )
     gh = golden["headers"]
     if out.headers.get("Content-Type") != gh.get("Content-Type"):
         raise Mismatch(f"Content-Type {out.headers.get('Content-Type')!r} != {gh.get('Content-Type')!r}")
@@ -432,15 +462,21 @@ def check_body(ex: Exchange, golden: Any, actual: Any) -> None:
     a = normalize(actual)
     kind = g.get("kind") if isinstance(g, dict) else None
     if kind in ("APIGroupList",):
-        assert_same({k: v for k, v in g.items() if k != "groups"}, {k: v for k, v in a.items() if k != "groups"})
+        assert_same(
+            {k: v for k, v in g.items() if k != "groups"}, {k: v for k, v in a.items() if k != "groups"}
+        )
         assert_subsequence(g["groups"], a["groups"], "$.groups", "name")
         return
     if kind == "APIResourceList" and "trimmed" in ex.title:
-        assert_same({k: v for k, v in g.items() if k != "resources"}, {k: v for k, v in a.items() if k != "resources"})
+        assert_same(
+            {k: v for k, v in g.items() if k != "resources"}, {k: v for k, v in a.items() if k != "resources"}
+        )
         assert_subsequence(g["resources"], a["resources"], "$.resources", "name")
         return
     if isinstance(kind, str) and kind.endswith("List") and isinstance(g.get("items"), list):
-        assert_same({k: v for k, v in g.items() if k != "items"}, {k: v for k, v in a.items() if k != "items"})
+        assert_same(
+            {k: v for k, v in g.items() if k != "items"}, {k: v for k, v in a.items() if k != "items"}
+        )
         for item in a["items"]:
             if "kind" in item or "apiVersion" in item:
                 raise Mismatch("list items must not carry kind/apiVersion")
@@ -466,8 +502,11 @@ def check_body(ex: Exchange, golden: Any, actual: Any) -> None:
 def check_slice(golden: JsonObj, actual: JsonObj, path: str) -> None:
     """EndpointSlice endpoint order is unspecified (the recording's order is the informer's)."""
     g_eps, a_eps = golden.get("endpoints"), actual.get("endpoints")
-    assert_same({k: v for k, v in golden.items() if k != "endpoints"},
-                {k: v for k, v in actual.items() if k != "endpoints"}, path)
+    assert_same(
+        {k: v for k, v in golden.items() if k != "endpoints"},
+        {k: v for k, v in actual.items() if k != "endpoints"},
+        path,
+    )
     if g_eps is None or a_eps is None:
         assert_same(g_eps, a_eps, f"{path}.endpoints")
     else:

@@ -58,8 +58,11 @@ def _field_manager(req: ApiRequest) -> str:
     manager = req.param("fieldManager")
     if manager:
         if len(manager) > 128:
-            cause = {"reason": "FieldValueTooLong", "message": "Too long: may not be more than 128 bytes",
-                     "field": "fieldManager"}
+            cause = {
+                "reason": "FieldValueTooLong",
+                "message": "Too long: may not be more than 128 bytes",
+                "field": "fieldManager",
+            }
             raise status.invalid("PatchOptions", "meta.k8s.io", "", [cause])
         return manager
     agent = req.headers.get("User-Agent") or ""
@@ -70,13 +73,17 @@ def _write_options(req: ApiRequest) -> WriteOptions:
     dry = req.params.get("dryRun") or []
     for value in dry:
         if value != "All":
-            cause = {"reason": "FieldValueNotSupported",
-                     "message": f'Unsupported value: "{value}": supported values: "All"', "field": "dryRun"}
+            cause = {
+                "reason": "FieldValueNotSupported",
+                "message": f'Unsupported value: "{value}": supported values: "All"',
+                "field": "dryRun",
+            }
             raise status.invalid("CreateOptions", "meta.k8s.io", "", [cause])
     validation = req.param("fieldValidation") or "Warn"
     if validation not in ("Ignore", "Warn", "Strict"):
         raise status.bad_request(
-            f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", "Strict", "Warn"'
+            f'fieldValidation: Unsupported value: "{validation}": supported values: '
+            '"Ignore", "Strict", "Warn"'
         )
     return WriteOptions(
         manager=_field_manager(req),
@@ -91,7 +98,7 @@ class Handlers:
         self.registry = registry
         self._watch = watch
 
-    # -- discovery ---------------------------------------------------------------------------------------------
+    # -- discovery -------------------------------------------------------------------------------------------
 
     def discovery(self, req: ApiRequest) -> Response | None:
         """Non-resource GETs; None when the path is not one of them."""
@@ -117,7 +124,7 @@ class Handlers:
             return Response(200, listing) if listing else None
         return None
 
-    # -- resources -----------------------------------------------------------------------------------------------
+    # -- resources -------------------------------------------------------------------------------------------
 
     def resource(self, req: ApiRequest) -> Response:
         info = req.info
@@ -183,9 +190,13 @@ class Handlers:
             rest = items[limit:]
             items = items[:limit]
             cont = {"v": "meta.k8s.io/v1", "rv": int(rv), "start": _key(rest[0])}
-            meta["continue"] = base64.b64encode(json.dumps(cont, separators=(",", ":")).encode()).decode().rstrip("=")
+            meta["continue"] = (
+                base64.b64encode(json.dumps(cont, separators=(",", ":")).encode()).decode().rstrip("=")
+            )
             meta["remainingItemCount"] = len(rest)
-        return Response(200, {"kind": res.list_kind, "apiVersion": res.group_version, "metadata": meta, "items": items})
+        return Response(
+            200, {"kind": res.list_kind, "apiVersion": res.group_version, "metadata": meta, "items": items}
+        )
 
     def _body(self, res: ResourceType, req: ApiRequest, kind: str | None = None) -> Any:
         return self.registry.parse_body(kind or res.kind, req.body)
@@ -198,7 +209,9 @@ class Handlers:
     def _update(self, res: ResourceType, namespace: str, name: str, sub: str, req: ApiRequest) -> Response:
         opts = _write_options(req)
         if sub == "scale":
-            return _result(self.registry.update_scale(res, namespace, name, self._body(res, req, "Scale"), opts))
+            return _result(
+                self.registry.update_scale(res, namespace, name, self._body(res, req, "Scale"), opts)
+            )
         result = self.registry.update(res, namespace, name, self._body(res, req), opts, subresource=sub)
         return _result(result)
 
@@ -209,12 +222,18 @@ class Handlers:
             raise status.unsupported_media_type()
         opts = _write_options(req)
         if patch_type == "apply" and not req.param("fieldManager"):
-            cause = {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch",
-                     "field": "fieldManager"}
+            cause = {
+                "reason": "FieldValueRequired",
+                "message": "Required value: is required for apply patch",
+                "field": "fieldManager",
+            }
             raise status.invalid("PatchOptions", "meta.k8s.io", "", [cause])
         if patch_type != "apply" and opts.force:
-            cause = {"reason": "FieldValueForbidden", "message": "Forbidden: may not be specified for non-apply patch",
-                     "field": "force"}
+            cause = {
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: may not be specified for non-apply patch",
+                "field": "force",
+            }
             raise status.invalid("PatchOptions", "meta.k8s.io", "", [cause])
         doc = self.registry.decode_patch(patch_type, req.body)
         if sub == "scale":
@@ -226,7 +245,9 @@ class Handlers:
         if req.body.strip():
             parsed = self.registry.parse_body("DeleteOptions", req.body)
             if not isinstance(parsed, dict):
-                raise status.bad_request("the object provided is unrecognized (must be of type DeleteOptions)")
+                raise status.bad_request(
+                    "the object provided is unrecognized (must be of type DeleteOptions)"
+                )
             options.update(parsed)
         policy = req.param("propagationPolicy")
         if policy:
@@ -256,16 +277,24 @@ class Handlers:
         for item in items:
             meta = item["metadata"]
             try:
-                result = self.registry.delete(res, meta.get("namespace", ""), meta["name"], options,
-                                              dry_run=bool(options.get("dryRun")))
+                result = self.registry.delete(
+                    res, meta.get("namespace", ""), meta["name"], options, dry_run=bool(options.get("dryRun"))
+                )
             except status.ApiError as err:
                 if err.code == 404:
                     continue
                 raise
             body = result.obj if result.obj.get("kind") != "Status" else item
             deleted.append({k: v for k, v in jcopy(body).items() if k not in ("kind", "apiVersion")})
-        return Response(200, {"kind": res.list_kind, "apiVersion": res.group_version,
-                              "metadata": {"resourceVersion": rv}, "items": deleted})
+        return Response(
+            200,
+            {
+                "kind": res.list_kind,
+                "apiVersion": res.group_version,
+                "metadata": {"resourceVersion": rv},
+                "items": deleted,
+            },
+        )
 
 
 def _key(item: JsonObj) -> str:

@@ -59,7 +59,9 @@ class Kubelet:
     BACKOFF_CAP_S = 1.0
     PROBE_EVENT_INTERVAL_S = 0.5
 
-    def __init__(self, registry: Registry, recorder: EventRecorder, runtime: PodRuntime, clock: Clock) -> None:
+    def __init__(
+        self, registry: Registry, recorder: EventRecorder, runtime: PodRuntime, clock: Clock
+    ) -> None:
         self._registry = registry
         self._store = registry.store
         self._events = recorder
@@ -67,7 +69,7 @@ class Kubelet:
         self._clock = clock
         self._records: dict[str, _PodRecord] = {}
 
-    # -- round entry point ------------------------------------------------------------------------------------
+    # -- round entry point -----------------------------------------------------------------------------------
 
     def sync(self) -> None:
         pods = self._store.list("/pods")
@@ -113,7 +115,7 @@ class Kubelet:
         record.pod = pod
         self._update(pod, record, self._runtime.poll(pod))
 
-    # -- scheduling -------------------------------------------------------------------------------------------
+    # -- scheduling ------------------------------------------------------------------------------------------
 
     def _bind(self, pod: JsonObj) -> JsonObj:
         new = jcopy(pod)
@@ -126,7 +128,7 @@ class Kubelet:
         self._events.scheduled(bound, NODE_NAME)
         return bound
 
-    # -- status -----------------------------------------------------------------------------------------------
+    # -- status ----------------------------------------------------------------------------------------------
 
     def _update(self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus) -> None:
         mono = self._clock.monotonic()
@@ -147,10 +149,15 @@ class Kubelet:
             }
             name = affected or (containers[0]["name"] if containers else "")
             self._events.record(
-                pod, "Pod", "Warning", "BackOff",
+                pod,
+                "Pod",
+                "Warning",
+                "BackOff",
                 f"Back-off restarting failed container {name} in pod "
                 f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
-                component="kubelet", host=NODE_NAME, field_path=f"spec.containers{{{name}}}",
+                component="kubelet",
+                host=NODE_NAME,
+                field_path=f"spec.containers{{{name}}}",
             )
         elif record.crashed and mono >= record.backoff_until:
             record.crashed = False
@@ -163,12 +170,16 @@ class Kubelet:
         for container in containers:
             name = container["name"]
             hit = affected is None or affected == name
-            state, ready = self._container_state(pod, record, st if hit else PodRuntimeStatus(True, True), name)
+            state, ready = self._container_state(
+                pod, record, st if hit else PodRuntimeStatus(True, True), name
+            )
             all_ready &= ready
             cs: JsonObj = {
                 "name": name,
                 "state": state,
-                "lastState": {"terminated": dict(record.last_terminated)} if hit and record.last_terminated else {},
+                "lastState": {"terminated": dict(record.last_terminated)}
+                if hit and record.last_terminated
+                else {},
                 "ready": ready,
                 "restartCount": record.restart_count if hit else 0,
                 "image": container.get("image", ""),
@@ -199,20 +210,31 @@ class Kubelet:
         new["status"] = new_status
         self._registry.controller_update("Pod", pod, new, MANAGER, subresource="status")
 
-    def _cond(self, record: _PodRecord, cond_type: str, ok: bool, now: str, unready: list[str] | None = None) -> JsonObj:
+    def _cond(
+        self, record: _PodRecord, cond_type: str, ok: bool, now: str, unready: list[str] | None = None
+    ) -> JsonObj:
         value = "True" if ok else "False"
         key = f"{cond_type}={value}"
         since = record.transitions.get(key)
         if since is None:
-            record.transitions = {k: v for k, v in record.transitions.items() if not k.startswith(f"{cond_type}=")}
+            record.transitions = {
+                k: v for k, v in record.transitions.items() if not k.startswith(f"{cond_type}=")
+            }
             record.transitions[key] = since = now
-        cond: JsonObj = {"type": cond_type, "status": value, "lastProbeTime": None, "lastTransitionTime": since}
+        cond: JsonObj = {
+            "type": cond_type,
+            "status": value,
+            "lastProbeTime": None,
+            "lastTransitionTime": since,
+        }
         if not ok and unready is not None:
             cond["reason"] = "ContainersNotReady"
             cond["message"] = f"containers with unready status: [{' '.join(unready)}]"
         return cond
 
-    def _container_state(self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, name: str) -> tuple[JsonObj, bool]:
+    def _container_state(
+        self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, name: str
+    ) -> tuple[JsonObj, bool]:
         meta = pod["metadata"]
         if record.crashed:
             step = max(record.backoff_step - 1, 0)
@@ -229,7 +251,9 @@ class Kubelet:
             waiting["message"] = st.message
         return {"waiting": waiting}, False
 
-    def _emit_events(self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, containers: list[JsonObj]) -> None:
+    def _emit_events(
+        self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, containers: list[JsonObj]
+    ) -> None:
         name = st.container or (containers[0]["name"] if containers else "")
         field_path = f"spec.containers{{{name}}}"
         image = next((c.get("image", "") for c in containers if c.get("name") == name), "")
@@ -238,8 +262,13 @@ class Kubelet:
             record.last_reason = reason
             if reason == "ErrImagePull":
                 self._kubelet_event(pod, "Normal", "Pulling", f'Pulling image "{image}"', field_path)
-                self._kubelet_event(pod, "Warning", "Failed",
-                                    f'Failed to pull image "{image}": {st.message or "not found"}', field_path)
+                self._kubelet_event(
+                    pod,
+                    "Warning",
+                    "Failed",
+                    f'Failed to pull image "{image}": {st.message or "not found"}',
+                    field_path,
+                )
                 self._kubelet_event(pod, "Warning", "Failed", "Error: ErrImagePull", field_path)
             elif reason == "ImagePullBackOff":
                 self._kubelet_event(pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', field_path)
@@ -250,6 +279,16 @@ class Kubelet:
                 record.last_probe_event = mono
                 self._kubelet_event(pod, "Warning", "Unhealthy", st.message, field_path)
 
-    def _kubelet_event(self, pod: JsonObj, event_type: str, reason: str, message: str, field_path: str) -> None:
-        self._events.record(pod, "Pod", event_type, reason, message, component="kubelet", host=NODE_NAME,
-                            field_path=field_path)
+    def _kubelet_event(
+        self, pod: JsonObj, event_type: str, reason: str, message: str, field_path: str
+    ) -> None:
+        self._events.record(
+            pod,
+            "Pod",
+            event_type,
+            reason,
+            message,
+            component="kubelet",
+            host=NODE_NAME,
+            field_path=field_path,
+        )

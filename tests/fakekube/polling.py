@@ -9,8 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], *, timeout_s: float = 5.0, what: str = "condition",
-               interval_s: float = 0.01) -> T:
+def wait_until(
+    condition: Callable[[], T], *, timeout_s: float = 5.0, what: str = "condition", interval_s: float = 0.01
+) -> T:
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while True:

@@ -89,7 +89,8 @@ class Registry:
             text = raw.decode("utf-8", errors="replace")
             quoted = text if len(text) <= 30 else text[:30] + " ..."
             raise status.bad_request(
-                f"the object provided is unrecognized (must be of type {res_kind}): couldn't get version/kind; "
+                f"the object provided is unrecognized (must be of type {res_kind}): "
+                "couldn't get version/kind; "
                 f"json parse error: {go_json_error(raw, err)} ({quoted})"
             ) from None
 
@@ -98,13 +99,16 @@ class Registry:
         try:
             result = schema.decode(body, res.schema_key)
         except schema.DecodeError as err:
-            raise status.bad_request(f'{kind} in version "{res.version}" cannot be handled as a {kind}: {err}') from None
+            raise status.bad_request(
+                f'{kind} in version "{res.version}" cannot be handled as a {kind}: {err}'
+            ) from None
         warnings: list[str] = []
         if result.unknown:
             if opts.field_validation == "Strict":
                 listed = ", ".join(f'unknown field "{u}"' for u in result.unknown)
                 raise status.bad_request(
-                    f'{kind} in version "{res.version}" cannot be handled as a {kind}: strict decoding error: {listed}'
+                    f'{kind} in version "{res.version}" cannot be handled as a {kind}: '
+                    f"strict decoding error: {listed}"
                 )
             if opts.field_validation != "Ignore":
                 warnings = [f'unknown field "{u}"' for u in result.unknown]
@@ -117,7 +121,9 @@ class Registry:
             )
         body_kind = obj.pop("kind", None)
         if body_kind and body_kind != kind:
-            raise status.bad_request(f"the kind in the data ({body_kind}) does not match the expected kind ({kind})")
+            raise status.bad_request(
+                f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
+            )
         return obj, warnings
 
     def _validate(self, res: ResourceType, obj: JsonObj, old: JsonObj | None) -> None:
@@ -126,7 +132,9 @@ class Registry:
             name = str(obj.get("metadata", {}).get("name") or "")
             raise status.invalid(res.kind, res.group, name, causes)
 
-    def _owner_leaves(self, res: ResourceType, obj: JsonObj | None, subresource: str) -> dict[tuple[str, ...], str]:
+    def _owner_leaves(
+        self, res: ResourceType, obj: JsonObj | None, subresource: str
+    ) -> dict[tuple[str, ...], str]:
         if obj is None:
             return {}
         return leaves(obj, schema.root_type(res.schema_key), include_status=subresource == "status")
@@ -174,7 +182,8 @@ class Registry:
             if res.namespaced:
                 if meta.get("namespace") and meta["namespace"] != namespace:
                     raise status.bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request"
+                        "the namespace of the provided object does not match the namespace sent on the "
+                        "request"
                     )
                 meta["namespace"] = namespace
             else:
@@ -215,13 +224,22 @@ class Registry:
         if res.group:
             details["group"] = res.group
         details["kind"] = res.plural
-        details["causes"] = [{"reason": "NamespaceTerminating", "message": msg, "field": "metadata.namespace"}]
+        details["causes"] = [
+            {"reason": "NamespaceTerminating", "message": msg, "field": "metadata.namespace"}
+        ]
         return status.ApiError(403, status.failure(403, "Forbidden", msg, details))
 
     def _prepare_create(self, res: ResourceType, obj: JsonObj) -> JsonObj:
         meta = obj["metadata"]
-        for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                    "managedFields", "selfLink"):
+        for key in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(key, None)
         if res.has_status:
             obj["status"] = {}
@@ -234,9 +252,21 @@ class Registry:
 
     @staticmethod
     def _ordered_meta(obj: JsonObj) -> JsonObj:
-        order = ("name", "generateName", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-                 "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
-                 "finalizers")
+        order = (
+            "name",
+            "generateName",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "labels",
+            "annotations",
+            "ownerReferences",
+            "finalizers",
+        )
         meta = obj.get("metadata", {})
         ordered = {k: meta[k] for k in order if k in meta}
         ordered.update({k: v for k, v in meta.items() if k not in ordered})
@@ -273,7 +303,11 @@ class Registry:
             except ValueError:
                 in_range = False
             if not in_range or ip in self._service_ips:
-                reason = "provided IP is already allocated" if in_range else "the provided IP is not in the valid range"
+                reason = (
+                    "provided IP is already allocated"
+                    if in_range
+                    else "the provided IP is not in the valid range"
+                )
                 cause = validation.invalid(
                     "spec.clusterIPs", f'[]string{{"{ip}"}}', f"failed to allocate IP {ip}: {reason}"
                 )
@@ -284,15 +318,29 @@ class Registry:
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         if spec.get("type") in ("NodePort", "LoadBalancer"):
-            old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or []}
+            old_ports = {
+                (p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or []
+            }
             for port in spec.get("ports") or []:
                 if not port.get("nodePort"):
                     kept = old_ports.get((port.get("port"), port.get("protocol")))
                     port["nodePort"] = kept or self._allocate_node_port(dry_run)
         # Keep the wire order of the recorded server: allocated fields follow selector.
-        order = ("ports", "selector", "clusterIP", "clusterIPs", "type", "sessionAffinity", "ipFamilies",
-                 "ipFamilyPolicy", "internalTrafficPolicy")
-        obj["spec"] = {**{k: spec[k] for k in order if k in spec}, **{k: v for k, v in spec.items() if k not in order}}
+        order = (
+            "ports",
+            "selector",
+            "clusterIP",
+            "clusterIPs",
+            "type",
+            "sessionAffinity",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "internalTrafficPolicy",
+        )
+        obj["spec"] = {
+            **{k: spec[k] for k in order if k in spec},
+            **{k: v for k, v in spec.items() if k not in order},
+        }
 
     def _allocate_ip(self, dry_run: bool) -> str:
         free = [f"10.0.0.{i}" for i in range(2, 255) if f"10.0.0.{i}" not in self._service_ips]
@@ -343,7 +391,8 @@ class Registry:
             if res.namespaced:
                 if meta.get("namespace") and meta["namespace"] != namespace:
                     raise status.bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request"
+                        "the namespace of the provided object does not match the namespace sent on the "
+                        "request"
                     )
                 meta["namespace"] = namespace
             current = self.store.get(res.key, namespace if res.namespaced else "", name)
@@ -390,8 +439,15 @@ class Registry:
                 meta = new["metadata"]
             elif res.has_status:
                 new["status"] = jcopy(current.get("status", {}))
-            for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                        "namespace", "name"):
+            for key in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ):
                 if key in old_meta:
                     meta[key] = old_meta[key]
                 else:
@@ -444,9 +500,9 @@ class Registry:
     @staticmethod
     def _generation_changed(res: ResourceType, old: JsonObj, new: JsonObj) -> bool:
         if res.generation == "spec+annotations":
-            return old.get("spec") != new.get("spec") or old["metadata"].get("annotations") != new["metadata"].get(
-                "annotations"
-            )
+            return old.get("spec") != new.get("spec") or old["metadata"].get("annotations") != new[
+                "metadata"
+            ].get("annotations")
         if res.generation == "spec":
             return old.get("spec") != new.get("spec")
         if res.generation == "always":
@@ -483,7 +539,9 @@ class Registry:
                     "[]handlers.jsonPatchOp"
                 )
         elif not isinstance(doc, dict):
-            message = f"json: cannot unmarshal {_json_kind(doc)} into Go value of type map[string]interface {{}}"
+            message = (
+                f"json: cannot unmarshal {_json_kind(doc)} into Go value of type map[string]interface {{}}"
+            )
             prefix = "" if patch_type == "strategic" else "error decoding patch: "
             raise status.bad_request(prefix + message)
         return doc
@@ -527,7 +585,8 @@ class Registry:
                 raise status.conflict(res.plural, res.group, name)
             if obj.get("metadata", {}).get("name", name) != name:
                 raise status.bad_request(
-                    f"the name of the object ({obj['metadata']['name']}) does not match the name on the URL ({name})"
+                    f"the name of the object ({obj['metadata']['name']}) does not match the name on the "
+                    f"URL ({name})"
                 )
             result = self.commit_update(res, current, obj, opts, subresource=subresource)
             result.warnings = warnings + result.warnings
@@ -568,16 +627,21 @@ class Registry:
         conflicts = self.ownership.conflicts(uid, manager, current_leaves, applied)
         if conflicts and not opts.force:
             causes = [
-                {"reason": "FieldManagerConflict", "message": f"conflict with {m.describe()}",
-                 "field": "".join(s if s.startswith("[") else f".{s}" for s in p)}
+                {
+                    "reason": "FieldManagerConflict",
+                    "message": f"conflict with {m.describe()}",
+                    "field": "".join(s if s.startswith("[") else f".{s}" for s in p),
+                }
                 for m, p in conflicts
             ]
             raise status.ApiError(
                 409, status.failure(409, "Conflict", conflict_message(conflicts), {"causes": causes})
             )
         merged = patch.strategic_merge(jcopy(current), raw_config, root)
-        stale = self.ownership.previously_applied(uid, manager) - set(applied) - self.ownership.owned_by_others(
-            uid, manager
+        stale = (
+            self.ownership.previously_applied(uid, manager)
+            - set(applied)
+            - self.ownership.owned_by_others(uid, manager)
         )
         for path in stale:
             delete_path(merged, path)
@@ -626,7 +690,9 @@ class Registry:
     def get_scale(self, res: ResourceType, namespace: str, name: str) -> JsonObj:
         return self.scale_of(self.get(res, namespace, name))
 
-    def update_scale(self, res: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions) -> WriteResult:
+    def update_scale(
+        self, res: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions
+    ) -> WriteResult:
         scale_res = ResourceType("autoscaling", "v1", "scale", "Scale", schema_key="Scale")
         scale, warnings = self._decode(scale_res, body, opts)
         with self.store.lock:
@@ -638,11 +704,16 @@ class Registry:
                 raise status.bad_request(
                     f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
                 )
-            if meta.get("resourceVersion") and meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
+            if (
+                meta.get("resourceVersion")
+                and meta["resourceVersion"] != current["metadata"]["resourceVersion"]
+            ):
                 raise status.conflict(res.plural, res.group, name)
             replicas = int((scale.get("spec") or {}).get("replicas", 0) or 0)
             if replicas < 0:
-                cause = validation.invalid("spec.replicas", str(replicas), "must be greater than or equal to 0")
+                cause = validation.invalid(
+                    "spec.replicas", str(replicas), "must be greater than or equal to 0"
+                )
                 raise status.invalid("Scale", "autoscaling", name, [cause])
             new = jcopy(current)
             new["spec"]["replicas"] = replicas
@@ -664,7 +735,9 @@ class Registry:
     # delete
     # ---------------------------------------------------------------------------------------------------
 
-    def delete(self, res: ResourceType, namespace: str, name: str, options: JsonObj, dry_run: bool = False) -> WriteResult:
+    def delete(
+        self, res: ResourceType, namespace: str, name: str, options: JsonObj, dry_run: bool = False
+    ) -> WriteResult:
         with self.store.lock:
             ns = namespace if res.namespaced else ""
             current = self.store.get(res.key, ns, name)
@@ -682,13 +755,12 @@ class Registry:
             if policy is None and options.get("orphanDependents") is not None:
                 policy = "Orphan" if options["orphanDependents"] else "Background"
             if policy not in (None, "Foreground", "Background", "Orphan"):
-                cause = validation.unsupported("propagationPolicy", str(policy), ["Foreground", "Background", "Orphan", "nil"])
+                cause = validation.unsupported(
+                    "propagationPolicy", str(policy), ["Foreground", "Background", "Orphan", "nil"]
+                )
                 raise status.invalid("DeleteOptions", "meta.k8s.io", "", [cause])
             finalizers = list(meta.get("finalizers") or [])
-            if res.kind == "Namespace":
-                finalizers_pending = True
-            else:
-                finalizers_pending = False
+            finalizers_pending = res.kind == "Namespace"
             if policy == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
             if policy == "Orphan" and "orphan" not in finalizers:
@@ -731,8 +803,10 @@ class Registry:
                 stored = self.store.put(res.key, new)
                 return WriteResult(self._served(res, stored), 200)
             if dry_run:
-                body = self._served(res, current) if res.return_deleted_object else status.success(
-                    name, res.group, res.plural, meta["uid"]
+                body = (
+                    self._served(res, current)
+                    if res.return_deleted_object
+                    else status.success(name, res.group, res.plural, meta["uid"])
                 )
                 return WriteResult(body, 200)
             self.store.remove(res.key, ns, name)
@@ -744,7 +818,9 @@ class Registry:
     def finalize_delete(self, res: ResourceType, obj: JsonObj) -> None:
         """Remove an object whose deletion is complete (kubelet confirmed, finalizers done)."""
         meta = obj["metadata"]
-        removed = self.store.remove(res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"])
+        removed = self.store.remove(
+            res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"]
+        )
         if removed is not None:
             self._forget(res, obj)
 
@@ -756,14 +832,18 @@ class Registry:
         res = BY_KIND[kind]
         return self.create(res, namespace, obj, WriteOptions(manager=manager, field_validation="Ignore")).obj
 
-    def controller_update(self, kind: str, current: JsonObj, new: JsonObj, manager: str, *, subresource: str = "") -> JsonObj:
+    def controller_update(
+        self, kind: str, current: JsonObj, new: JsonObj, manager: str, *, subresource: str = ""
+    ) -> JsonObj:
         res = BY_KIND[kind]
         with self.store.lock:
             meta = current["metadata"]
             live = self.store.get(res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"])
             if live is None or live["metadata"]["resourceVersion"] != meta["resourceVersion"]:
                 raise status.conflict(res.plural, res.group, meta["name"])
-            return self.commit_update(res, live, new, WriteOptions(manager=manager), subresource=subresource).obj
+            return self.commit_update(
+                res, live, new, WriteOptions(manager=manager), subresource=subresource
+            ).obj
 
     def controller_replace(self, kind: str, current: JsonObj, new: JsonObj, manager: str) -> JsonObj:
         """Store ``new`` as one write without the update strategy (the scheduler's pods/binding)."""
@@ -782,7 +862,9 @@ class Registry:
             old_leaves = self._owner_leaves(res, live, "status")
             stored = self.store.put(res.key, body)
             self.ownership.record_update(
-                meta["uid"], Manager(manager, "Update", res.group_version), old_leaves,
+                meta["uid"],
+                Manager(manager, "Update", res.group_version),
+                old_leaves,
                 self._owner_leaves(res, stored, "status"),
             )
             return self._served(res, stored)

@@ -48,8 +48,11 @@ ZERO_FILLED: dict[tuple[str, str], Any] = {
 
 # Non-pointer struct fields: Go always serialises them, as ``{}`` at least.
 STRUCT_FILLED: set[tuple[str, str]] = {
-    *((t, f) for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale")
-      for f in ("metadata", "spec", "status")),
+    *(
+        (t, f)
+        for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale")
+        for f in ("metadata", "spec", "status")
+    ),
     ("V1Lease", "metadata"),
     ("V1Lease", "spec"),
     ("V1Endpoints", "metadata"),
@@ -181,9 +184,9 @@ class _Walker:
                     out[key] = None
                 continue
             converted = self.value(value, spec, sub_path, sub_dotted, type_name, key)
-            if isinstance(converted, dict | list) and not converted and not _is_ref(spec):
-                if (type_name, key) not in ZERO_FILLED:
-                    continue
+            empty_collection = isinstance(converted, dict | list) and not converted and not _is_ref(spec)
+            if empty_collection and (type_name, key) not in ZERO_FILLED:
+                continue
             if converted == "" and spec == "string" and (type_name, key) not in EMPTY_STRING_KEPT:
                 continue
             out[key] = converted
@@ -192,7 +195,9 @@ class _Walker:
                 out[key] = zero
         for tname, key in STRUCT_FILLED:
             if tname == type_name and key not in out:
-                out[key] = self.struct({}, fields[key]["ref"], f"{path}.{key}" if path else key, key, type_name, key)
+                out[key] = self.struct(
+                    {}, fields[key]["ref"], f"{path}.{key}" if path else key, key, type_name, key
+                )
         return out
 
     def value(self, value: Any, spec: Any, path: str, dotted: str, owner: str, fname: str) -> Any:

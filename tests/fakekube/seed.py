@@ -7,7 +7,9 @@ from typing import Any
 JsonObj = dict[str, Any]
 
 
-def deployment(namespace: str, app: str, slot: str, image: str, replicas: int = 3, port: int = 8080) -> JsonObj:
+def deployment(
+    namespace: str, app: str, slot: str, image: str, replicas: int = 3, port: int = 8080
+) -> JsonObj:
     labels = {"app": app, "slot": slot}
     return {
         "apiVersion": "apps/v1",
@@ -24,7 +26,10 @@ def deployment(namespace: str, app: str, slot: str, image: str, replicas: int = 
                             "name": app,
                             "image": image,
                             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 2},
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": port},
+                                "periodSeconds": 2,
+                            },
                         }
                     ]
                 },

@@ -154,7 +154,9 @@ class _Lexer:
                     self.pos += len(sym)
                     return ({"!": "NOT", "(": "OPEN", ")": "CLOSE", ",": "COMMA"}.get(sym, "OP"), sym)
         start = self.pos
-        while self.pos < len(self.s) and self.s[self.pos] not in _SPECIAL and self.s[self.pos] not in " \t\r\n":
+        while (
+            self.pos < len(self.s) and self.s[self.pos] not in _SPECIAL and self.s[self.pos] not in " \t\r\n"
+        ):
             self.pos += 1
         word = self.s[start : self.pos]
         if word in ("in", "notin"):
@@ -229,7 +231,7 @@ class _Parser:
             values = self.set_values()
             return self._checked(key, lit, values)
         if tok == "OP" and lit in ("=", "==", "!=", ">", "<"):
-            t2, l2 = self.lookahead(True)
+            t2, _l2 = self.lookahead(True)
             if t2 in ("EOS", "COMMA"):
                 value = ""
             else:
@@ -276,7 +278,7 @@ class _Parser:
                 int(values[0])
             except ValueError:
                 raise ValueError(
-                    f'values[0]: Invalid value: "{values[0]}": for \'Gt\', \'Lt\' operators, the value must '
+                    f"values[0]: Invalid value: \"{values[0]}\": for 'Gt', 'Lt' operators, the value must "
                     "be an integer"
                 ) from None
         for v in values:

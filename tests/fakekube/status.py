@@ -97,7 +97,8 @@ def precondition_uid_conflict(kind: str, group: str, name: str, wanted: str, act
 
 def precondition_rv_conflict(kind: str, group: str, name: str, wanted: str, actual: str) -> ApiError:
     msg = (
-        f'Operation cannot be fulfilled on {qualified_kind(kind, group)} "{name}": the ResourceVersion in the '
+        f'Operation cannot be fulfilled on {qualified_kind(kind, group)} "{name}": '
+        "the ResourceVersion in the "
         f"precondition ({wanted}) does not match the ResourceVersion in record ({actual}). The object might "
         "have been modified"
     )
@@ -215,7 +216,10 @@ def too_many_requests(retry_after: int) -> ApiError:
 
 
 def gateway_timeout() -> ApiError:
-    msg = "the server was unable to return a response in the time allotted, but may still be processing the request"
+    msg = (
+        "the server was unable to return a response in the time allotted, but may still be processing "
+        "the request"
+    )
     return ApiError(504, failure(504, "Timeout", msg, {}))
 
 

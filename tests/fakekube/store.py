@@ -102,7 +102,7 @@ class Store:
         self.changed.notify_all()
 
     def put(self, resource: str, obj: JsonObj, *, dry_run: bool = False) -> JsonObj:
-        """Store ``obj`` (ADDED or MODIFIED) with the next resourceVersion; returns a copy of what is stored."""
+        """Store ``obj`` (ADDED or MODIFIED) with the next resourceVersion; returns a copy of it."""
         with self.lock:
             meta = obj["metadata"]
             key = (meta.get("namespace", ""), meta["name"])

@@ -32,7 +32,8 @@ DNS1123_SUBDOMAIN_MSG = (
     "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
 )
 DNS1123_LABEL_MSG = (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and "
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
+    "and "
     "end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
     "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
@@ -65,8 +66,7 @@ def go_label_selector(sel: JsonObj | None) -> str:
     exprs = sel.get("matchExpressions")
     if exprs:
         items = ", ".join(
-            "v1.LabelSelectorRequirement{Key:%s, Operator:%s, Values:%s}"
-            % (
+            "v1.LabelSelectorRequirement{{Key:{}, Operator:{}, Values:{}}}".format(
                 go_quote(str(e.get("key", ""))),
                 go_quote(str(e.get("operator", ""))),
                 "[]string{" + ", ".join(go_quote(str(v)) for v in e.get("values") or []) + "}"
@@ -171,8 +171,13 @@ def validate_annotations(annotations: dict[str, Any] | None, path: str) -> list[
             causes.append(invalid(path, go_quote(key), msg))
         total += len(key) + len(str(value))
     if total > 256 * 1024:
-        causes.append({"reason": "FieldValueTooLong", "message": "Too long: must have at most 262144 bytes",
-                       "field": path})
+        causes.append(
+            {
+                "reason": "FieldValueTooLong",
+                "message": "Too long: must have at most 262144 bytes",
+                "field": path,
+            }
+        )
     return causes
 
 
@@ -182,7 +187,9 @@ def validate_meta(meta: JsonObj, name_check: str = "subdomain") -> list[Cause]:
     if not name:
         causes.append(required("metadata.name", "name or generateName is required"))
     else:
-        check = {"subdomain": dns_subdomain_errors, "label": dns_label_errors, "dns1035": dns1035_errors}[name_check]
+        check = {"subdomain": dns_subdomain_errors, "label": dns_label_errors, "dns1035": dns1035_errors}[
+            name_check
+        ]
         for msg in check(name):
             causes.append(invalid("metadata.name", go_quote(name), msg))
     causes += validate_labels(meta.get("labels"), "metadata.labels")
@@ -224,8 +231,9 @@ def validate_containers(spec: JsonObj, path: str) -> list[Cause]:
         for j, port in enumerate(c.get("ports") or []):
             causes += _port_range(port.get("containerPort"), f"{cpath}.ports[{j}].containerPort")
             if port.get("protocol") not in (None, "TCP", "UDP", "SCTP"):
-                causes.append(unsupported(f"{cpath}.ports[{j}].protocol", str(port["protocol"]),
-                                          ["SCTP", "TCP", "UDP"]))
+                causes.append(
+                    unsupported(f"{cpath}.ports[{j}].protocol", str(port["protocol"]), ["SCTP", "TCP", "UDP"])
+                )
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
         causes.append(unsupported(f"{path}.restartPolicy", str(policy), ["Always", "Never", "OnFailure"]))
@@ -236,9 +244,15 @@ def validate_template_for_controller(template: JsonObj, selector: JsonObj | None
     causes: list[Cause] = []
     labels = (template.get("metadata") or {}).get("labels")
     parsed = selector_from_object(selector)
-    if selector and (selector.get("matchLabels") or selector.get("matchExpressions")) and not parsed.matches(labels):
+    if (
+        selector
+        and (selector.get("matchLabels") or selector.get("matchExpressions"))
+        and not parsed.matches(labels)
+    ):
         causes.append(
-            invalid(f"{path}.metadata.labels", go_map(labels or {}), "`selector` does not match template `labels`")
+            invalid(
+                f"{path}.metadata.labels", go_map(labels or {}), "`selector` does not match template `labels`"
+            )
         )
     causes += validate_labels(labels, f"{path}.labels")
     causes += validate_annotations((template.get("metadata") or {}).get("annotations"), f"{path}.annotations")
@@ -248,7 +262,9 @@ def validate_template_for_controller(template: JsonObj, selector: JsonObj | None
         causes.append(unsupported(f"{path}.spec.restartPolicy", str(spec["restartPolicy"]), ["Always"]))
     if spec.get("activeDeadlineSeconds") is not None:
         causes.append(
-            forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
+            forbidden(
+                f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported"
+            )
         )
     return causes
 
@@ -260,8 +276,13 @@ def _validate_selector(selector: JsonObj | None, path: str, what: str) -> list[C
     for i, expr in enumerate(selector.get("matchExpressions") or []):
         op = expr.get("operator")
         if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            causes.append(unsupported(f"{path}.matchExpressions[{i}].operator", str(op),
-                                      ["DoesNotExist", "Exists", "In", "NotIn"]))
+            causes.append(
+                unsupported(
+                    f"{path}.matchExpressions[{i}].operator",
+                    str(op),
+                    ["DoesNotExist", "Exists", "In", "NotIn"],
+                )
+            )
     if not selector.get("matchLabels") and not selector.get("matchExpressions"):
         causes.append(invalid(path, go_label_selector(selector), f"empty selector is invalid for {what}"))
     return causes
@@ -273,9 +294,15 @@ def _percent_or_int(value: Any, path: str) -> tuple[list[Cause], bool]:
         return _nonnegative(value, path), value == 0
     text = str(value)
     if not re.fullmatch(r"[0-9]+%", text):
-        return [invalid(path, go_quote(text), "a valid percent string must be a numeric string followed by an "
-                                              "ending '%' (e.g. '1%',  or '93%', regex used for validation is "
-                                              "'[0-9]+%')")], False
+        return [
+            invalid(
+                path,
+                go_quote(text),
+                "a valid percent string must be a numeric string followed by an "
+                "ending '%' (e.g. '1%',  or '93%', regex used for validation is "
+                "'[0-9]+%')",
+            )
+        ], False
     pct = int(text[:-1])
     if pct > 100:
         return [invalid(path, go_quote(text), "must not be greater than 100%")], False
@@ -294,25 +321,37 @@ def validate_deployment(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     if stype not in ("RollingUpdate", "Recreate"):
         causes.append(unsupported("spec.strategy.type", str(stype), ["Recreate", "RollingUpdate"]))
     elif stype == "Recreate" and strategy.get("rollingUpdate") is not None:
-        causes.append(forbidden("spec.strategy.rollingUpdate",
-                                "may not be specified when strategy `type` is 'Recreate'"))
+        causes.append(
+            forbidden(
+                "spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"
+            )
+        )
     elif stype == "RollingUpdate":
         rolling = strategy.get("rollingUpdate") or {}
-        surge_causes, surge_zero = _percent_or_int(rolling.get("maxSurge", "25%"), "spec.strategy.rollingUpdate.maxSurge")
+        surge_causes, surge_zero = _percent_or_int(
+            rolling.get("maxSurge", "25%"), "spec.strategy.rollingUpdate.maxSurge"
+        )
         unav_causes, unav_zero = _percent_or_int(
             rolling.get("maxUnavailable", "25%"), "spec.strategy.rollingUpdate.maxUnavailable"
         )
         causes += unav_causes + surge_causes
         if surge_zero and unav_zero:
-            causes.append(invalid("spec.strategy.rollingUpdate.maxUnavailable",
-                                  go_value(rolling.get("maxUnavailable")), "may not be 0 when `maxSurge` is 0"))
+            causes.append(
+                invalid(
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                    go_value(rolling.get("maxUnavailable")),
+                    "may not be 0 when `maxSurge` is 0",
+                )
+            )
     causes += _nonnegative(spec.get("minReadySeconds"), "spec.minReadySeconds")
     causes += _nonnegative(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")
     pds = spec.get("progressDeadlineSeconds")
     if isinstance(pds, int):
         causes += _nonnegative(pds, "spec.progressDeadlineSeconds")
         if pds <= int(spec.get("minReadySeconds") or 0):
-            causes.append(invalid("spec.progressDeadlineSeconds", str(pds), "must be greater than minReadySeconds"))
+            causes.append(
+                invalid("spec.progressDeadlineSeconds", str(pds), "must be greater than minReadySeconds")
+            )
     if old is not None:
         old_sel = (old.get("spec") or {}).get("selector")
         if selector != old_sel:
@@ -362,7 +401,9 @@ def validate_service(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     spec = obj.get("spec") or {}
     stype = spec.get("type", "ClusterIP")
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        causes.append(unsupported("spec.type", str(stype), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]))
+        causes.append(
+            unsupported("spec.type", str(stype), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"])
+        )
     ports = spec.get("ports") or []
     if not ports and stype != "ExternalName" and spec.get("clusterIP") != "None":
         causes.append(required("spec.ports"))
@@ -385,8 +426,13 @@ def validate_service(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
         if isinstance(target, int):
             causes += _port_range(target, f"{path}.targetPort")
         elif isinstance(target, str) and not (_IANA_SVC_NAME_RE.match(target) and len(target) <= 15):
-            causes.append(invalid(f"{path}.targetPort", go_quote(target), "must contain only alpha-numeric "
-                                  "characters (a-z, 0-9), and hyphens (-)"))
+            causes.append(
+                invalid(
+                    f"{path}.targetPort",
+                    go_quote(target),
+                    "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+                )
+            )
     causes += validate_labels(spec.get("selector"), "spec.selector")
     if spec.get("sessionAffinity", "None") not in ("None", "ClientIP"):
         causes.append(unsupported("spec.sessionAffinity", str(spec["sessionAffinity"]), ["ClientIP", "None"]))
@@ -426,8 +472,13 @@ def validate_endpoints(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
         for key in ("addresses", "notReadyAddresses"):
             for j, addr in enumerate(subset.get(key) or []):
                 if not _ip_ok(addr.get("ip")):
-                    causes.append(invalid(f"subsets[{i}].{key}[{j}].ip", go_value(addr.get("ip")),
-                                          "must be a valid IP address"))
+                    causes.append(
+                        invalid(
+                            f"subsets[{i}].{key}[{j}].ip",
+                            go_value(addr.get("ip")),
+                            "must be a valid IP address",
+                        )
+                    )
         for j, port in enumerate(subset.get("ports") or []):
             causes += _port_range(port.get("port"), f"subsets[{i}].ports[{j}].port")
     return causes
@@ -448,7 +499,9 @@ def validate_endpointslice(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
             causes.append(required(f"endpoints[{i}].addresses", "must contain at least 1 address"))
         for j, addr in enumerate(addresses):
             if address_type in ("IPv4", "IPv6") and not _ip_ok(addr):
-                causes.append(invalid(f"endpoints[{i}].addresses[{j}]", go_value(addr), "must be a valid IP address"))
+                causes.append(
+                    invalid(f"endpoints[{i}].addresses[{j}]", go_value(addr), "must be a valid IP address")
+                )
     return causes
 
 
@@ -463,11 +516,17 @@ def validate_event(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
 
 def validate_configmap(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     causes = validate_meta(obj.get("metadata") or {})
-    for key in (obj.get("data") or {}):
+    for key in obj.get("data") or {}:
         if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
-            causes.append(invalid("data", go_quote(key), "a valid config key must consist of alphanumeric "
-                                  "characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
-                                  "'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"))
+            causes.append(
+                invalid(
+                    "data",
+                    go_quote(key),
+                    "a valid config key must consist of alphanumeric "
+                    "characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or "
+                    "'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                )
+            )
     return causes
 
 
