@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import parse_config  # noqa: E402
-from core.types import TrafficSplit  # noqa: E402
-from targets.local import httpwire  # noqa: E402
-from targets.local.target import LocalTarget  # noqa: E402
+from core.config import parse_config
+from core.types import TrafficSplit
+from targets.local import httpwire
+from targets.local.target import LocalTarget
 
 FAST_PROFILE = "[defaults]\nlatency_ms = 0\nlatency_spread_ms = 0\n"
 

@@ -17,6 +17,8 @@ from core.errors import ConfigError
 from core.versions import validate_version
 
 DEFAULT_CONFIG_NAME = "releasegate.toml"
+VerificationStage = Literal["smoke", "load", "analysis", "post_switch"]
+DEFAULT_REQUIRED_STAGES: tuple[VerificationStage, ...] = ("smoke", "analysis")
 
 
 class _Section(BaseModel):
@@ -40,8 +42,7 @@ class ReleaseConfig(_Section):
     canary_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     lock_ttl_s: float = Field(default=900.0, gt=0)
     # A release with no test in one of these stages is not promoted (and nothing is provisioned).
-    required_stages: list[Literal["smoke", "load", "analysis", "post_switch"]] = Field(
-        default_factory=lambda: ["smoke", "analysis"])
+    required_stages: list[VerificationStage] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_STAGES))
 
 
 class StageDeadlines(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 Slot = str
@@ -19,7 +19,7 @@ def other_slot(slot: Slot) -> Slot:
     return GREEN if slot == BLUE else BLUE
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """What an endpoint reaches: the new version alone, the live version alone, or the public service."""
 
     CANDIDATE = "candidate"
@@ -116,7 +116,7 @@ class SwitchResult:
     effective_weights: Mapping[Slot, float] = field(default_factory=dict)
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """Where a release stands; written to the target before and after each action."""
 
     STARTED = "started"

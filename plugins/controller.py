@@ -234,7 +234,7 @@ class ReleaseController:
             else:
                 self._release_lock()
                 self.ledger.update_context(decision=Decision.NOT_PROMOTED, interrupted=reason)
-        except Exception as exc:  # noqa: BLE001 - reported, and the run still ends
+        except Exception as exc:
             return f"could not undo the release after {reason}: {exc}"
         return None
 

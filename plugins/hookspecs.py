@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 
-
 class ReleasegateHookspecs:
     @pytest.hookspec(firstresult=False)
     def pytest_releasegate_decision(self, config: pytest.Config, decision: str, summary: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from plugins.gates import wait_for_turn
 from plugins.items import INDEX_KEY, STAGE_KEY, ActionItem, order_items
 from plugins.ledger import ItemRecord, Ledger
 from plugins.reporting import ReleaseReporter, write_report
-from plugins.stages import SUITES_DIR, Kind, Stage, blue_green_stages
+from plugins.stages import SUITES_DIR, Stage, blue_green_stages
 
 PLUGIN_NAME = "releasegate"
 STRATEGIES = ("blue-green", "canary")
@@ -95,7 +95,8 @@ def _options(config: pytest.Config, release_config: Config, version: str, run_id
 
 
 def run_action(item: ActionItem) -> None:
-    plugin: ReleasePlugin = item.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    plugin = item.config.pluginmanager.get_plugin(PLUGIN_NAME)
+    assert isinstance(plugin, ReleasePlugin)
     plugin.run_action(item)
 
 
@@ -186,7 +187,7 @@ class ReleasePlugin:
 
     def _total_deadline_s(self) -> float:
         deadlines = self.release_config.stages
-        return sum(getattr(deadlines, s.name) for s in self.stages) + 60.0
+        return float(sum(getattr(deadlines, s.name) for s in self.stages)) + 60.0
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
@@ -222,7 +223,8 @@ class ReleasePlugin:
         return report
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    def pytest_runtest_protocol(self, item: pytest.Item,
+                                nextitem: pytest.Item | None) -> Generator[None, object, object]:
         try:
             return (yield)
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ SUITES_DIR = "suites"
 VERIFICATION_STAGES = ("smoke", "load", "analysis", "post_switch")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     ACTION = "action"  # the plugin changes the target (provision, switch, ...)
     VERIFY = "verify"  # user tests that only read
 

@@ -87,7 +87,7 @@ class KubeApi:
         retry_after = (exc.headers or {}).get("Retry-After") if exc is not None else None
         if retry_after and str(retry_after).isdigit():
             return min(float(retry_after), 30.0)
-        return min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random() / 2)
+        return float(min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random() / 2))
 
     def _translate(self, exc: ApiException, verb: str, resource: str) -> Exception:
         message = status_message(exc)

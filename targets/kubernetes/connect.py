@@ -32,14 +32,15 @@ def api_client(config: Config) -> ApiClient:
     if path is None:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             configuration = Configuration()
-            kube_config.load_incluster_config(client_configuration=configuration)
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return ApiClient(configuration)
         raise ConfigError("no kubeconfig found (kubernetes.kubeconfig is empty, $KUBECONFIG is unset and "
                           "~/.kube/config does not exist); point kubernetes.kubeconfig at one, or run in a pod")
     if not path.exists():
         raise ConfigError(f"the kubeconfig {path} does not exist; fix kubernetes.kubeconfig or $KUBECONFIG")
     try:
-        contexts, current = kube_config.list_kube_config_contexts(config_file=str(path))
+        contexts, current = kube_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=str(path))
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"the kubeconfig {path} cannot be read ({exc}); fix the file") from None
     names = [c["name"] for c in contexts]
@@ -50,7 +51,8 @@ def api_client(config: Config) -> ApiClient:
         raise ConfigError(f"{path} has no current context; set kubernetes.context to one of: {', '.join(names)}")
     configuration = Configuration()
     try:
-        kube_config.load_kube_config(config_file=str(path), context=context,
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(path), context=context,
                                      client_configuration=configuration, persist_config=False)
     except (ConfigException, OSError, ValueError) as exc:
         raise ConfigError(f"context {context or current['name']!r} of {path} is unusable ({exc}); fix it "

@@ -47,8 +47,8 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
         if _ready(pod):
             continue
         reason = _container_reason(pod) or f"phase {(pod.get('status') or {}).get('phase', 'Pending')}, not ready"
-        event = latest_warning.get(name)
-        lines.append(f"pod {name}: {reason}" + (f" (event {event})" if event else ""))
+        warning = latest_warning.get(name)
+        lines.append(f"pod {name}: {reason}" + (f" (event {warning})" if warning else ""))
     return lines
 
 

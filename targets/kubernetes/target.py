@@ -8,6 +8,7 @@ accepts as such (explicit patch content types, resourceVersion on replace).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Any
@@ -122,8 +123,8 @@ class KubernetesTarget:
     def _warn_about_argocd(self, service: dict[str, Any]) -> None:
         metadata = service["metadata"]
         tracked = any(key in (metadata.get("annotations") or {}) for key in ARGOCD_MARKERS) or \
-            "app.kubernetes.io/instance" in (metadata.get("labels") or {}) and \
-            "argocd" in str(metadata.get("annotations") or {})
+            ("app.kubernetes.io/instance" in (metadata.get("labels") or {}) and \
+            "argocd" in str(metadata.get("annotations") or {}))
         if tracked:
             message = (f"ArgoCD tracks Service {self._ns()}/{self.layout.service}: with self-heal on it will revert "
                        "the selector after a switch. Add to the ArgoCD Application:\n"
@@ -134,6 +135,9 @@ class KubernetesTarget:
     def live_state(self) -> LiveState:
         service = self._get_service(self.layout.service)
         live_slot = (service["spec"].get("selector") or {}).get(self.layout.slot_label)
+        if live_slot not in SLOTS:
+            raise TargetError(f"Service {self._ns()}/{self.layout.service} selects no slot any more (selector "
+                              f"{service['spec'].get('selector')}); someone changed it outside a release")
         versions: dict[Slot, str | None] = {}
         for slot in SLOTS:
             deployment = self._get_deployment(slot)
@@ -274,7 +278,7 @@ class KubernetesTarget:
         while True:
             slices = self.api.call("list", "endpointslices", self.discovery.list_namespaced_endpoint_slice,
                                    self._ns(), label_selector=f"kubernetes.io/service-name={self.layout.service}")
-            listed = {(endpoint.get("targetRef") or {}).get("name")
+            listed = {str((endpoint.get("targetRef") or {}).get("name"))
                       for item in slices.get("items") or [] for endpoint in item.get("endpoints") or []
                       if (endpoint.get("conditions") or {}).get("ready", True)}
             if listed and listed == wanted:
@@ -286,11 +290,9 @@ class KubernetesTarget:
             time.sleep(POLL_S / 5)
 
     def remove(self, slot: Slot) -> None:
-        try:
+        with contextlib.suppress(NotFoundError):  # already gone: removing is idempotent
             self.api.call("delete", "deployments", self.apps.delete_namespaced_deployment,
                           self.layout.deployment(slot), self._ns(), propagation_policy="Background")
-        except NotFoundError:
-            pass  # already gone: removing is idempotent
 
     def scale_down(self, slot: Slot) -> None:
         self.api.call("patch", "deployments/scale", self.apps.patch_namespaced_deployment_scale,
@@ -299,4 +301,4 @@ class KubernetesTarget:
 
     def close(self) -> None:
         self.resolver.close()
-        self.api.client.close()
+        self.api.client.close()  # type: ignore[no-untyped-call]

@@ -269,7 +269,7 @@ class LocalCluster:
         finally:
             writer.close()
 
-    async def _admin(self, request: Request) -> Response:  # noqa: C901 - a flat routing table
+    async def _admin(self, request: Request) -> Response:
         method, parts = request.method, request.path.strip("/").split("/")
         if method == "GET" and parts == ["metrics"]:
             return httpwire.text_response(200, self.metrics.render(), "text/plain; version=0.0.4")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from targets.local import httpwire
 from targets.local.httpwire import ProtocolError, Request, Response
 
-
 # uvicorn closes keep-alive connections idle for 5 s; dropping ours earlier avoids sending a request into a
 # connection the pod is closing at that moment (a POST there could not be retried safely).
 IDLE_CONNECTION_MAX_S = 4.0

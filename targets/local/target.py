@@ -23,8 +23,8 @@ from core.types import (
     TrafficSplit,
     WorkloadStatus,
 )
-from targets.local.pods import why_not_ready
 from targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
+from targets.local.pods import why_not_ready
 
 
 class LocalTarget:
