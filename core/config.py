@@ -109,6 +109,31 @@ class KubernetesConfig(_Section):
     cluster_domain: str = "cluster.local"
 
 
+class KindConfig(_Section):
+    """The kind target: a local kind cluster with the chart installed, then the kubernetes target."""
+
+    cluster_name: str = Field(default="releasegate", description="created or reused; context kind-<name>")
+    node_image: str = Field(default="", description="kind create cluster --image; empty: kind's default")
+    create_wait_s: float = Field(default=120.0, gt=0)
+    image_repository: str = Field(default="releasegate-demo", description="image without tag; tag = version")
+    build: bool = Field(default=True, description="false: the image exists locally, only `kind load` it")
+    dockerfile: str = Field(default="", description="empty: demo/Dockerfile")
+    build_context: str = Field(default="", description="empty: demo/")
+    chart: str = Field(default="", description="empty: charts/bluegreen-app")
+    release_name: str = Field(default="", description="helm release; empty: the app name")
+    initial_version: str = "v1"
+    replicas: int = Field(default=2, ge=1)
+    values_files: list[str] = Field(default_factory=list, description="extra helm --values files")
+    helm_timeout_s: float = Field(default=300.0, gt=0)
+    command_timeout_s: float = Field(default=900.0, gt=0)
+    run_dir: str = ".releasegate/kind"
+
+    @field_validator("initial_version")
+    @classmethod
+    def _version_is_label(cls, value: str) -> str:
+        return validate_version(value, source="kind.initial_version")
+
+
 class PrometheusConfig(_Section):
     url: str = Field(default="", description="an existing Prometheus; empty = the local target starts one")
     timeout_s: float = Field(default=10.0, gt=0)
@@ -126,6 +151,7 @@ class Config(_Section):
     local: LocalConfig = Field(default_factory=LocalConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    kind: KindConfig = Field(default_factory=KindConfig)
     # Where the file was read from; relative paths in the config are relative to its folder.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

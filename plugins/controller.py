@@ -99,6 +99,10 @@ class ReleaseController:
         self.previous_version = live.live_version
         scope = target.metrics_scope()
         self._check_prometheus(scope.prometheus_url)
+        # Targets that build images (kind) do it now: a broken build stops the release before the lock.
+        prepare_image = getattr(target, "prepare_image", None)
+        if prepare_image is not None:
+            prepare_image(self.options.version)
         target.acquire_lock(self.options.run_id, self.config.release.lock_ttl_s)
         self.locked = True
         self._record(Phase.STARTED)

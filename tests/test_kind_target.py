@@ -16,18 +16,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from core.config import AppConfig, Config
+from core.config import Config, parse_config
 from core.errors import ConfigError, TargetError
 from targets.kind.target import (
     DEFAULT_BUILD_CONTEXT,
     DEFAULT_CHART,
     DEFAULT_DOCKERFILE,
-    KindSettings,
     KindTarget,
     find_tools,
     open_kind_target,
@@ -94,12 +92,6 @@ class FakeTools:
         (self.root / "calls.jsonl").unlink(missing_ok=True)
 
 
-class ConfigWithKind(Config):
-    """Config with the `[kind]` section proposed for core/config.py, as the target reads it (getattr)."""
-
-    kind: Any = None
-
-
 @pytest.fixture
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     fake = FakeTools(tmp_path / "tools")
@@ -128,9 +120,9 @@ def kind_kubeconfig(tools: FakeTools, fake_kube: Any) -> Path:
     return Path(path)
 
 
-def make_config(tmp_path: Path, **kind: Any) -> ConfigWithKind:
-    section = SimpleNamespace(**{"cluster_name": "rg-test", **kind})
-    return ConfigWithKind(app=AppConfig(name="demo"), base_dir=tmp_path / "project", kind=section)
+def make_config(tmp_path: Path, **kind: Any) -> Config:
+    return parse_config({"app": {"name": "demo"}, "kind": {"cluster_name": "rg-test", **kind}},
+                        source="test config", base_dir=tmp_path / "project")
 
 
 def helm_install_argv(run_dir: Path, *, release: str = "demo", chart: Path = DEFAULT_CHART,
@@ -242,8 +234,7 @@ def test_settings_from_a_kind_section(tmp_path: Path, tools: FakeTools, kind_kub
 
 
 def test_defaults_without_a_kind_section() -> None:
-    settings = KindSettings.from_config(Config())
-    assert settings == KindSettings()
+    settings = Config().kind
     assert (settings.cluster_name, settings.image_repository, settings.initial_version) == \
         ("releasegate", "releasegate-demo", "v1")
 
@@ -299,10 +290,10 @@ def test_a_failing_command_stops_with_its_output(tmp_path: Path, tools: FakeTool
 @pytest.mark.parametrize(("setting", "message"), [
     ({"cluster_name": "Bad_Name"}, "kind.cluster_name 'Bad_Name' is not a valid kind cluster name"),
     ({"initial_version": "v1/bad"}, "kind.initial_version: version 'v1/bad' is not a valid Kubernetes label"),
-    ({"replicas": 0}, "kind.replicas = 0 must be at least 1"),
+    ({"replicas": 0}, "kind.replicas = 0 is invalid: Input should be greater than or equal to 1"),
 ])
 def test_bad_settings_are_config_errors_before_any_command(tmp_path: Path, tools: FakeTools,
                                                           setting: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
-        open_kind_target(make_config(tmp_path, **setting))
+        open_kind_target(make_config(tmp_path, **setting))  # the config itself may refuse it first
     assert tools.calls() == []

@@ -14,8 +14,7 @@ first: `KindTarget.prepare_image(version)`. `deploy()` calls it (so a release wo
 controller should also call it in preflight, before it takes the lock, so that a broken build stops the
 release with nothing changed.
 
-Settings come from a `[kind]` config section (see KindSettings) once core/config.py has one; until then
-`getattr(config, "kind", None)` falls back to the defaults below.
+Settings come from the `[kind]` section of the config (core.config.KindConfig).
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from core.config import Config
+from core.config import Config, KindConfig
 from core.errors import ConfigError, TargetError
 from core.types import Slot
 from core.versions import validate_version
@@ -53,39 +51,6 @@ INSTALL_HINTS = {
     "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/); the kind target reaches the app "
                "with `kubectl port-forward`",
 }
-
-
-@dataclass(frozen=True)
-class KindSettings:
-    """What the kind target needs beyond `kubernetes.*`: the `[kind]` section proposed for core/config.py."""
-
-    cluster_name: str = "releasegate"
-    node_image: str = ""  # empty: kind's default node image
-    create_wait_s: float = 120.0
-    image_repository: str = "releasegate-demo"
-    build: bool = True  # false: the images already exist in the local Docker engine; only load them
-    dockerfile: str = ""  # empty: releasegate's demo/Dockerfile
-    build_context: str = ""  # empty: releasegate's demo/
-    chart: str = ""  # empty: releasegate's charts/bluegreen-app
-    release_name: str = ""  # empty: the app name
-    initial_version: str = "v1"
-    replicas: int = 2
-    values_files: tuple[str, ...] = ()
-    helm_timeout_s: float = 300.0
-    command_timeout_s: float = 900.0  # docker build, kind create/load
-    run_dir: str = ".releasegate/kind"
-
-    @classmethod
-    def from_config(cls, config: Any) -> KindSettings:
-        section = getattr(config, "kind", None)
-        if section is None:
-            return cls()
-        values: dict[str, Any] = {}
-        for item in fields(cls):
-            if hasattr(section, item.name):
-                value = getattr(section, item.name)
-                values[item.name] = tuple(value) if item.name == "values_files" else value
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -130,7 +95,7 @@ class KindCluster:
     """One kind cluster and the commands run against it."""
 
     config: Config
-    settings: KindSettings
+    settings: KindConfig
     tools: Tools
     prepared: set[str] = field(default_factory=set)
 
@@ -252,13 +217,10 @@ class KindTarget(KubernetesTarget):
         super().deploy(slot, version)
 
 
-def _check_settings(settings: KindSettings) -> None:
+def _check_settings(settings: KindConfig) -> None:
     if not _CLUSTER_NAME.fullmatch(settings.cluster_name):
         raise ConfigError(f"kind.cluster_name {settings.cluster_name!r} is not a valid kind cluster name; "
                           "use lower-case letters, digits, '-' and '.' (at most 50 characters)")
-    validate_version(settings.initial_version, source="kind.initial_version")
-    if settings.replicas < 1:
-        raise ConfigError(f"kind.replicas = {settings.replicas} must be at least 1")
 
 
 def open_kind_target(config: Config) -> KindTarget:
@@ -267,7 +229,7 @@ def open_kind_target(config: Config) -> KindTarget:
     Everything that can be checked before touching anything is checked first (settings, tools, Docker
     engine): those problems are ConfigErrors and nothing has been created.
     """
-    settings = KindSettings.from_config(config)
+    settings = config.kind
     _check_settings(settings)
     tools = find_tools()
     cluster = KindCluster(config, settings, tools)
