@@ -70,9 +70,9 @@ def test_create_get_list_by_selector(shop: FakeKube, kube_api: Any) -> None:
     assert [d.metadata.name for d in green.items] == ["web-green"]
     both = apps.list_namespaced_deployment(NS, label_selector="slot in (blue,green),app")
     assert [d.metadata.name for d in both.items] == ["web-blue", "web-green"]
-    assert [
-        d.metadata.name for d in apps.list_namespaced_deployment(NS, label_selector="slot!=blue").items
-    ] == ["web-green"]
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(NS, label_selector="slot!=blue").items] == [
+        "web-green"
+    ]
     assert apps.list_namespaced_deployment(NS, label_selector="!app").items == []
     by_name = apps.list_namespaced_deployment(NS, field_selector="metadata.name=web-blue")
     assert [d.metadata.name for d in by_name.items] == ["web-blue"]
@@ -220,9 +220,7 @@ def test_validation_errors_are_422_with_causes(shop: FakeKube, kube_api: Any) ->
         apps.create_namespaced_deployment(NS, bad)
     assert err.value.status == 422
     details = body(err.value)["details"]
-    assert (
-        details["kind"] == "Deployment" and details["causes"][0]["field"] == "spec.template.metadata.labels"
-    )
+    assert details["kind"] == "Deployment" and details["causes"][0]["field"] == "spec.template.metadata.labels"
     apps.create_namespaced_deployment(NS, deployment(NS, "web", "blue", "shop/web:v1"))
     with pytest.raises(ApiException) as err:
         apps.patch_namespaced_deployment(

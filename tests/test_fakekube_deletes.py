@@ -44,18 +44,14 @@ def test_uid_precondition_mismatch_is_a_conflict(rolled_out: FakeKube, kube_api:
     assert json.loads(err.value.body)["details"]["kind"] == "Deployment"
 
 
-def test_foreground_delete_keeps_the_owner_until_children_are_gone(
-    rolled_out: FakeKube, kube_api: Any
-) -> None:
+def test_foreground_delete_keeps_the_owner_until_children_are_gone(rolled_out: FakeKube, kube_api: Any) -> None:
     apps = client.AppsV1Api(kube_api)
     uid = apps.read_namespaced_deployment("web-green", NS).metadata.uid
     rolled_out.pause_controllers()
     pending = apps.delete_namespaced_deployment(
         "web-green",
         NS,
-        body=client.V1DeleteOptions(
-            propagation_policy="Foreground", preconditions=client.V1Preconditions(uid=uid)
-        ),
+        body=client.V1DeleteOptions(propagation_policy="Foreground", preconditions=client.V1Preconditions(uid=uid)),
     )
     pending = pending if isinstance(pending, dict) else pending.to_dict()
     assert pending["metadata"]["finalizers"] == ["foregroundDeletion"]

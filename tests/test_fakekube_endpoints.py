@@ -30,18 +30,14 @@ def test_selector_switch_moves_endpoints_and_slices(fake_kube: FakeKube, kube_ap
     ips = [a.ip for a in ep.subsets[0].addresses]
     assert ips == sorted(ips)
     assert ep.metadata.labels == {"app": "web"}
-    slice_before = discovery.list_namespaced_endpoint_slice(
-        NS, label_selector="kubernetes.io/service-name=web"
-    ).items
+    slice_before = discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web").items
     assert len(slice_before) == 1
 
     core.patch_namespaced_service("web", NS, {"spec": {"selector": {"slot": "green"}}})
     wait_until(lambda: endpoint_pods(core, "web") == green, what="endpoints on green")
 
     def slice_on_green() -> Any:
-        items = discovery.list_namespaced_endpoint_slice(
-            NS, label_selector="kubernetes.io/service-name=web"
-        ).items
+        items = discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web").items
         names = {e.target_ref.name for e in items[0].endpoints or []} if items else set()
         return items[0] if names == green else None
 
@@ -61,9 +57,7 @@ def test_service_without_matching_pods_has_no_subsets(fake_kube: FakeKube, kube_
     assert core.read_namespaced_endpoints("web-preview", NS).subsets is None
     slices = fake_kube.list_objects("endpointslices", NS, "kubernetes.io/service-name=web-preview")
     assert slices[0]["endpoints"] is None and slices[0]["ports"] is None
-    assert discovery.list_namespaced_endpoint_slice(
-        NS, label_selector="kubernetes.io/service-name=web-preview"
-    ).items
+    assert discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=web-preview").items
 
 
 def test_not_ready_pods_are_not_ready_addresses(fake_kube: FakeKube, kube_api: Any) -> None:

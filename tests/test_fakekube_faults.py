@@ -26,9 +26,7 @@ def shop(fake_kube: FakeKube) -> FakeKube:
 
 
 @pytest.mark.parametrize(("code", "reason"), [(500, "InternalError"), (503, "ServiceUnavailable")])
-def test_server_errors_reach_the_client_then_recover(
-    shop: FakeKube, kube_api: Any, code: int, reason: str
-) -> None:
+def test_server_errors_reach_the_client_then_recover(shop: FakeKube, kube_api: Any, code: int, reason: str) -> None:
     rule = shop.inject_fault(method="GET", path_regex=r"/services/web$", status=code, times=2)
     core = client.CoreV1Api(kube_api)
     for _ in range(2):

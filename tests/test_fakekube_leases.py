@@ -19,9 +19,7 @@ NS = "shop"
 
 def lease_body(holder: str, when: datetime) -> client.V1Lease:
     return client.V1Lease(
-        metadata=client.V1ObjectMeta(
-            name="releasegate-web", labels={"app.kubernetes.io/managed-by": "releasegate"}
-        ),
+        metadata=client.V1ObjectMeta(name="releasegate-web", labels={"app.kubernetes.io/managed-by": "releasegate"}),
         spec=client.V1LeaseSpec(
             holder_identity=holder,
             lease_duration_seconds=15,

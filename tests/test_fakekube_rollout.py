@@ -87,10 +87,7 @@ def test_template_change_rolls_out_a_new_replicaset(shop: FakeKube, kube_api: An
         for p in wait_until(
             lambda: (
                 [p for p in pods_of(client.CoreV1Api(kube_api), "blue")]
-                if all(
-                    p.spec.containers[0].image == "shop/web:v2"
-                    for p in pods_of(client.CoreV1Api(kube_api), "blue")
-                )
+                if all(p.spec.containers[0].image == "shop/web:v2" for p in pods_of(client.CoreV1Api(kube_api), "blue"))
                 else None
             ),
             what="old pods gone",
@@ -100,9 +97,7 @@ def test_template_change_rolls_out_a_new_replicaset(shop: FakeKube, kube_api: An
     reasons = [
         e.reason
         for e in client.CoreV1Api(kube_api)
-        .list_namespaced_event(
-            NS, field_selector="involvedObject.kind=Deployment,involvedObject.name=web-blue"
-        )
+        .list_namespaced_event(NS, field_selector="involvedObject.kind=Deployment,involvedObject.name=web-blue")
         .items
     ]
     assert reasons.count("ScalingReplicaSet") >= 3
@@ -139,9 +134,7 @@ def test_scaling_through_the_scale_subresource(shop: FakeKube, kube_api: Any, ta
 
 
 def wait_pod(core: client.CoreV1Api, predicate: Any, what: str) -> Any:
-    return wait_until(
-        lambda: next((p for p in pods_of(core, "green") if predicate(p)), None), what=what, timeout_s=5
-    )
+    return wait_until(lambda: next((p for p in pods_of(core, "green") if predicate(p)), None), what=what, timeout_s=5)
 
 
 def reasons_for(core: client.CoreV1Api, pod: Any) -> dict[str, str]:
@@ -192,9 +185,7 @@ def test_imagepull_pod_waits_with_pull_errors(shop: FakeKube, kube_api: Any) -> 
     events = wait_until(
         lambda: reasons_for(core, pod) if "Failed" in reasons_for(core, pod) else None, what="Failed event"
     )
-    assert 'Failed to pull image "shop/web:missing"' in events["Failed"] or events["Failed"].startswith(
-        "Error: "
-    )
+    assert 'Failed to pull image "shop/web:missing"' in events["Failed"] or events["Failed"].startswith("Error: ")
 
 
 def test_never_ready_pod_runs_unready_with_probe_events(shop: FakeKube, kube_api: Any) -> None:

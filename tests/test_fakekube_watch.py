@@ -75,9 +75,7 @@ def test_too_old_resource_version_is_an_expired_error_event(fake_kube: FakeKube,
     line = raw.data.decode().strip()
     assert '"type":"ERROR"' in line and '"code":410' in line and '"reason":"Expired"' in line
     with pytest.raises(ApiException) as err:
-        list(
-            watch.Watch().stream(apps.list_namespaced_deployment, NS, resource_version=old, timeout_seconds=2)
-        )
+        list(watch.Watch().stream(apps.list_namespaced_deployment, NS, resource_version=old, timeout_seconds=2))
     assert err.value.status == 410
 
 

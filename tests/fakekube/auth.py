@@ -34,9 +34,7 @@ class Rule:
     resource_names: frozenset[str] = frozenset()
     namespace: str | None = None  # a Role's namespace; None for ClusterRole-style rules
 
-    def allows(
-        self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str
-    ) -> bool:
+    def allows(self, verb: str, group: str, resource: str, subresource: str, namespace: str, name: str) -> bool:
         if self.namespace is not None and namespace != self.namespace:
             return False
         if "*" not in self.verbs and verb not in self.verbs:
@@ -45,9 +43,7 @@ class Rule:
             return False
         full = f"{resource}/{subresource}" if subresource else resource
         if not (
-            "*" in self.resources
-            or full in self.resources
-            or (subresource and f"*/{subresource}" in self.resources)
+            "*" in self.resources or full in self.resources or (subresource and f"*/{subresource}" in self.resources)
         ):
             return False
         if self.resource_names:

@@ -24,9 +24,7 @@ from .runtime import PodRuntime
 
 
 class ControllerManager:
-    def __init__(
-        self, registry: Registry, runtime: PodRuntime, clock: Clock, *, tick_s: float = 0.01
-    ) -> None:
+    def __init__(self, registry: Registry, runtime: PodRuntime, clock: Clock, *, tick_s: float = 0.01) -> None:
         self.registry = registry
         self.recorder = EventRecorder(registry, clock)
         self.deployments = DeploymentController(registry, self.recorder, clock)

@@ -138,11 +138,7 @@ def set_condition(status_obj: JsonObj, cond: JsonObj) -> None:
     """``SetDeploymentCondition``: same status and reason is a no-op; a status change resets the
     transition time."""
     current = get_condition(status_obj, cond["type"])
-    if (
-        current is not None
-        and current["status"] == cond["status"]
-        and current.get("reason") == cond.get("reason")
-    ):
+    if current is not None and current["status"] == cond["status"] and current.get("reason") == cond.get("reason"):
         return
     if current is not None and current["status"] == cond["status"]:
         cond["lastTransitionTime"] = current["lastTransitionTime"]
@@ -215,8 +211,7 @@ class DeploymentController:
             rs
             for rs in self._store.list("apps/replicasets", d["metadata"]["namespace"])
             if any(
-                ref.get("uid") == uid and ref.get("controller")
-                for ref in rs["metadata"].get("ownerReferences") or []
+                ref.get("uid") == uid and ref.get("controller") for ref in rs["metadata"].get("ownerReferences") or []
             )
         ]
         owned.sort(key=lambda rs: (rs["metadata"].get("creationTimestamp", ""), rs["metadata"]["name"]))
@@ -233,11 +228,7 @@ class DeploymentController:
         max_reps = str(spec_replicas(d) + max_surge(d))
         annotations = rs["metadata"].get("annotations") or {}
         old = spec_replicas(rs)
-        if (
-            old == replicas
-            and annotations.get(DESIRED) == desired
-            and annotations.get(MAX_REPLICAS) == max_reps
-        ):
+        if old == replicas and annotations.get(DESIRED) == desired and annotations.get(MAX_REPLICAS) == max_reps:
             return rs
         new = jcopy(rs)
         new["spec"]["replicas"] = replicas
@@ -361,9 +352,7 @@ class DeploymentController:
         scale_up = min(max_total - current, spec_replicas(d) - new_count)
         return new_count + scale_up
 
-    def _get_all(
-        self, d: JsonObj, rss: list[JsonObj], create: bool
-    ) -> tuple[JsonObj, JsonObj | None, list[JsonObj]]:
+    def _get_all(self, d: JsonObj, rss: list[JsonObj], create: bool) -> tuple[JsonObj, JsonObj | None, list[JsonObj]]:
         """``getAllReplicaSetsAndSyncRevision``: returns (deployment, new RS or None, old RSs)."""
         new_rs, old_rss = self._split(d, rss)
         new_revision = max((revision(rs) for rs in old_rss), default=0) + 1
@@ -385,10 +374,7 @@ class DeploymentController:
 
                 def mutate(n: JsonObj) -> None:
                     n["metadata"].setdefault("annotations", {})[REVISION] = rev
-                    if (
-                        has_progress_deadline(n)
-                        and get_condition(n.get("status") or {}, "Progressing") is None
-                    ):
+                    if has_progress_deadline(n) and get_condition(n.get("status") or {}, "Progressing") is None:
                         set_condition(n.setdefault("status", {}), found)
 
                 d = self._write_status(d, mutate)
@@ -432,9 +418,7 @@ class DeploymentController:
             if err.code != 409:
                 raise
             # A ReplicaSet of that name with another template: bump collisionCount and retry next round.
-            d = self._write_status(
-                d, lambda n: n["status"].__setitem__("collisionCount", int(collision or 0) + 1)
-            )
+            d = self._write_status(d, lambda n: n["status"].__setitem__("collisionCount", int(collision or 0) + 1))
             return d, None, old_rss
         self._rs_touched = True
         if replicas > 0:
@@ -530,9 +514,7 @@ class DeploymentController:
                     if new_rs
                     else (f'Deployment "{d["metadata"]["name"]}" has successfully progressed.')
                 )
-                set_condition(
-                    new_status, self._condition("Progressing", "True", "NewReplicaSetAvailable", msg)
-                )
+                set_condition(new_status, self._condition("Progressing", "True", "NewReplicaSetAvailable", msg))
             elif deployment_progressing(d, new_status):
                 msg = (
                     f'ReplicaSet "{name}" is progressing.'
@@ -551,9 +533,7 @@ class DeploymentController:
                     if new_rs
                     else (f'Deployment "{d["metadata"]["name"]}" has timed out progressing.')
                 )
-                set_condition(
-                    new_status, self._condition("Progressing", "False", "ProgressDeadlineExceeded", msg)
-                )
+                set_condition(new_status, self._condition("Progressing", "False", "ProgressDeadlineExceeded", msg))
         if new_status == (d.get("status") or {}):
             return d
         return self._write_status(d, lambda n: n.__setitem__("status", new_status))
@@ -643,9 +623,7 @@ class DeploymentController:
         self._scale_rs(new_rs, count, d)
         return True
 
-    def _reconcile_old(
-        self, d: JsonObj, all_rss: list[JsonObj], old_rss: list[JsonObj], new_rs: JsonObj
-    ) -> bool:
+    def _reconcile_old(self, d: JsonObj, all_rss: list[JsonObj], old_rss: list[JsonObj], new_rs: JsonObj) -> bool:
         old_count = sum(spec_replicas(rs) for rs in old_rss)
         if old_count == 0:
             return False
@@ -655,9 +633,7 @@ class DeploymentController:
         max_scaled_down = all_count - min_available - new_unavailable
         if max_scaled_down <= 0:
             return False
-        old_rss = sorted(
-            old_rss, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"])
-        )
+        old_rss = sorted(old_rss, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
         cleaned = 0
         updated: list[JsonObj] = []
         for rs in old_rss:

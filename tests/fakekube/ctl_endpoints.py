@@ -80,9 +80,7 @@ class EndpointsController:
         # Endpoints of deleted Services go away (their slices follow the ownerReference via the GC).
         for ep in self._store.list("/endpoints"):
             meta = ep["metadata"]
-            if (meta["namespace"], meta["name"]) not in wanted and (meta.get("annotations") or {}).get(
-                TRIGGER
-            ):
+            if (meta["namespace"], meta["name"]) not in wanted and (meta.get("annotations") or {}).get(TRIGGER):
                 svc = self._store.peek("/services", meta["namespace"], meta["name"])
                 if svc is None or not (svc.get("spec") or {}).get("selector"):
                     with contextlib.suppress(status.ApiError):
@@ -225,9 +223,7 @@ class EndpointsController:
                 "endpoints": body_endpoints,
                 "ports": body_ports,
             }
-            self._registry.controller_create(
-                "EndpointSlice", meta["namespace"], body, "endpointslice-controller"
-            )
+            self._registry.controller_create("EndpointSlice", meta["namespace"], body, "endpointslice-controller")
             return
         current = existing[0]
         for extra in existing[1:]:

@@ -60,8 +60,7 @@ class GarbageCollector:
         deps = [
             d
             for d in dependents.get(meta["uid"], [])
-            if self._store.peek(d[0], d[1]["metadata"].get("namespace", ""), d[1]["metadata"]["name"])
-            is not None
+            if self._store.peek(d[0], d[1]["metadata"].get("namespace", ""), d[1]["metadata"]["name"]) is not None
         ]
         if "orphan" in finalizers:
             for dep_key, dep in deps:
@@ -69,9 +68,7 @@ class GarbageCollector:
                 if live is None:
                     continue
                 new = jcopy(live)
-                kept = [
-                    r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != meta["uid"]
-                ]
+                kept = [r for r in new["metadata"].get("ownerReferences") or [] if r.get("uid") != meta["uid"]]
                 if kept:
                     new["metadata"]["ownerReferences"] = kept
                 else:
@@ -120,9 +117,7 @@ class GarbageCollector:
         new = jcopy(live)
         new.setdefault("spec", {})["finalizers"] = []
         new["spec"].pop("finalizers")
-        self._registry.commit_update(
-            BY_KIND["Namespace"], live, new, self._registry_opts(), subresource="finalize"
-        )
+        self._registry.commit_update(BY_KIND["Namespace"], live, new, self._registry_opts(), subresource="finalize")
 
     @staticmethod
     def _registry_opts() -> Any:

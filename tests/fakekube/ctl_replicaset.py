@@ -23,10 +23,7 @@ MANAGER = "kube-controller-manager"
 
 
 def owned_by(obj: JsonObj, uid: str) -> bool:
-    return any(
-        ref.get("uid") == uid and ref.get("controller")
-        for ref in obj["metadata"].get("ownerReferences") or []
-    )
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 def pod_ready(pod: JsonObj) -> bool:
@@ -74,11 +71,7 @@ class ReplicaSetController:
 
     def _pods(self, rs: JsonObj) -> list[JsonObj]:
         uid = rs["metadata"]["uid"]
-        return [
-            p
-            for p in self._store.list("/pods", rs["metadata"]["namespace"])
-            if owned_by(p, uid) and active_pod(p)
-        ]
+        return [p for p in self._store.list("/pods", rs["metadata"]["namespace"]) if owned_by(p, uid) and active_pod(p)]
 
     def manage(self) -> None:
         for rs in self._store.list("apps/replicasets"):
@@ -129,9 +122,7 @@ class ReplicaSetController:
         elif diff > 0:
             victims = sorted(pods, key=_deletion_rank)[:diff]
             for pod in victims:
-                self._registry.delete(
-                    BY_KIND["Pod"], pod["metadata"]["namespace"], pod["metadata"]["name"], {}
-                )
+                self._registry.delete(BY_KIND["Pod"], pod["metadata"]["namespace"], pod["metadata"]["name"], {})
                 self._events.record(
                     rs,
                     "ReplicaSet",
@@ -157,9 +148,7 @@ class ReplicaSetController:
         now = self._clock.now()
         ready = [p for p in pods if pod_ready(p)]
         available = [
-            p
-            for p in ready
-            if min_ready == 0 or (now - parse_time(ready_since(p))).total_seconds() >= min_ready
+            p for p in ready if min_ready == 0 or (now - parse_time(ready_since(p))).total_seconds() >= min_ready
         ]
         new_status: JsonObj = {
             "replicas": len(pods),

@@ -267,9 +267,7 @@ class FakeKube:
 
     get = get_object
 
-    def list_objects(
-        self, resource: str, namespace: str | None = None, label_selector: str = ""
-    ) -> list[JsonObj]:
+    def list_objects(self, resource: str, namespace: str | None = None, label_selector: str = "") -> list[JsonObj]:
         res = resource_for(resource)
         items, _ = self.registry.list(res, namespace, parse_label_selector(label_selector), EVERY_FIELD)
         return [self.registry._served(res, i) for i in items]

@@ -112,9 +112,7 @@ def norm_text(text: str) -> str:
     text = re.sub(r"\b10\.244\.\d+\.\d+\b", "<pod-ip>", text)
     text = re.sub(r"\b10\.0\.0\.\d+\b", "<cluster-ip>", text)
     text = re.sub(r"^127\.0\.0\.1:\d+$", "<server-address>", text)
-    text = re.sub(
-        r"^too old resource version: (\d+) \(\d+\)$", r"too old resource version: \1 (<oldest>)", text
-    )
+    text = re.sub(r"^too old resource version: (\d+) \(\d+\)$", r"too old resource version: \1 (<oldest>)", text)
     return re.sub(r"^default-scheduler-.+$", "default-scheduler-<host>", text)
 
 
@@ -174,8 +172,7 @@ def assert_same(golden: Any, actual: Any, path: str = "$") -> None:
         extra = [k for k in actual if k not in golden]
         if missing or extra:
             raise Mismatch(
-                f"{path}: keys differ; missing {missing}, unexpected {extra}; "
-                f"actual={json.dumps(actual)[:600]}"
+                f"{path}: keys differ; missing {missing}, unexpected {extra}; actual={json.dumps(actual)[:600]}"
             )
         for k in golden:
             assert_same(golden[k], actual[k], f"{path}.{k}")
@@ -205,9 +202,7 @@ def assert_subsequence(golden: list[Any], actual: list[Any], path: str, key: str
         while position < len(actual) and actual[position].get(key) != item.get(key):
             position += 1
         if position == len(actual):
-            raise Mismatch(
-                f"{path}: {item.get(key)!r} missing or out of order in {[a.get(key) for a in actual]}"
-            )
+            raise Mismatch(f"{path}: {item.get(key)!r} missing or out of order in {[a.get(key) for a in actual]}")
         assert_same(item, actual[position], f"{path}[{key}={item.get(key)}]")
         position += 1
 
@@ -428,9 +423,7 @@ VERSION_SHAPE = {
 def check_exchange(ex: Exchange, out: Outcome) -> None:
     golden = ex.response
     if out.status != golden["status"]:
-        raise Mismatch(
-            f"status {out.status} != recorded {golden['status']}; body={json.dumps(out.body)[:800]}"
-        )
+        raise Mismatch(f"status {out.status} != recorded {golden['status']}; body={json.dumps(out.body)[:800]}")
     gh = golden["headers"]
     if out.headers.get("Content-Type") != gh.get("Content-Type"):
         raise Mismatch(f"Content-Type {out.headers.get('Content-Type')!r} != {gh.get('Content-Type')!r}")
@@ -462,21 +455,15 @@ def check_body(ex: Exchange, golden: Any, actual: Any) -> None:
     a = normalize(actual)
     kind = g.get("kind") if isinstance(g, dict) else None
     if kind in ("APIGroupList",):
-        assert_same(
-            {k: v for k, v in g.items() if k != "groups"}, {k: v for k, v in a.items() if k != "groups"}
-        )
+        assert_same({k: v for k, v in g.items() if k != "groups"}, {k: v for k, v in a.items() if k != "groups"})
         assert_subsequence(g["groups"], a["groups"], "$.groups", "name")
         return
     if kind == "APIResourceList" and "trimmed" in ex.title:
-        assert_same(
-            {k: v for k, v in g.items() if k != "resources"}, {k: v for k, v in a.items() if k != "resources"}
-        )
+        assert_same({k: v for k, v in g.items() if k != "resources"}, {k: v for k, v in a.items() if k != "resources"})
         assert_subsequence(g["resources"], a["resources"], "$.resources", "name")
         return
     if isinstance(kind, str) and kind.endswith("List") and isinstance(g.get("items"), list):
-        assert_same(
-            {k: v for k, v in g.items() if k != "items"}, {k: v for k, v in a.items() if k != "items"}
-        )
+        assert_same({k: v for k, v in g.items() if k != "items"}, {k: v for k, v in a.items() if k != "items"})
         for item in a["items"]:
             if "kind" in item or "apiVersion" in item:
                 raise Mismatch("list items must not carry kind/apiVersion")

@@ -90,12 +90,7 @@ def go_parse(value: str, layout: str) -> datetime:
             if rest.startswith("Z"):
                 rest = rest[1:]
                 continue
-            if (
-                len(rest) < 6
-                or rest[0] not in "+-"
-                or rest[3] != ":"
-                or not (rest[1:3] + rest[4:6]).isdigit()
-            ):
+            if len(rest) < 6 or rest[0] not in "+-" or rest[3] != ":" or not (rest[1:3] + rest[4:6]).isdigit():
                 raise _err(layout, value, elem, hold)
             sign = 1 if rest[0] == "+" else -1
             tz = timezone(sign * timedelta(hours=int(rest[1:3]), minutes=int(rest[4:6])))
@@ -104,13 +99,7 @@ def go_parse(value: str, layout: str) -> datetime:
         if got is None:
             raise _err(layout, value, elem, hold)
         parts[kind], rest = got
-        if (
-            kind == "second"
-            and layout == RFC3339
-            and rest.startswith(".")
-            and len(rest) > 1
-            and rest[1].isdigit()
-        ):
+        if kind == "second" and layout == RFC3339 and rest.startswith(".") and len(rest) > 1 and rest[1].isdigit():
             # RFC3339 accepts an optional fractional second even though the layout has none.
             i = 1
             while i < len(rest) and rest[i].isdigit():

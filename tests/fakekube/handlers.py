@@ -82,8 +82,7 @@ def _write_options(req: ApiRequest) -> WriteOptions:
     validation = req.param("fieldValidation") or "Warn"
     if validation not in ("Ignore", "Warn", "Strict"):
         raise status.bad_request(
-            f'fieldValidation: Unsupported value: "{validation}": supported values: '
-            '"Ignore", "Strict", "Warn"'
+            f'fieldValidation: Unsupported value: "{validation}": supported values: "Ignore", "Strict", "Warn"'
         )
     return WriteOptions(
         manager=_field_manager(req),
@@ -190,13 +189,9 @@ class Handlers:
             rest = items[limit:]
             items = items[:limit]
             cont = {"v": "meta.k8s.io/v1", "rv": int(rv), "start": _key(rest[0])}
-            meta["continue"] = (
-                base64.b64encode(json.dumps(cont, separators=(",", ":")).encode()).decode().rstrip("=")
-            )
+            meta["continue"] = base64.b64encode(json.dumps(cont, separators=(",", ":")).encode()).decode().rstrip("=")
             meta["remainingItemCount"] = len(rest)
-        return Response(
-            200, {"kind": res.list_kind, "apiVersion": res.group_version, "metadata": meta, "items": items}
-        )
+        return Response(200, {"kind": res.list_kind, "apiVersion": res.group_version, "metadata": meta, "items": items})
 
     def _body(self, res: ResourceType, req: ApiRequest, kind: str | None = None) -> Any:
         return self.registry.parse_body(kind or res.kind, req.body)
@@ -209,9 +204,7 @@ class Handlers:
     def _update(self, res: ResourceType, namespace: str, name: str, sub: str, req: ApiRequest) -> Response:
         opts = _write_options(req)
         if sub == "scale":
-            return _result(
-                self.registry.update_scale(res, namespace, name, self._body(res, req, "Scale"), opts)
-            )
+            return _result(self.registry.update_scale(res, namespace, name, self._body(res, req, "Scale"), opts))
         result = self.registry.update(res, namespace, name, self._body(res, req), opts, subresource=sub)
         return _result(result)
 
@@ -245,9 +238,7 @@ class Handlers:
         if req.body.strip():
             parsed = self.registry.parse_body("DeleteOptions", req.body)
             if not isinstance(parsed, dict):
-                raise status.bad_request(
-                    "the object provided is unrecognized (must be of type DeleteOptions)"
-                )
+                raise status.bad_request("the object provided is unrecognized (must be of type DeleteOptions)")
             options.update(parsed)
         policy = req.param("propagationPolicy")
         if policy:

@@ -59,9 +59,7 @@ class Kubelet:
     BACKOFF_CAP_S = 1.0
     PROBE_EVENT_INTERVAL_S = 0.5
 
-    def __init__(
-        self, registry: Registry, recorder: EventRecorder, runtime: PodRuntime, clock: Clock
-    ) -> None:
+    def __init__(self, registry: Registry, recorder: EventRecorder, runtime: PodRuntime, clock: Clock) -> None:
         self._registry = registry
         self._store = registry.store
         self._events = recorder
@@ -170,16 +168,12 @@ class Kubelet:
         for container in containers:
             name = container["name"]
             hit = affected is None or affected == name
-            state, ready = self._container_state(
-                pod, record, st if hit else PodRuntimeStatus(True, True), name
-            )
+            state, ready = self._container_state(pod, record, st if hit else PodRuntimeStatus(True, True), name)
             all_ready &= ready
             cs: JsonObj = {
                 "name": name,
                 "state": state,
-                "lastState": {"terminated": dict(record.last_terminated)}
-                if hit and record.last_terminated
-                else {},
+                "lastState": {"terminated": dict(record.last_terminated)} if hit and record.last_terminated else {},
                 "ready": ready,
                 "restartCount": record.restart_count if hit else 0,
                 "image": container.get("image", ""),
@@ -217,9 +211,7 @@ class Kubelet:
         key = f"{cond_type}={value}"
         since = record.transitions.get(key)
         if since is None:
-            record.transitions = {
-                k: v for k, v in record.transitions.items() if not k.startswith(f"{cond_type}=")
-            }
+            record.transitions = {k: v for k, v in record.transitions.items() if not k.startswith(f"{cond_type}=")}
             record.transitions[key] = since = now
         cond: JsonObj = {
             "type": cond_type,
@@ -251,9 +243,7 @@ class Kubelet:
             waiting["message"] = st.message
         return {"waiting": waiting}, False
 
-    def _emit_events(
-        self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, containers: list[JsonObj]
-    ) -> None:
+    def _emit_events(self, pod: JsonObj, record: _PodRecord, st: PodRuntimeStatus, containers: list[JsonObj]) -> None:
         name = st.container or (containers[0]["name"] if containers else "")
         field_path = f"spec.containers{{{name}}}"
         image = next((c.get("image", "") for c in containers if c.get("name") == name), "")
@@ -279,9 +269,7 @@ class Kubelet:
                 record.last_probe_event = mono
                 self._kubelet_event(pod, "Warning", "Unhealthy", st.message, field_path)
 
-    def _kubelet_event(
-        self, pod: JsonObj, event_type: str, reason: str, message: str, field_path: str
-    ) -> None:
+    def _kubelet_event(self, pod: JsonObj, event_type: str, reason: str, message: str, field_path: str) -> None:
         self._events.record(
             pod,
             "Pod",

@@ -199,9 +199,7 @@ def delete_path(obj: Any, path: Path) -> None:
             if "=" in inner:
                 key, raw = inner.split("=", 1)
                 want = json.loads(raw)
-                idx = next(
-                    (j for j, it in enumerate(node) if isinstance(it, dict) and it.get(key) == want), None
-                )
+                idx = next((j for j, it in enumerate(node) if isinstance(it, dict) and it.get(key) == want), None)
             else:
                 want = json.loads(inner)
                 idx = next((j for j, it in enumerate(node) if it == want), None)

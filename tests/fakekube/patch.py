@@ -146,11 +146,7 @@ def _merge_list(current: Any, patch: list[Any], merge_key: str, item_type: str |
             items.append(copy.deepcopy(entry))
             continue
         idx = next(
-            (
-                i
-                for i, it in enumerate(items)
-                if isinstance(it, dict) and it.get(merge_key) == entry[merge_key]
-            ),
+            (i for i, it in enumerate(items) if isinstance(it, dict) and it.get(merge_key) == entry[merge_key]),
             None,
         )
         if entry.get("$patch") == "delete":
@@ -272,9 +268,9 @@ def json_patch(doc: Any, ops: list[Any]) -> Any:
         elif kind == "copy":
             doc = _add(doc, path, _get(doc, str(op.get("from"))))
         elif kind == "test":
-            if _get(doc, path) != op.get("value") or json.dumps(
-                _get(doc, path), sort_keys=True
-            ) != json.dumps(op.get("value"), sort_keys=True):
+            if _get(doc, path) != op.get("value") or json.dumps(_get(doc, path), sort_keys=True) != json.dumps(
+                op.get("value"), sort_keys=True
+            ):
                 raise PatchError(f"testing value {path} failed")
         else:
             raise PatchError(f"Unexpected kind: {kind}")

@@ -77,7 +77,8 @@ class Registry:
     def _served(res: ResourceType, obj: JsonObj) -> JsonObj:
         """The wire form of a stored object: kind and apiVersion first."""
         body = {"kind": res.kind, "apiVersion": res.group_version}
-        body.update({k: v for k, v in obj.items() if k not in ("kind", "apiVersion")})
+        stored = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+        body.update(res.outbound(stored) if res.outbound else stored)
         return body
 
     @staticmethod
@@ -107,8 +108,7 @@ class Registry:
             if opts.field_validation == "Strict":
                 listed = ", ".join(f'unknown field "{u}"' for u in result.unknown)
                 raise status.bad_request(
-                    f'{kind} in version "{res.version}" cannot be handled as a {kind}: '
-                    f"strict decoding error: {listed}"
+                    f'{kind} in version "{res.version}" cannot be handled as a {kind}: strict decoding error: {listed}'
                 )
             if opts.field_validation != "Ignore":
                 warnings = [f'unknown field "{u}"' for u in result.unknown]
@@ -121,23 +121,22 @@ class Registry:
             )
         body_kind = obj.pop("kind", None)
         if body_kind and body_kind != kind:
-            raise status.bad_request(
-                f"the kind in the data ({body_kind}) does not match the expected kind ({kind})"
-            )
+            raise status.bad_request(f"the kind in the data ({body_kind}) does not match the expected kind ({kind})")
+        if res.inbound is not None:
+            obj = res.inbound(obj)
         return obj, warnings
 
     def _validate(self, res: ResourceType, obj: JsonObj, old: JsonObj | None) -> None:
-        causes = validation.validate(res.kind, obj, old)
+        causes = validation.validate(res.validator or res.kind, obj, old)
         if causes:
             name = str(obj.get("metadata", {}).get("name") or "")
             raise status.invalid(res.kind, res.group, name, causes)
 
-    def _owner_leaves(
-        self, res: ResourceType, obj: JsonObj | None, subresource: str
-    ) -> dict[tuple[str, ...], str]:
+    def _owner_leaves(self, res: ResourceType, obj: JsonObj | None, subresource: str) -> dict[tuple[str, ...], str]:
         if obj is None:
             return {}
-        return leaves(obj, schema.root_type(res.schema_key), include_status=subresource == "status")
+        root = schema.root_type(res.storage_schema_key or res.schema_key)
+        return leaves(obj, root, include_status=subresource == "status")
 
     def _manager(self, res: ResourceType, name: str, subresource: str, operation: str = "Update") -> Manager:
         return Manager(name, operation, res.group_version, subresource if subresource == "status" else "")
@@ -169,6 +168,8 @@ class Registry:
                 for obj in self.store.list(res.key, namespace if res.namespaced else None, copy=False)
                 if labels.matches(obj.get("metadata", {}).get("labels")) and fields.matches(res.fields(obj))
             ]
+            if res.outbound is not None:
+                return [res.outbound(jcopy(o)) for o in items], rv
             return [jcopy(o) for o in items], rv
 
     # ---------------------------------------------------------------------------------------------------
@@ -182,8 +183,7 @@ class Registry:
             if res.namespaced:
                 if meta.get("namespace") and meta["namespace"] != namespace:
                     raise status.bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the "
-                        "request"
+                        "the namespace of the provided object does not match the namespace sent on the request"
                     )
                 meta["namespace"] = namespace
             else:
@@ -224,9 +224,7 @@ class Registry:
         if res.group:
             details["group"] = res.group
         details["kind"] = res.plural
-        details["causes"] = [
-            {"reason": "NamespaceTerminating", "message": msg, "field": "metadata.namespace"}
-        ]
+        details["causes"] = [{"reason": "NamespaceTerminating", "message": msg, "field": "metadata.namespace"}]
         return status.ApiError(403, status.failure(403, "Forbidden", msg, details))
 
     def _prepare_create(self, res: ResourceType, obj: JsonObj) -> JsonObj:
@@ -303,11 +301,7 @@ class Registry:
             except ValueError:
                 in_range = False
             if not in_range or ip in self._service_ips:
-                reason = (
-                    "provided IP is already allocated"
-                    if in_range
-                    else "the provided IP is not in the valid range"
-                )
+                reason = "provided IP is already allocated" if in_range else "the provided IP is not in the valid range"
                 cause = validation.invalid(
                     "spec.clusterIPs", f'[]string{{"{ip}"}}', f"failed to allocate IP {ip}: {reason}"
                 )
@@ -318,9 +312,7 @@ class Registry:
         spec.setdefault("ipFamilies", ["IPv4"])
         spec.setdefault("ipFamilyPolicy", "SingleStack")
         if spec.get("type") in ("NodePort", "LoadBalancer"):
-            old_ports = {
-                (p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or []
-            }
+            old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort") for p in old_spec.get("ports") or []}
             for port in spec.get("ports") or []:
                 if not port.get("nodePort"):
                     kept = old_ports.get((port.get("port"), port.get("protocol")))
@@ -391,8 +383,7 @@ class Registry:
             if res.namespaced:
                 if meta.get("namespace") and meta["namespace"] != namespace:
                     raise status.bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the "
-                        "request"
+                        "the namespace of the provided object does not match the namespace sent on the request"
                     )
                 meta["namespace"] = namespace
             current = self.store.get(res.key, namespace if res.namespaced else "", name)
@@ -500,9 +491,9 @@ class Registry:
     @staticmethod
     def _generation_changed(res: ResourceType, old: JsonObj, new: JsonObj) -> bool:
         if res.generation == "spec+annotations":
-            return old.get("spec") != new.get("spec") or old["metadata"].get("annotations") != new[
-                "metadata"
-            ].get("annotations")
+            return old.get("spec") != new.get("spec") or old["metadata"].get("annotations") != new["metadata"].get(
+                "annotations"
+            )
         if res.generation == "spec":
             return old.get("spec") != new.get("spec")
         if res.generation == "always":
@@ -539,9 +530,7 @@ class Registry:
                     "[]handlers.jsonPatchOp"
                 )
         elif not isinstance(doc, dict):
-            message = (
-                f"json: cannot unmarshal {_json_kind(doc)} into Go value of type map[string]interface {{}}"
-            )
+            message = f"json: cannot unmarshal {_json_kind(doc)} into Go value of type map[string]interface {{}}"
             prefix = "" if patch_type == "strategic" else "error decoding patch: "
             raise status.bad_request(prefix + message)
         return doc
@@ -585,8 +574,7 @@ class Registry:
                 raise status.conflict(res.plural, res.group, name)
             if obj.get("metadata", {}).get("name", name) != name:
                 raise status.bad_request(
-                    f"the name of the object ({obj['metadata']['name']}) does not match the name on the "
-                    f"URL ({name})"
+                    f"the name of the object ({obj['metadata']['name']}) does not match the name on the URL ({name})"
                 )
             result = self.commit_update(res, current, obj, opts, subresource=subresource)
             result.warnings = warnings + result.warnings
@@ -634,9 +622,7 @@ class Registry:
                 }
                 for m, p in conflicts
             ]
-            raise status.ApiError(
-                409, status.failure(409, "Conflict", conflict_message(conflicts), {"causes": causes})
-            )
+            raise status.ApiError(409, status.failure(409, "Conflict", conflict_message(conflicts), {"causes": causes}))
         merged = patch.strategic_merge(jcopy(current), raw_config, root)
         stale = (
             self.ownership.previously_applied(uid, manager)
@@ -690,9 +676,7 @@ class Registry:
     def get_scale(self, res: ResourceType, namespace: str, name: str) -> JsonObj:
         return self.scale_of(self.get(res, namespace, name))
 
-    def update_scale(
-        self, res: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions
-    ) -> WriteResult:
+    def update_scale(self, res: ResourceType, namespace: str, name: str, body: Any, opts: WriteOptions) -> WriteResult:
         scale_res = ResourceType("autoscaling", "v1", "scale", "Scale", schema_key="Scale")
         scale, warnings = self._decode(scale_res, body, opts)
         with self.store.lock:
@@ -704,16 +688,11 @@ class Registry:
                 raise status.bad_request(
                     f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
                 )
-            if (
-                meta.get("resourceVersion")
-                and meta["resourceVersion"] != current["metadata"]["resourceVersion"]
-            ):
+            if meta.get("resourceVersion") and meta["resourceVersion"] != current["metadata"]["resourceVersion"]:
                 raise status.conflict(res.plural, res.group, name)
             replicas = int((scale.get("spec") or {}).get("replicas", 0) or 0)
             if replicas < 0:
-                cause = validation.invalid(
-                    "spec.replicas", str(replicas), "must be greater than or equal to 0"
-                )
+                cause = validation.invalid("spec.replicas", str(replicas), "must be greater than or equal to 0")
                 raise status.invalid("Scale", "autoscaling", name, [cause])
             new = jcopy(current)
             new["spec"]["replicas"] = replicas
@@ -818,9 +797,7 @@ class Registry:
     def finalize_delete(self, res: ResourceType, obj: JsonObj) -> None:
         """Remove an object whose deletion is complete (kubelet confirmed, finalizers done)."""
         meta = obj["metadata"]
-        removed = self.store.remove(
-            res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"]
-        )
+        removed = self.store.remove(res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"])
         if removed is not None:
             self._forget(res, obj)
 
@@ -841,9 +818,7 @@ class Registry:
             live = self.store.get(res.key, meta.get("namespace", "") if res.namespaced else "", meta["name"])
             if live is None or live["metadata"]["resourceVersion"] != meta["resourceVersion"]:
                 raise status.conflict(res.plural, res.group, meta["name"])
-            return self.commit_update(
-                res, live, new, WriteOptions(manager=manager), subresource=subresource
-            ).obj
+            return self.commit_update(res, live, new, WriteOptions(manager=manager), subresource=subresource).obj
 
     def controller_replace(self, kind: str, current: JsonObj, new: JsonObj, manager: str) -> JsonObj:
         """Store ``new`` as one write without the update strategy (the scheduler's pods/binding)."""

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import events_v1
+
 JsonObj = dict[str, Any]
 
 STANDARD_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -88,6 +90,13 @@ class ResourceType:
     return_deleted_object: bool = False
     schema_key: str = ""
     fields: Callable[[JsonObj], dict[str, str]] = field(default=_meta_fields)
+    # A second API over another resource's storage (events.k8s.io/v1 over core/v1 Events): where it is
+    # stored, the stored (core) schema, and the conversions to and from the stored shape.
+    storage_key: str = ""
+    storage_schema_key: str = ""
+    inbound: Callable[[JsonObj], JsonObj] | None = None
+    outbound: Callable[[JsonObj], JsonObj] | None = None
+    validator: str = ""
 
     @property
     def group_version(self) -> str:
@@ -95,7 +104,7 @@ class ResourceType:
 
     @property
     def key(self) -> str:
-        return f"{self.group}/{self.plural}"
+        return self.storage_key or f"{self.group}/{self.plural}"
 
     @property
     def list_kind(self) -> str:
@@ -238,8 +247,31 @@ RESOURCES: tuple[ResourceType, ...] = (
 BY_KEY: dict[str, ResourceType] = {r.key: r for r in RESOURCES}
 BY_KIND: dict[str, ResourceType] = {r.kind: r for r in RESOURCES}
 
+EVENTS_V1 = ResourceType(
+    "events.k8s.io",
+    "v1",
+    "events",
+    "Event",
+    singular="event",
+    short_names=("ev",),
+    storage_hash="r2yiGXH7wu8=",
+    allow_create_on_update=True,
+    schema_key="events.k8s.io/Event",
+    fields=events_v1.fields,
+    storage_key="/events",
+    storage_schema_key="Event",
+    inbound=events_v1.to_core,
+    outbound=events_v1.to_v1,
+    validator="events.k8s.io/Event",
+)
+# Served paths that are views over another resource's storage: (group, plural) -> resource.
+VIEWS: dict[tuple[str, str], ResourceType] = {("events.k8s.io", "events"): EVENTS_V1}
+
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
+    view = VIEWS.get((group, plural))
+    if view is not None:
+        return view if view.version == version else None
     res = BY_KEY.get(f"{group}/{plural}")
     if res is None or res.version != version:
         return None

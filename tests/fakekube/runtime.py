@@ -135,11 +135,7 @@ class SimulatedRuntime:
             rules = list(self._rules)
         tag = image_tag(image)
         for pattern, behaviour in rules:
-            if (
-                pattern in (image, tag)
-                or fnmatch.fnmatchcase(image, pattern)
-                or fnmatch.fnmatchcase(tag, pattern)
-            ):
+            if pattern in (image, tag) or fnmatch.fnmatchcase(image, pattern) or fnmatch.fnmatchcase(tag, pattern):
                 return behaviour
         return Behaviour("ready")
 
@@ -190,9 +186,7 @@ class SimulatedRuntime:
         if kind == "crashloop":
             if now - state.attempt_started_at < self.CRASH_AFTER_S:
                 return PodRuntimeStatus(running=True, ready=False, container=state.container)
-            return PodRuntimeStatus(
-                running=False, ready=False, exit_code=1, reason="Error", container=state.container
-            )
+            return PodRuntimeStatus(running=False, ready=False, exit_code=1, reason="Error", container=state.container)
         # imagepull: the first try fails with ErrImagePull, then ImagePullBackOff until the next retry.
         elapsed = (now - state.started_at) % self.PULL_CYCLE_S
         ref = state.image if "/" in state.image.split(":")[0] else f"library/{state.image}"

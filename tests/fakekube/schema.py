@@ -34,6 +34,9 @@ ZERO_FILLED: dict[tuple[str, str], Any] = {
     ("CoreV1Event", "eventTime"): None,
     ("CoreV1Event", "reportingComponent"): "",
     ("CoreV1Event", "reportingInstance"): "",
+    ("EventsV1Event", "eventTime"): None,
+    ("EventsV1Event", "deprecatedFirstTimestamp"): None,
+    ("EventsV1Event", "deprecatedLastTimestamp"): None,
     ("V1PodCondition", "lastProbeTime"): None,
     ("V1PodCondition", "lastTransitionTime"): None,
     ("V1ContainerStatus", "image"): "",
@@ -61,6 +64,9 @@ STRUCT_FILLED: set[tuple[str, str]] = {
     ("CoreV1Event", "metadata"),
     ("CoreV1Event", "involvedObject"),
     ("CoreV1Event", "source"),
+    ("EventsV1Event", "metadata"),
+    ("EventsV1Event", "regarding"),
+    ("EventsV1Event", "deprecatedSource"),
     ("V1DeploymentSpec", "template"),
     ("V1DeploymentSpec", "strategy"),
     ("V1ReplicaSetSpec", "template"),
@@ -195,9 +201,7 @@ class _Walker:
                 out[key] = zero
         for tname, key in STRUCT_FILLED:
             if tname == type_name and key not in out:
-                out[key] = self.struct(
-                    {}, fields[key]["ref"], f"{path}.{key}" if path else key, key, type_name, key
-                )
+                out[key] = self.struct({}, fields[key]["ref"], f"{path}.{key}" if path else key, key, type_name, key)
         return out
 
     def value(self, value: Any, spec: Any, path: str, dotted: str, owner: str, fname: str) -> Any:

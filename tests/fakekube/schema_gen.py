@@ -71,9 +71,7 @@ def _convert(owner: str, field: str, py_type: str, out: dict[str, Any]) -> Any:
     if py_type == "str" and (owner, field) in QUANTITY_FIELDS:
         return "quantity"
     if py_type in {"str", "int", "bool", "float", "date", "bytes"}:
-        return {"str": "string", "int": "integer", "bool": "boolean", "float": "number"}.get(
-            py_type, "string"
-        )
+        return {"str": "string", "int": "integer", "bool": "boolean", "float": "number"}.get(py_type, "string")
     _walk(py_type, out)
     return {"ref": py_type}
 

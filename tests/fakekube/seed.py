@@ -7,9 +7,7 @@ from typing import Any
 JsonObj = dict[str, Any]
 
 
-def deployment(
-    namespace: str, app: str, slot: str, image: str, replicas: int = 3, port: int = 8080
-) -> JsonObj:
+def deployment(namespace: str, app: str, slot: str, image: str, replicas: int = 3, port: int = 8080) -> JsonObj:
     labels = {"app": app, "slot": slot}
     return {
         "apiVersion": "apps/v1",

@@ -154,9 +154,7 @@ class _Lexer:
                     self.pos += len(sym)
                     return ({"!": "NOT", "(": "OPEN", ")": "CLOSE", ",": "COMMA"}.get(sym, "OP"), sym)
         start = self.pos
-        while (
-            self.pos < len(self.s) and self.s[self.pos] not in _SPECIAL and self.s[self.pos] not in " \t\r\n"
-        ):
+        while self.pos < len(self.s) and self.s[self.pos] not in _SPECIAL and self.s[self.pos] not in " \t\r\n":
             self.pos += 1
         word = self.s[start : self.pos]
         if word in ("in", "notin"):
@@ -278,8 +276,7 @@ class _Parser:
                 int(values[0])
             except ValueError:
                 raise ValueError(
-                    f"values[0]: Invalid value: \"{values[0]}\": for 'Gt', 'Lt' operators, the value must "
-                    "be an integer"
+                    f"values[0]: Invalid value: \"{values[0]}\": for 'Gt', 'Lt' operators, the value must be an integer"
                 ) from None
         for v in values:
             errs = label_value_errors(v)

@@ -166,8 +166,7 @@ class ApiServer:
                     {
                         "reason": "FieldValueForbidden",
                         "field": "sendInitialEvents",
-                        "message": "Forbidden: sendInitialEvents requires setting resourceVersionMatch to "
-                        "NotOlderThan",
+                        "message": "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
                     }
                 )
             if not bookmarks:
@@ -210,9 +209,7 @@ class ApiServer:
             return _Streamed(200, "")
         try:
             if expired_msg:
-                h.write_chunk(
-                    _compact({"type": "ERROR", "object": status.expired_status(expired_msg)}) + b"\n"
-                )
+                h.write_chunk(_compact({"type": "ERROR", "object": status.expired_status(expired_msg)}) + b"\n")
                 h.end_stream()
                 return _Streamed(200, "")
             for obj in initial:
@@ -234,14 +231,11 @@ class ApiServer:
                     "kubernetes.io/initial-events-list-blueprint": base64.b64encode(blueprint).decode(),
                 }
                 h.write_chunk(
-                    _compact({"type": "BOOKMARK", "object": bookmark_object(res, cursor, annotations)})
-                    + b"\n"
+                    _compact({"type": "BOOKMARK", "object": bookmark_object(res, cursor, annotations)}) + b"\n"
                 )
             started = time.monotonic()
             deadline = started + timeout
-            next_bookmark = (
-                started + min(BOOKMARK_INTERVAL_S, timeout - 2) if bookmarks and timeout > 2 else None
-            )
+            next_bookmark = started + min(BOOKMARK_INTERVAL_S, timeout - 2) if bookmarks and timeout > 2 else None
             writes = store.writes
             while not self.stopping.is_set() and not h.client_gone():
                 now = time.monotonic()
@@ -258,9 +252,7 @@ class ApiServer:
                         h.write_chunk(line)
                 if next_bookmark is not None and time.monotonic() >= next_bookmark:
                     cursor = max(cursor, latest)
-                    h.write_chunk(
-                        _compact({"type": "BOOKMARK", "object": bookmark_object(res, cursor)}) + b"\n"
-                    )
+                    h.write_chunk(_compact({"type": "BOOKMARK", "object": bookmark_object(res, cursor)}) + b"\n")
                     next_bookmark = time.monotonic() + BOOKMARK_INTERVAL_S
                 wait = min(0.2, max(deadline - time.monotonic(), 0))
                 if next_bookmark is not None:

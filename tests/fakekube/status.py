@@ -172,9 +172,7 @@ def forbidden(
     subject = f'{subject} "{name}"' if name else subject
     res = f"{resource}/{subresource}" if subresource else resource
     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-    msg = (
-        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{res}" in API group "{group}" {scope}'
-    )
+    msg = f'{subject} is forbidden: User "{user}" cannot {verb} resource "{res}" in API group "{group}" {scope}'
     return ApiError(
         403,
         failure(403, "Forbidden", msg, _details(name, group, resource)),
@@ -216,10 +214,7 @@ def too_many_requests(retry_after: int) -> ApiError:
 
 
 def gateway_timeout() -> ApiError:
-    msg = (
-        "the server was unable to return a response in the time allotted, but may still be processing "
-        "the request"
-    )
+    msg = "the server was unable to return a response in the time allotted, but may still be processing the request"
     return ApiError(504, failure(504, "Timeout", msg, {}))
 
 

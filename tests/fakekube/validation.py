@@ -187,9 +187,7 @@ def validate_meta(meta: JsonObj, name_check: str = "subdomain") -> list[Cause]:
     if not name:
         causes.append(required("metadata.name", "name or generateName is required"))
     else:
-        check = {"subdomain": dns_subdomain_errors, "label": dns_label_errors, "dns1035": dns1035_errors}[
-            name_check
-        ]
+        check = {"subdomain": dns_subdomain_errors, "label": dns_label_errors, "dns1035": dns1035_errors}[name_check]
         for msg in check(name):
             causes.append(invalid("metadata.name", go_quote(name), msg))
     causes += validate_labels(meta.get("labels"), "metadata.labels")
@@ -244,15 +242,9 @@ def validate_template_for_controller(template: JsonObj, selector: JsonObj | None
     causes: list[Cause] = []
     labels = (template.get("metadata") or {}).get("labels")
     parsed = selector_from_object(selector)
-    if (
-        selector
-        and (selector.get("matchLabels") or selector.get("matchExpressions"))
-        and not parsed.matches(labels)
-    ):
+    if selector and (selector.get("matchLabels") or selector.get("matchExpressions")) and not parsed.matches(labels):
         causes.append(
-            invalid(
-                f"{path}.metadata.labels", go_map(labels or {}), "`selector` does not match template `labels`"
-            )
+            invalid(f"{path}.metadata.labels", go_map(labels or {}), "`selector` does not match template `labels`")
         )
     causes += validate_labels(labels, f"{path}.labels")
     causes += validate_annotations((template.get("metadata") or {}).get("annotations"), f"{path}.annotations")
@@ -262,9 +254,7 @@ def validate_template_for_controller(template: JsonObj, selector: JsonObj | None
         causes.append(unsupported(f"{path}.spec.restartPolicy", str(spec["restartPolicy"]), ["Always"]))
     if spec.get("activeDeadlineSeconds") is not None:
         causes.append(
-            forbidden(
-                f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported"
-            )
+            forbidden(f"{path}.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicaSet is not Supported")
         )
     return causes
 
@@ -322,9 +312,7 @@ def validate_deployment(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
         causes.append(unsupported("spec.strategy.type", str(stype), ["Recreate", "RollingUpdate"]))
     elif stype == "Recreate" and strategy.get("rollingUpdate") is not None:
         causes.append(
-            forbidden(
-                "spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'"
-            )
+            forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")
         )
     elif stype == "RollingUpdate":
         rolling = strategy.get("rollingUpdate") or {}
@@ -349,9 +337,7 @@ def validate_deployment(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     if isinstance(pds, int):
         causes += _nonnegative(pds, "spec.progressDeadlineSeconds")
         if pds <= int(spec.get("minReadySeconds") or 0):
-            causes.append(
-                invalid("spec.progressDeadlineSeconds", str(pds), "must be greater than minReadySeconds")
-            )
+            causes.append(invalid("spec.progressDeadlineSeconds", str(pds), "must be greater than minReadySeconds"))
     if old is not None:
         old_sel = (old.get("spec") or {}).get("selector")
         if selector != old_sel:
@@ -401,9 +387,7 @@ def validate_service(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     spec = obj.get("spec") or {}
     stype = spec.get("type", "ClusterIP")
     if stype not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-        causes.append(
-            unsupported("spec.type", str(stype), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"])
-        )
+        causes.append(unsupported("spec.type", str(stype), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]))
     ports = spec.get("ports") or []
     if not ports and stype != "ExternalName" and spec.get("clusterIP") != "None":
         causes.append(required("spec.ports"))
@@ -499,9 +483,7 @@ def validate_endpointslice(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
             causes.append(required(f"endpoints[{i}].addresses", "must contain at least 1 address"))
         for j, addr in enumerate(addresses):
             if address_type in ("IPv4", "IPv6") and not _ip_ok(addr):
-                causes.append(
-                    invalid(f"endpoints[{i}].addresses[{j}]", go_value(addr), "must be a valid IP address")
-                )
+                causes.append(invalid(f"endpoints[{i}].addresses[{j}]", go_value(addr), "must be a valid IP address"))
     return causes
 
 
@@ -530,6 +512,29 @@ def validate_configmap(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     return causes
 
 
+def validate_event_v1(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    """events.k8s.io/v1 create/update rules, on the stored (core) shape, with the v1 field names."""
+    causes = validate_event(obj, old)
+    if old is None:
+        if not obj.get("eventTime"):
+            causes.append(required("eventTime"))
+        for core_key, v1_key in (
+            ("reportingComponent", "reportingController"),
+            ("reportingInstance", "reportingInstance"),
+            ("action", "action"),
+            ("reason", "reason"),
+        ):
+            if not obj.get(core_key):
+                causes.append(required(v1_key))
+    if obj.get("type") not in ("Normal", "Warning"):
+        causes.append(unsupported("type", str(obj.get("type", "")), ["Normal", "Warning"]))
+    if len(str(obj.get("message", ""))) > 1024:
+        causes.append(
+            {"reason": "FieldValueTooLong", "message": "Too long: may not be more than 1024 bytes", "field": "note"}
+        )
+    return causes
+
+
 VALIDATORS = {
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replicaset,
@@ -541,6 +546,7 @@ VALIDATORS = {
     "EndpointSlice": validate_endpointslice,
     "Event": validate_event,
     "ConfigMap": validate_configmap,
+    "events.k8s.io/Event": validate_event_v1,
 }
 
 
