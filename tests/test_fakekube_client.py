@@ -205,9 +205,16 @@ def test_replace_with_stale_resource_version_conflicts(shop: FakeKube, kube_api:
         apps.replace_namespaced_deployment("web-blue", NS, read)
     assert err.value.status == 409
     assert body(err.value)["reason"] == "Conflict"
-    fresh = apps.read_namespaced_deployment("web-blue", NS)
-    fresh.spec.replicas = 5
-    replaced = apps.replace_namespaced_deployment("web-blue", NS, fresh)
+    # The deployment controller keeps writing status meanwhile, so even a fresh read can lose the race:
+    # a correct client re-reads and retries on 409, as against a real cluster.
+    for _attempt in range(20):
+        fresh = apps.read_namespaced_deployment("web-blue", NS)
+        fresh.spec.replicas = 5
+        try:
+            replaced = apps.replace_namespaced_deployment("web-blue", NS, fresh)
+            break
+        except ApiException as err:
+            assert err.status == 409
     assert replaced.spec.replicas == 5
     assert replaced.metadata.generation == fresh.metadata.generation + 1
 

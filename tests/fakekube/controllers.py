@@ -24,6 +24,8 @@ from .runtime import PodRuntime
 
 
 class ControllerManager:
+    IDLE_TICK_S = 0.05
+
     def __init__(self, registry: Registry, runtime: PodRuntime, clock: Clock, *, tick_s: float = 0.01) -> None:
         self.registry = registry
         self.recorder = EventRecorder(registry, clock)
@@ -83,10 +85,17 @@ class ControllerManager:
         self._thread.start()
 
     def _loop(self) -> None:
+        store = self.registry.store
         while not self._stop.is_set():
-            if not self._paused.is_set():
-                self.run_round()
-            self._stop.wait(self.tick_s)
+            if self._paused.is_set():
+                self._stop.wait(self.tick_s)
+                continue
+            if self.run_round():
+                self._stop.wait(self.tick_s)
+            else:
+                # Idle: sleep until someone writes, but still tick every IDLE_TICK_S for time-driven work
+                # (slow-ready delays, crash-loop back-off, progress deadlines).
+                store.wait_for_change(store.writes, self.IDLE_TICK_S)
 
     def pause(self) -> None:
         self._paused.set()
@@ -102,6 +111,7 @@ class ControllerManager:
 
     def stop(self) -> None:
         self._stop.set()
+        self.registry.store.notify()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

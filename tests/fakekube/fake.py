@@ -95,7 +95,7 @@ class FakeKube:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close every connection, stop controllers and pod runtimes; raise on fake bugs."""
+        """Stop serving, close every connection, stop controllers and pod runtimes (see ``errors``)."""
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
