@@ -81,8 +81,8 @@ class EndpointsController:
         for ep in self._store.list("/endpoints"):
             meta = ep["metadata"]
             if (meta["namespace"], meta["name"]) not in wanted and (meta.get("annotations") or {}).get(TRIGGER):
-                svc = self._store.peek("/services", meta["namespace"], meta["name"])
-                if svc is None or not (svc.get("spec") or {}).get("selector"):
+                owner = self._store.peek("/services", meta["namespace"], meta["name"])
+                if owner is None or not (owner.get("spec") or {}).get("selector"):
                     with contextlib.suppress(status.ApiError):
                         self._registry.delete(BY_KIND["Endpoints"], meta["namespace"], meta["name"], {})
 

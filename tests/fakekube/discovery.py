@@ -102,7 +102,6 @@ CORE_V1_RESOURCES: list[JsonObj] = [
     _res("services/status", "Service", verbs=_GPU),
 ]
 
-_SCALE = {"group": "autoscaling", "version": "v1"}
 
 GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
     "apps/v1": [
@@ -129,7 +128,7 @@ GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
             categories=("all",),
             storage_hash="8aSe+NMegvE=",
         ),
-        _res("deployments/scale", "Scale", verbs=_GPU, **_SCALE),
+        _res("deployments/scale", "Scale", verbs=_GPU, group="autoscaling", version="v1"),
         _res("deployments/status", "Deployment", verbs=_GPU),
         _res(
             "replicasets",
@@ -139,7 +138,7 @@ GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
             categories=("all",),
             storage_hash="P1RzHs8/mWQ=",
         ),
-        _res("replicasets/scale", "Scale", verbs=_GPU, **_SCALE),
+        _res("replicasets/scale", "Scale", verbs=_GPU, group="autoscaling", version="v1"),
         _res("replicasets/status", "ReplicaSet", verbs=_GPU),
         _res(
             "statefulsets",
@@ -149,7 +148,7 @@ GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
             categories=("all",),
             storage_hash="H+vl74LkKdo=",
         ),
-        _res("statefulsets/scale", "Scale", verbs=_GPU, **_SCALE),
+        _res("statefulsets/scale", "Scale", verbs=_GPU, group="autoscaling", version="v1"),
         _res("statefulsets/status", "StatefulSet", verbs=_GPU),
     ],
     "coordination.k8s.io/v1": [

@@ -80,7 +80,7 @@ class FakeKube:
             return self
         self._stopping.clear()
         self._server = FakeKubeHTTPServer(self.api)
-        host, port = self._server.server_address[:2]
+        host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
         self.url = f"http://{host}:{port}"
         self.api.server_address = f"{host}:{port}"
         self._serve_thread = threading.Thread(

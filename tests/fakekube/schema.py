@@ -211,7 +211,7 @@ class _Walker:
             if "list" in spec:
                 if not isinstance(value, list):
                     raise self.type_error(value, owner, dotted, spec, fname)
-                items = []
+                items: list[Any] = []
                 for i, item in enumerate(value):
                     if item is None:
                         items.append(None)

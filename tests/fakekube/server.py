@@ -115,8 +115,8 @@ class ApiServer:
             response = Response(err.code, err.body, err.content_type, headers=dict(err.headers))
         except Exception:
             self.errors.append(traceback.format_exc())
-            err = status.internal_error("fake API server bug (see FakeKube.server_errors)")
-            response = Response(err.code, err.body)
+            bug = status.internal_error("fake API server bug (see FakeKube.errors)")
+            response = Response(bug.code, bug.body)
         if isinstance(response, _Streamed):
             return
         record.status = response.code

@@ -34,6 +34,10 @@ class StoreEvent:
     old: JsonObj | None  # the previous state (None for ADDED)
 
 
+ObjList = list[JsonObj]
+EventList = list[StoreEvent]
+
+
 class Store:
     def __init__(self, *, start_rv: int = 100, history_limit: int = 50_000) -> None:
         self.lock = threading.RLock()
@@ -68,7 +72,7 @@ class Store:
         with self.lock:
             return self._objects.get(resource, {}).get((namespace, name))
 
-    def list(self, resource: str, namespace: str | None = None, *, copy: bool = True) -> list[JsonObj]:
+    def list(self, resource: str, namespace: str | None = None, *, copy: bool = True) -> ObjList:
         """Objects sorted by (namespace, name): the etcd key order the real server lists in."""
         with self.lock:
             items = self._objects.get(resource, {})
@@ -137,7 +141,7 @@ class Store:
 
     # -- watch support ------------------------------------------------------------------------------------
 
-    def events_after(self, rv: int, resource: str) -> list[StoreEvent]:
+    def events_after(self, rv: int, resource: str) -> EventList:
         with self.lock:
             start = bisect.bisect_right(self._history_rvs, rv)
             return [e for e in self._history[start:] if e.resource == resource]
