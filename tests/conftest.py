@@ -1,3 +1,3 @@
 """Fixtures of the framework's own tests."""
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.fakekube.fixtures"]

@@ -248,11 +248,14 @@ class KubernetesTarget:
             hopeless = rollout.hopeless_reason(pods)
             if stalled or hopeless or time.monotonic() > deadline:
                 problems = rollout.pod_problems(pods, self._events_for(pods))
-                why = stalled or hopeless or f"not ready after {time.monotonic() - started:.0f}s"
+                waited = time.monotonic() - started
+                when = (f"progress deadline exceeded ({stalled})" if stalled
+                        else f"gave up after {waited:.0f}s, a pod will not recover by waiting" if hopeless
+                        else f"not ready after {waited:.0f}s")
                 raise NotReadyError(
-                    f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) is not ready: "
-                    f"{why}; {rollout.describe_progress(deployment)}"
-                    + (f"; {'; '.join(problems)}" if problems else ""))
+                    f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) {when}: "
+                    f"{rollout.describe_progress(deployment)}"
+                    + (f"; {'; '.join(problems)}" if problems else "; no pod was created"))
             time.sleep(POLL_S)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:

@@ -1,0 +1,311 @@
+"""A fake Kubernetes cluster whose pods are real processes: FakeKube + a process runtime + kube-proxy + Prometheus.
+
+The API server is tests/fakekube (faithful to a v1.32 server). Its kubelet asks ProcessRuntime to run each
+pod: the demo service on its own loopback address (127.0.0.N:8080), the version taken from the pod's
+`version` label (or its image tag). KubeProxy plays kube-proxy plus an ingress: one loopback port per
+Service, routing to the ready endpoints of the Service's EndpointSlices (the local target's router).
+A real Prometheus scrapes every pod with the labels app/slot/version copied from the pod, as a
+ServiceMonitor with relabelings does on a real cluster. So a release runs end to end: smoke, load and
+Prometheus analysis against pods that the kubernetes target created through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from targets.local.prometheus import PrometheusServer
+from targets.local.router import Router, RouterMetrics, Upstream
+from tests.fakekube import FakeKube
+from tests.fakekube.runtime import PodRuntimeStatus
+from tests.local_cluster import PROJECT_ROOT
+
+POD_PORT = 8080
+PROBE_INTERVAL_S = 0.2
+
+
+@dataclass
+class _Process:
+    ip: str
+    version: str
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    message: str = "starting"
+
+
+class ProcessRuntime:
+    """The fakekube PodRuntime protocol with real demo processes on 127.0.0.N:8080."""
+
+    def __init__(self, workdir: Path, profiles: Path | None) -> None:
+        self.workdir = workdir
+        self.profiles = profiles
+        self._pods: dict[str, _Process] = {}
+        self._free_ips = [f"127.0.0.{n}" for n in range(200, 10, -1)]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._prober = threading.Thread(target=self._probe_loop, name="process-runtime-prober", daemon=True)
+        self._prober.start()
+
+    @staticmethod
+    def version(pod: dict[str, Any]) -> str:
+        """The pod's version label, else its image tag (what version_of() in the target reads too)."""
+        labels = pod["metadata"].get("labels") or {}
+        if labels.get("version"):
+            return str(labels["version"])
+        image = pod["spec"]["containers"][0]["image"]
+        return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+
+    def _spawn(self, name: str, state: _Process) -> None:
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        if self.profiles is not None:
+            env["RELEASEGATE_PROFILES"] = str(self.profiles)
+        with state.log.open("ab") as log:
+            state.popen = subprocess.Popen(
+                [sys.executable, "-m", "demo", "--host", state.ip, "--port", str(POD_PORT), "--version",
+                 state.version, "--pod", name], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        state.ready, state.message = False, "starting"
+
+    def start(self, pod: dict[str, Any]) -> str:
+        uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]
+        with self._lock:
+            if uid in self._pods:
+                return self._pods[uid].ip
+            state = _Process(ip=self._free_ips.pop(), version=self.version(pod),
+                             log=self.workdir / f"{name}.log")
+            self._pods[uid] = state
+        self._spawn(name, state)
+        return state.ip
+
+    def restart(self, pod: dict[str, Any]) -> None:
+        with self._lock:
+            state = self._pods.get(pod["metadata"]["uid"])
+        if state is not None:
+            self._spawn(pod["metadata"]["name"], state)
+
+    def poll(self, pod: dict[str, Any]) -> PodRuntimeStatus:
+        with self._lock:
+            state = self._pods.get(pod["metadata"]["uid"])
+        if state is None or state.popen is None:
+            return PodRuntimeStatus(running=False, ready=False, reason="ContainerCreating")
+        code = state.popen.poll()
+        if code is not None:
+            return PodRuntimeStatus(running=False, ready=False, exit_code=code, reason="Error")
+        message = None if state.ready else f"Readiness probe failed: {state.message}"
+        return PodRuntimeStatus(running=True, ready=state.ready, message=message)
+
+    def stop(self, pod: dict[str, Any]) -> None:
+        with self._lock:
+            state = self._pods.pop(pod["metadata"]["uid"], None)
+        if state is None:
+            return
+        self._terminate(state)
+        with self._lock:
+            self._free_ips.insert(0, state.ip)
+
+    @staticmethod
+    def _terminate(state: _Process) -> None:
+        if state.popen is not None and state.popen.poll() is None:
+            state.popen.terminate()
+            try:
+                state.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                state.popen.kill()
+                state.popen.wait()
+
+    def _probe_loop(self) -> None:
+        with httpx.Client(timeout=0.5, trust_env=False) as client:
+            while not self._stop.wait(PROBE_INTERVAL_S):
+                with self._lock:
+                    states = list(self._pods.values())
+                for state in states:
+                    if state.popen is None or state.popen.poll() is not None:
+                        state.ready = False
+                        continue
+                    try:
+                        answer = client.get(f"http://{state.ip}:{POD_PORT}/readyz")
+                        state.ready = answer.status_code == 200
+                        state.message = f"HTTP probe failed with statuscode: {answer.status_code}"
+                    except httpx.HTTPError as exc:
+                        state.ready = False
+                        state.message = f"Get \"http://{state.ip}:{POD_PORT}/readyz\": {type(exc).__name__}"
+
+    def pods(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"ip": s.ip, "version": s.version, "alive": s.popen is not None and s.popen.poll() is None}
+                    for s in self._pods.values()]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._prober.join(5)
+        with self._lock:
+            states = list(self._pods.values())
+            self._pods.clear()
+        for state in states:
+            self._terminate(state)
+
+
+class KubeProxy:
+    """Loopback ports for Services (routing to ready EndpointSlice endpoints) and a Prometheus for the pods."""
+
+    def __init__(self, fake: FakeKube, namespace: str, services: list[str], workdir: Path, app: str) -> None:
+        self.fake = fake
+        self.namespace = namespace
+        self.app = app
+        self.workdir = workdir
+        self.metrics = RouterMetrics(app=app)
+        self.routers = {name: Router(self.metrics) for name in services}
+        self.urls: dict[str, str] = {}
+        self.prometheus_url = ""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kube-proxy", daemon=True)
+        self._upstreams: dict[tuple[str, str], Upstream] = {}
+        self._targets: str = ""
+        self._prometheus: PrometheusServer | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+
+    def start(self) -> KubeProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(60)
+        return self
+
+    async def _start(self) -> None:
+        for name, router in self.routers.items():
+            async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              router: Router = router, name: str = name) -> None:
+                await router.serve(reader, writer, listener=name, slot=None)
+
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            self.urls[name] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        metrics_server = await asyncio.start_server(self._serve_metrics, "127.0.0.1", 0)
+        metrics_target = f"127.0.0.1:{metrics_server.sockets[0].getsockname()[1]}"
+        self._prometheus = PrometheusServer("prometheus", self.workdir / "prometheus", app=self.app,
+                                            scrape_interval_s=1.0, router_target=metrics_target)
+        await self._prometheus.start()
+        self.prometheus_url = self._prometheus.url
+        self._sync_task = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _serve_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            body = self.metrics.render().encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+        writer.close()
+
+    async def _sync_forever(self) -> None:
+        while True:
+            self._sync()
+            await asyncio.sleep(0.05)
+
+    def _sync(self) -> None:
+        pods = {p["metadata"]["name"]: p for p in self.fake.list_objects("pods", self.namespace)}
+        for name, router in self.routers.items():
+            slices = self.fake.list_objects("endpointslices", self.namespace,
+                                            label_selector=f"kubernetes.io/service-name={name}")
+            upstreams = []
+            for item in slices:
+                port = next((p["port"] for p in item.get("ports") or []), POD_PORT)
+                for endpoint in item.get("endpoints") or []:
+                    if not (endpoint.get("conditions") or {}).get("ready"):
+                        continue
+                    pod_name = (endpoint.get("targetRef") or {}).get("name", "")
+                    pod = pods.get(pod_name)
+                    if pod is None:
+                        continue
+                    key = (name, endpoint["addresses"][0])
+                    upstream = self._upstreams.get(key)
+                    if upstream is None or upstream.pod != pod_name:
+                        upstream = Upstream(pod_name, pod["metadata"]["labels"].get("slot", "?"),
+                                            ProcessRuntime.version(pod), endpoint["addresses"][0], int(port))
+                        self._upstreams[key] = upstream
+                    upstreams.append(upstream)
+            if tuple(upstreams) != router.table.pods.get("all"):
+                router.update(weights={"all": 100}, pods={"all": tuple(upstreams)}, versions={"all": name})
+        targets = [{"host": p["status"]["podIP"], "port": POD_PORT, "slot": p["metadata"]["labels"].get("slot"),
+                    "version": ProcessRuntime.version(p), "name": p["metadata"]["name"]}
+                   for p in pods.values() if (p.get("status") or {}).get("podIP")]
+        rendered = json.dumps(targets, sort_keys=True)
+        if rendered != self._targets and self._prometheus is not None:
+            self._prometheus.update_targets(targets)
+            self._targets = rendered
+
+    def prometheus_scrapes(self, ips: set[str]) -> bool:
+        answer = httpx.get(f"{self.prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=5).json()
+        up = {t["labels"]["instance"].split(":")[0] for t in answer["data"]["activeTargets"] if t["health"] == "up"}
+        return ips <= up
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+            for router in self.routers.values():
+                router.close_connections()
+            if self._prometheus is not None:
+                await self._prometheus.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@dataclass
+class ProcessCluster:
+    """Everything a `--target kubernetes` release needs, with the shop app seeded at v1 on blue."""
+
+    fake: FakeKube
+    runtime: ProcessRuntime
+    proxy: KubeProxy
+    kubeconfig: Path
+    namespace: str
+    app: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config_toml(self) -> str:
+        return (f'[app]\nname = "{self.app}"\n\n[release]\ntarget = "kubernetes"\nkeep_warm_s = 0.5\n\n'
+                f'[prometheus]\nurl = "{self.proxy.prometheus_url}"\n\n'
+                f'[kubernetes]\nkubeconfig = "{self.kubeconfig}"\nnamespace = "{self.namespace}"\n'
+                f'access = "url"\nservice_url = "{self.proxy.urls[self.app]}"\n'
+                f'preview_url = "{self.proxy.urls[self.app + "-preview"]}"\n'
+                f"ready_timeout_s = 30\nendpoints_timeout_s = 20\n")
+
+
+@contextlib.contextmanager
+def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "shop", app: str = "demo",
+                    replicas: int = 2) -> Iterator[ProcessCluster]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    runtime = ProcessRuntime(workdir, profiles)
+    fake = FakeKube(pod_runtime=runtime).start()
+    proxy: KubeProxy | None = None
+    try:
+        # The seeded pods carry no version label (the chart's would); the image tag says v1 instead.
+        fake.seed_blue_green(namespace=namespace, app=app, blue_image=f"shop/{app}:v1", replicas=replicas,
+                             wait=False)
+        fake.wait_for(lambda: fake.deployment_available(namespace, f"{app}-blue")
+                      and len(fake.endpoints_ready(namespace, app)) == replicas, timeout=30)
+        proxy = KubeProxy(fake, namespace, [app, f"{app}-preview"], workdir, app).start()
+        kubeconfig = Path(fake.write_kubeconfig(workdir / "kubeconfig", namespace=namespace))
+        ips = {p["ip"] for p in runtime.pods() if p["alive"]}
+        deadline = time.monotonic() + 30
+        while not proxy.prometheus_scrapes(ips):
+            assert time.monotonic() < deadline, "Prometheus did not scrape the seeded pods"
+            time.sleep(0.2)
+        yield ProcessCluster(fake, runtime, proxy, kubeconfig, namespace, app)
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        fake.stop()
+        runtime.close()

@@ -1,0 +1,297 @@
+"""The kubernetes target against the fake API server, through the official client over real HTTP.
+
+Pods here are simulated (tests/fakekube's kubelet); tests/test_kubernetes_release.py runs whole releases
+with real pod processes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import Config, parse_config
+from core.errors import ConfigError, LockHeldError, NotReadyError
+from core.types import Phase, ReleaseState, TrafficSplit
+from targets.kubernetes.target import ArgoCDSelfHealWarning, KubernetesTarget
+from tests.fakekube import FakeKube
+from tests.waiting import wait_until
+
+NS = "shop"
+APP = "web"
+
+
+def make_config(tmp_path: Path, fake: FakeKube, **kubernetes: Any) -> Config:
+    kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", context="fake", namespace=NS)
+    section = {"kubeconfig": str(kubeconfig), "namespace": NS, "service_url": "http://web.example",
+               "preview_url": "http://web-preview.example", "ready_timeout_s": 10, "endpoints_timeout_s": 10,
+               **kubernetes}
+    return parse_config({"app": {"name": APP}, "kubernetes": section, "prometheus": {"url": "http://prom.example"}},
+                        source="test config", base_dir=tmp_path)
+
+
+@pytest.fixture
+def seeded(fake_kube: FakeKube) -> FakeKube:
+    fake_kube.seed_blue_green(namespace=NS, app=APP, blue_image="shop/web:v1", replicas=2)
+    fake_kube.clear_requests()
+    return fake_kube
+
+
+@pytest.fixture
+def target(tmp_path: Path, seeded: FakeKube) -> Any:
+    target = KubernetesTarget.open(make_config(tmp_path, seeded))
+    yield target
+    target.close()
+
+
+def selector(fake: FakeKube, service: str = APP) -> dict[str, str]:
+    obj = fake.get_object("services", NS, service)
+    assert obj is not None
+    return dict(obj["spec"]["selector"])
+
+
+# -- bad input: one line, exit 4 (ConfigError), and not one write request --------------------------------
+
+def test_no_kubeconfig(tmp_path: Path, seeded: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = parse_config({"app": {"name": APP}}, source="test config", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"^no kubeconfig found \(kubernetes.kubeconfig is empty, \$KUBECONFIG is "
+                                          r"unset and ~/.kube/config does not exist\); point kubernetes.kubeconfig"):
+        KubernetesTarget.open(config)
+    assert seeded.requests == []
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"context": "prod-eu"}, r"^kubernetes.context 'prod-eu' is not in .*kubeconfig; contexts there: fake$"),
+        ({"namespace": "nope"}, r"^namespace 'nope' does not exist in this cluster; fix kubernetes.namespace"),
+        ({"deployment_name": "{app}-{slot}-x"},
+         r"^Deployment shop/web-blue-x \(the live slot blue\) does not exist; install the app"),
+        ({"service": "shop-web"}, r"^Service shop/shop-web does not exist; install the app"),
+        ({"kubeconfig": "missing.yaml"}, r"^the kubeconfig .*missing.yaml does not exist"),
+    ],
+    ids=["unknown-context", "missing-namespace", "missing-deployment", "missing-service", "missing-file"],
+)
+def test_bad_input_is_a_config_error_and_sends_no_write(tmp_path: Path, seeded: FakeKube,
+                                                        override: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as error:
+        KubernetesTarget.open(make_config(tmp_path, seeded, **override))
+    assert "\n" not in str(error.value)
+    assert seeded.write_requests() == []
+
+
+# -- reading --------------------------------------------------------------------------------------------
+
+def test_live_state_reads_the_selector_and_versions(target: KubernetesTarget) -> None:
+    state = target.live_state()
+    assert state.live_slot == "blue"
+    assert state.versions == {"blue": "v1", "green": None}
+
+
+# -- provisioning ---------------------------------------------------------------------------------------
+
+def test_deploy_derives_the_candidate_from_the_live_deployment(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.deploy("green", "v2")
+    status = target.wait_ready("green", 10)
+    assert (status.ready_replicas, status.replicas, status.version) == (2, 2, "v2")
+    green = seeded.get_object("deployments", NS, "web-green")
+    blue = seeded.get_object("deployments", NS, "web-blue")
+    assert green is not None and blue is not None
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web:v2"
+    assert green["spec"]["selector"]["matchLabels"] == {"app": APP, "slot": "green"}
+    assert green["spec"]["template"]["metadata"]["labels"]["version"] == "v2"
+    # Everything else of the pod template is the live one's.
+    blue_spec = {k: v for k, v in blue["spec"]["template"]["spec"].items() if k != "containers"}
+    green_spec = {k: v for k, v in green["spec"]["template"]["spec"].items() if k != "containers"}
+    assert green_spec == blue_spec
+    assert selector(seeded, f"{APP}-preview") == {"app": APP, "slot": "green"}
+    assert selector(seeded) == {"app": APP, "slot": "blue"}  # provisioning moves no traffic
+    # Every patch named its content type: the client's default (json-patch) would be a 400 here.
+    patches = [r for r in seeded.write_requests() if r.method == "PATCH"]
+    assert patches and all(r.content_type in ("application/strategic-merge-patch+json",
+                                              "application/merge-patch+json") for r in patches)
+
+
+def test_deploy_replaces_an_existing_candidate(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.deploy("green", "v2")
+    target.wait_ready("green", 10)
+    target.deploy("green", "v3")
+    target.wait_ready("green", 10)
+    assert target.live_state().versions["green"] == "v3"
+    assert [r.method for r in seeded.write_requests() if "deployments" in r.path].count("PUT") == 1
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("crashloop", r"CrashLoopBackOff, last exit code 1 .*restart.*\(event BackOff: Back-off restarting"),
+        ("imagepull", r"(ErrImagePull|ImagePullBackOff).*shop/web:v2"),
+        ("never-ready", r"not ready after .*readiness probe failing \(event Unhealthy: Readiness probe failed"),
+    ],
+)
+def test_a_bad_candidate_fails_with_the_pods_reasons(tmp_path: Path, seeded: FakeKube, behaviour: str,
+                                                     expected: str) -> None:
+    seeded.set_image_behaviour("shop/web:v2", behaviour)
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, ready_timeout_s=3))
+    try:
+        target.deploy("green", "v2")
+        with pytest.raises(NotReadyError, match=expected) as error:
+            target.wait_ready("green", 3)
+        print(error.value)
+    finally:
+        target.close()
+
+
+# -- traffic --------------------------------------------------------------------------------------------
+
+def test_switch_patches_the_selector_and_waits_for_the_endpoints(target: KubernetesTarget,
+                                                                 seeded: FakeKube) -> None:
+    target.deploy("green", "v2")
+    target.wait_ready("green", 10)
+    green_pods = {p["status"]["podIP"] for p in seeded.list_objects("pods", NS, "slot=green")}
+    result = target.set_traffic(TrafficSplit.all_to("green"))
+    print(f"selector patch to converged EndpointSlices: {result.converged_ms:.1f} ms")
+    assert selector(seeded) == {"app": APP, "slot": "green"}
+    assert set(seeded.endpoints_ready(NS, APP)) == green_pods  # converged when set_traffic returned
+    assert result.previous.single_slot == "blue"
+    target.set_traffic(TrafficSplit.all_to("blue"))
+    assert selector(seeded) == {"app": APP, "slot": "blue"}
+    with pytest.raises(ConfigError, match="weighted splits need the canary strategy"):
+        target.set_traffic(TrafficSplit.split("blue", "green", 10))
+
+
+def test_scale_down_and_remove(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.deploy("green", "v2")
+    target.wait_ready("green", 10)
+    target.scale_down("green")
+    green = seeded.get_object("deployments", NS, "web-green")
+    assert green is not None and green["spec"]["replicas"] == 0
+    scale = [r for r in seeded.write_requests() if r.path.endswith("/scale")]
+    assert scale and scale[0].method == "PATCH"
+    target.remove("green")
+    wait_until(lambda: seeded.get_object("deployments", NS, "web-green") is None, timeout_s=5,
+               what="web-green to be deleted")
+    target.remove("green")  # idempotent
+
+
+def test_release_state_lives_in_service_annotations(target: KubernetesTarget, seeded: FakeKube) -> None:
+    state = ReleaseState(run_id="run-1", version="v2", previous_version="v1", live_slot="blue", live_version="v1",
+                         candidate_slot="green", phase=Phase.VERIFYING, updated_at=1_800_000_000.5)
+    target.record_release_state(state)
+    annotations = seeded.get_object("services", NS, APP)["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations["releasegate.io/phase"] == "verifying"
+    assert annotations["releasegate.io/previous-version"] == "v1"
+    assert target.read_release_state() == state
+
+
+# -- the lock -------------------------------------------------------------------------------------------
+
+def test_a_second_release_is_refused_naming_the_holder(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.acquire_lock("run-a", ttl_s=60)
+    target.acquire_lock("run-a", ttl_s=60)  # renewing one's own lock is fine
+    with pytest.raises(LockHeldError, match="lease shop/web-release is held by run-a until"):
+        target.acquire_lock("run-b", ttl_s=60)
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "run-a"
+    target.release_lock("run-a")
+    target.acquire_lock("run-b", ttl_s=60)
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and lease["spec"]["leaseTransitions"] == 1
+
+
+def test_a_stale_lease_is_taken_over(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.acquire_lock("run-that-died", ttl_s=1)
+
+    def take_over() -> bool:
+        try:
+            target.acquire_lock("run-new", ttl_s=60)
+        except LockHeldError:
+            return False
+        return True
+
+    started = time.monotonic()
+    wait_until(take_over, timeout_s=10, what="the stale lease to be taken over")
+    assert time.monotonic() - started >= 0.5  # not before it expired
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "run-new"
+    assert lease["spec"]["acquireTime"].endswith("Z") and len(lease["spec"]["acquireTime"]) == 27
+
+
+# -- API faults -----------------------------------------------------------------------------------------
+
+def test_5xx_and_429_are_retried_with_backoff(target: KubernetesTarget, seeded: FakeKube) -> None:
+    seeded.inject_fault(method="PATCH", path_regex=r"/services/web$", status=503, times=2)
+    seeded.inject_fault(method="PATCH", path_regex=r"/services/web$", status=429, times=1, retry_after=1)
+    before = time.monotonic()
+    target.record_release_state(ReleaseState("run-1", "v2", "v1", "blue", "v1", "green", Phase.STARTED, 1.0))
+    assert time.monotonic() - before >= 1.0  # Retry-After was honoured
+    answered = [r.status for r in seeded.requests if r.method == "PATCH"]
+    assert answered == [503, 503, 429, 200]
+
+
+def test_retries_are_bounded(tmp_path: Path, seeded: FakeKube) -> None:
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, max_retries=2))
+    try:
+        seeded.inject_fault(method="PATCH", path_regex=r"/services/web$", status=500, times=10)
+        with pytest.raises(Exception, match="HTTP 500"):
+            target.record_release_state(ReleaseState("r", "v2", "v1", "blue", "v1", "green", Phase.STARTED, 1.0))
+        assert [r.status for r in seeded.requests if r.method == "PATCH"] == [500, 500, 500]
+    finally:
+        target.close()
+
+
+def test_409_conflicts_are_re_read_and_retried(target: KubernetesTarget, seeded: FakeKube) -> None:
+    target.deploy("green", "v2")
+    target.wait_ready("green", 10)
+    seeded.inject_fault(method="PUT", path_regex=r"/deployments/web-green$", status=409, times=2)
+    target.deploy("green", "v3")
+    puts = [r.status for r in seeded.requests if r.method == "PUT" and "web-green" in r.path]
+    assert puts == [409, 409, 200]
+    gets_between = [r for r in seeded.requests if r.method == "GET" and r.path.endswith("/deployments/web-green")]
+    assert len(gets_between) >= 3  # each retry read the object again
+
+
+def test_401_names_the_credentials(tmp_path: Path, seeded: FakeKube) -> None:
+    kubeconfig = seeded.write_kubeconfig(tmp_path / "bad", context="fake", namespace=NS, token="expired-token")
+    config = make_config(tmp_path, seeded, kubeconfig=str(kubeconfig))
+    with pytest.raises(ConfigError, match=r"rejected the credentials \(401 Unauthorized\) when trying to get "
+                                          r"namespaces; refresh the kubeconfig's token"):
+        KubernetesTarget.open(config)
+
+
+def test_403_names_the_verb_and_resource_rbac_lacks(tmp_path: Path, seeded: FakeKube) -> None:
+    rules = [{"apiGroups": [""], "resources": ["namespaces", "services", "pods", "events"],
+              "verbs": ["get", "list"]},
+             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]
+    seeded.set_rbac({"releasegate-norights": rules})
+    kubeconfig = seeded.write_kubeconfig(tmp_path / "ro", context="fake", namespace=NS, token="norights-token")
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, kubeconfig=str(kubeconfig)))
+    try:
+        with pytest.raises(ConfigError, match=r"^RBAC forbids patch on services in namespace shop \(.*cannot patch "
+                                              r"resource \"services\".*\); grant the verb 'patch' on 'services'"):
+            target.record_release_state(ReleaseState("r", "v2", "v1", "blue", "v1", "green", Phase.STARTED, 1.0))
+    finally:
+        target.close()
+
+
+def test_argocd_tracking_gives_the_ignore_differences_snippet(tmp_path: Path, seeded: FakeKube) -> None:
+    service = seeded.get_object("services", NS, APP)
+    assert service is not None
+    from kubernetes import client
+
+    with client.ApiClient(seeded.client_configuration()) as api:
+        client.CoreV1Api(api).patch_namespaced_service(
+            APP, NS, {"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "shop:/Service:shop/web"}}},
+            _content_type="application/merge-patch+json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        KubernetesTarget.open(make_config(tmp_path, seeded)).close()
+    messages = [str(w.message) for w in caught if issubclass(w.category, ArgoCDSelfHealWarning)]
+    assert len(messages) == 1
+    assert "ignoreDifferences" in messages[0] and "/spec/selector" in messages[0]
