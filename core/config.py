@@ -99,6 +99,7 @@ class KubernetesConfig(_Section):
     lease_name: str = Field(default="", description="empty: <app>-release")
     annotation_prefix: str = "releasegate.io/"
     ready_timeout_s: float = Field(default=600.0, gt=0, description="like progressDeadlineSeconds")
+    min_ready_s: float = Field(default=5.0, ge=0, description="a finished rollout must stay ready this long")
     endpoints_timeout_s: float = Field(default=60.0, gt=0)
     request_timeout_s: float = Field(default=15.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
@@ -137,6 +138,7 @@ class KindConfig(_Section):
 class PrometheusConfig(_Section):
     url: str = Field(default="", description="an existing Prometheus; empty = the local target starts one")
     timeout_s: float = Field(default=10.0, gt=0)
+    discovery_timeout_s: float = Field(default=60.0, gt=0, description="for Prometheus to scrape new pods")
     app_label: str = "app"
     slot_label: str = "slot"
     version_label: str = "version"

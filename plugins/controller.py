@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from core.config import Config
-from core.errors import ConfigError, TargetError
+from core.errors import ConfigError, NotReadyError, TargetError
 from core.target import Target
 from core.types import Phase, ReleaseState, Role, TrafficSplit, other_slot
 from plugins.ledger import ItemRecord, Ledger
@@ -136,6 +136,7 @@ class ReleaseController:
         self.provisioned = True  # from here on a rollback must remove the candidate
         target.deploy(slot, self.options.version)
         status = target.wait_ready(slot, self.config.stages.provision)
+        self._wait_until_scraped(status.ready_replicas)
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
         self.ledger.update_context(endpoints={
@@ -144,6 +145,27 @@ class ReleaseController:
         return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
                              ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
+
+    def _wait_until_scraped(self, replicas: int) -> None:
+        """Analysis needs the candidate's metrics: wait until Prometheus scrapes every candidate pod.
+
+        Service discovery (file_sd, a ServiceMonitor) applies new targets in batches, seconds after the
+        pods are ready; an analysis started before that would find no data and fail a healthy release.
+        """
+        from verifiers.metrics import Metrics
+
+        scope = self._target().metrics_scope()
+        timeout = self.config.prometheus.discovery_timeout_s
+        deadline = time.monotonic() + timeout
+        with Metrics(scope, timeout_s=self.config.prometheus.timeout_s) as metrics:
+            while (up := metrics.targets_up(version=self.options.version)) < replicas:
+                if time.monotonic() > deadline:
+                    raise NotReadyError(
+                        f"Prometheus at {scope.prometheus_url} scrapes {up}/{replicas} candidate pods "
+                        f"(up{{{scope.selector(version=self.options.version)}}}) after {timeout:g}s; the analysis "
+                        "would have no data: check the scrape config or ServiceMonitor and the label settings "
+                        "prometheus.app_label/version_label")
+                time.sleep(0.2)
 
     def switch(self) -> ActionResult:
         if self.options.dry_run:

@@ -33,6 +33,8 @@ from tests.fakekube.runtime import PodRuntimeStatus
 from tests.local_cluster import PROJECT_ROOT
 
 POD_PORT = 8080
+RUNNER_TOKEN = "runner-token"
+RUNNER_USER = "system:serviceaccount:shop:releasegate-runner"
 PROBE_INTERVAL_S = 0.2
 
 
@@ -138,7 +140,7 @@ class ProcessRuntime:
                         answer = client.get(f"http://{state.ip}:{POD_PORT}/readyz")
                         state.ready = answer.status_code == 200
                         state.message = f"HTTP probe failed with statuscode: {answer.status_code}"
-                    except httpx.HTTPError as exc:
+                    except Exception as exc:  # noqa: BLE001 - any failure of a probe means "not ready"
                         state.ready = False
                         state.message = f"Get \"http://{state.ip}:{POD_PORT}/readyz\": {type(exc).__name__}"
 
@@ -280,15 +282,16 @@ class ProcessCluster:
                 f'[kubernetes]\nkubeconfig = "{self.kubeconfig}"\nnamespace = "{self.namespace}"\n'
                 f'access = "url"\nservice_url = "{self.proxy.urls[self.app]}"\n'
                 f'preview_url = "{self.proxy.urls[self.app + "-preview"]}"\n'
-                f"ready_timeout_s = 30\nendpoints_timeout_s = 20\n")
+                f"ready_timeout_s = 30\nendpoints_timeout_s = 20\nmin_ready_s = 2\n")
 
 
 @contextlib.contextmanager
 def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "shop", app: str = "demo",
-                    replicas: int = 2) -> Iterator[ProcessCluster]:
+                    replicas: int = 2, runner_rules: list[dict[str, Any]] | None = None) -> Iterator[ProcessCluster]:
+    """Seed `<app>` at v1 on blue. With `runner_rules`, the kubeconfig's user gets only those RBAC rules."""
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = ProcessRuntime(workdir, profiles)
-    fake = FakeKube(pod_runtime=runtime).start()
+    fake = FakeKube(pod_runtime=runtime, tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}).start()
     proxy: KubeProxy | None = None
     try:
         # The seeded pods carry no version label (the chart's would); the image tag says v1 instead.
@@ -297,7 +300,10 @@ def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "s
         fake.wait_for(lambda: fake.deployment_available(namespace, f"{app}-blue")
                       and len(fake.endpoints_ready(namespace, app)) == replicas, timeout=30)
         proxy = KubeProxy(fake, namespace, [app, f"{app}-preview"], workdir, app).start()
-        kubeconfig = Path(fake.write_kubeconfig(workdir / "kubeconfig", namespace=namespace))
+        if runner_rules is not None:
+            fake.set_rbac({RUNNER_USER: runner_rules})
+        kubeconfig = Path(fake.write_kubeconfig(workdir / "kubeconfig", namespace=namespace,
+                                                token=RUNNER_TOKEN if runner_rules is not None else "admin-token"))
         ips = {p["ip"] for p in runtime.pods() if p["alive"]}
         deadline = time.monotonic() + 30
         while not proxy.prometheus_scrapes(ips):

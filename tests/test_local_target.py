@@ -14,6 +14,7 @@ import pytest
 from core.errors import NotReadyError, TargetError
 from core.types import Role, TrafficSplit
 from targets.local.target import LocalTarget
+from verifiers.metrics import Metrics
 from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
 from tests.waiting import wait_until
 
@@ -123,6 +124,10 @@ def test_prometheus_has_the_candidate_rate_by_version_within_5s(tmp_path: Path, 
     try:
         target.deploy("green", "v2")
         target.wait_ready("green", 20)
+        # As the release controller does after provisioning: wait until Prometheus scrapes the new pod.
+        with Metrics(target.metrics_scope(), timeout_s=5) as metrics:
+            wait_until(lambda: metrics.targets_up(version="v2") >= 1, timeout_s=30,
+                       what="Prometheus to scrape the candidate pod", interval_s=0.2)
         _candidate_rate_by_version(target)
     finally:
         target.close()

@@ -85,7 +85,7 @@ def test_a_version_with_5_percent_errors_is_rolled_back(project: ReleaseProject)
 
 
 def test_a_version_failing_after_the_switch_is_switched_back(project: ReleaseProject) -> None:
-    project.write_config(FAST_VARS.format(post_switch_s=12))
+    project.write_config(FAST_VARS.format(post_switch_s=45))
     project.start_background_cluster()
     result = project.release("--release", "v2-late-failure")
     assert result.ret == 1, result.stdout.str()

@@ -218,6 +218,12 @@ class Metrics:
                               "for the value given; check its spelling")
         return _PLACEHOLDER.sub(lambda m: known[m.group(1)](), promql_template)
 
+    def targets_up(self, *, slot: Slot | None = None, version: str | None = None) -> int:
+        """How many scrape targets of this scope Prometheus scraped successfully at its last scrape."""
+        promql = f"count(up{{{self.scope.selector(slot=slot, version=version)}}} == 1)"
+        result = self.instant(promql, time.time())
+        return int(float(result[0]["value"][1])) if result else 0
+
     def instant(self, promql: str, at: float) -> list[dict[str, Any]]:
         """The raw result vector of an instant query evaluated at `at` (epoch seconds)."""
         try:

@@ -52,6 +52,11 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
     return lines
 
 
+def restart_count(pods: list[dict[str, Any]]) -> int:
+    return sum(int(status.get("restartCount", 0)) for pod in pods
+               for status in (pod.get("status") or {}).get("containerStatuses") or [])
+
+
 def hopeless_reason(pods: list[dict[str, Any]]) -> str | None:
     """A reason to stop waiting early: an image that cannot be pulled, a container in a crash loop."""
     for pod in pods:

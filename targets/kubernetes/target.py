@@ -234,17 +234,31 @@ class KubernetesTarget:
                       _content_type=CONTENT_TYPES["strategic"])
 
     def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
+        """Until the rollout is complete and has stayed so for kubernetes.min_ready_s with no restart.
+
+        A finished rollout alone is what `kubectl rollout status` waits for; but a pod that answers its
+        probe once and then crashes counts as available for a moment. The stability window catches it
+        here, with the pods' reasons, instead of as a puzzling smoke-test failure.
+        """
         timeout_s = min(timeout_s, self.config.kubernetes.ready_timeout_s)
         deadline = time.monotonic() + timeout_s
         started = time.monotonic()
+        stable_since: float | None = None
+        restarts_then: int | None = None
         while True:
             deployment = self._get_deployment(slot)
             if deployment is None:
                 raise NotReadyError(f"Deployment {self.layout.deployment(slot)} disappeared while waiting for it")
-            if rollout.rollout_complete(deployment):
-                return self.workload_status(slot)
-            stalled = rollout.deadline_exceeded(deployment)
             pods = self._pods(slot)
+            restarts = rollout.restart_count(pods)
+            if rollout.rollout_complete(deployment) and restarts == (restarts_then or restarts):
+                stable_since = stable_since or time.monotonic()
+                restarts_then = restarts
+                if time.monotonic() - stable_since >= self.config.kubernetes.min_ready_s:
+                    return self.workload_status(slot)
+            else:
+                stable_since, restarts_then = None, None
+            stalled = rollout.deadline_exceeded(deployment)
             hopeless = rollout.hopeless_reason(pods)
             if stalled or hopeless or time.monotonic() > deadline:
                 problems = rollout.pod_problems(pods, self._events_for(pods))

@@ -90,24 +90,6 @@ class LocalClusterClient:
                     f"pods ready; {reasons or 'no pod was created'}")
             time.sleep(POLL_S)
 
-    def wait_scraped(self, pods: list[dict[str, Any]], timeout_s: float) -> None:
-        """Poll the cluster's Prometheus until each pod is an active target that was scraped successfully."""
-        wanted = {f"{pod['host']}:{pod['port']}" for pod in pods}
-        url = f"{self.state()['prometheus_url']}/api/v1/targets"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                active = self._http.get(url, params={"state": "active"}).json()["data"]["activeTargets"]
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                raise TargetError(f"the local Prometheus at {url} did not answer: {exc!r}") from exc
-            up = {t["labels"].get("instance") for t in active if t.get("health") == "up"}
-            if wanted <= up:
-                return
-            if time.monotonic() > deadline:
-                raise NotReadyError(f"Prometheus has not scraped pods {', '.join(sorted(wanted - up))} yet; "
-                                    "the candidate cannot be analysed without its metrics")
-            time.sleep(0.1)
-
     def close(self) -> None:
         self._http.close()
 

@@ -115,15 +115,7 @@ class LocalTarget:
         self.client.call("POST", f"/slots/{slot}", {"version": version, "replicas": self.config.local.replicas})
 
     def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
-        """Ready means every pod answers its probe AND the cluster's Prometheus scrapes it.
-
-        Prometheus applies discovered targets in batches every few seconds; without the second wait an
-        analysis that starts right after provisioning could find no data for a healthy candidate.
-        """
-        deadline = time.monotonic() + timeout_s
-        slot_state = self.client.wait_slot_ready(slot, timeout_s, min_ready_s=self.config.local.min_ready_s)
-        if not self.config.prometheus.url:
-            self.client.wait_scraped(slot_state["pods"], max(0.0, deadline - time.monotonic()))
+        self.client.wait_slot_ready(slot, timeout_s, min_ready_s=self.config.local.min_ready_s)
         return self.workload_status(slot)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:

@@ -1,0 +1,171 @@
+"""Whole releases with `--target kubernetes` against the fake API server, pods running as real processes.
+
+The shipped suites run unchanged: smoke, locust load, Prometheus analysis and the baseline comparison
+reach the pods through a kube-proxy on loopback, exactly as they reach the local target's router.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.kube_cluster import ProcessCluster, process_cluster
+from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES
+from tests.release_project import ReleaseProject
+from tests.test_release_suites import FAST_VARS
+
+pytestmark = pytest.mark.slow
+NS, APP = "shop", "demo"
+
+
+def runner_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((PROJECT_ROOT / "charts/bluegreen-app/files/runner-rules.yaml").read_text())
+    return [*rules["namespaced"], *rules["cluster"]]
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ProcessCluster]:
+    workdir = tmp_path_factory.mktemp("cluster")
+    profiles = workdir / "profiles.toml"
+    profiles.write_text(TEST_PROFILES)
+    rules = runner_rules() if getattr(request, "param", None) == "least-privilege" else None
+    with process_cluster(workdir, profiles=profiles, namespace=NS, app=APP, runner_rules=rules) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cluster: ProcessCluster) -> ReleaseProject:
+    project = ReleaseProject(pytester, monkeypatch)
+    shutil.copytree(PROJECT_ROOT / "suites", project.path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def configure(project: ReleaseProject, cluster: ProcessCluster, *, post_switch_s: float = 4) -> None:
+    (project.path / "releasegate.toml").write_text(cluster.config_toml() + FAST_VARS.format(post_switch_s=post_switch_s))
+
+
+def service(cluster: ProcessCluster, name: str = APP) -> dict[str, Any]:
+    obj = cluster.fake.get_object("services", NS, name)
+    assert obj is not None
+    return obj
+
+
+def selector_patches(cluster: ProcessCluster) -> list[Any]:
+    return [r for r in cluster.fake.requests if r.method == "PATCH" and r.path.split("?")[0].endswith(
+        f"/services/{APP}") and "selector" in (r.json().get("spec") or {})]
+
+
+@pytest.mark.parametrize("cluster", ["least-privilege"], indirect=True)
+def test_a_good_release_on_kubernetes(project: ReleaseProject, cluster: ProcessCluster) -> None:
+    configure(project, cluster)
+    cluster.fake.clear_requests()
+    result = project.release("--release", "v2")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    assert junit.suite_properties["release.decision"] == "promoted"
+    assert junit.suite_properties["release.target"] == "kubernetes"
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "green"}
+    annotations = service(cluster)["metadata"]["annotations"]
+    assert annotations["releasegate.io/phase"] == "promoted"
+    assert annotations["releasegate.io/live-version"] == "v2"
+    assert annotations["releasegate.io/previous-version"] == "v1"
+    blue = cluster.fake.get_object("deployments", NS, f"{APP}-blue")
+    assert blue is not None and blue["spec"]["replicas"] == 0  # scaled to zero after the keep-warm delay
+    lease = cluster.fake.get_object("leases", NS, f"{APP}-release")
+    assert lease is not None and "holderIdentity" not in lease["spec"]  # released
+    # The figures the issue asks for.
+    converged_ms = float(dict(junit.case("switch")["properties"])["release.switch.converged_ms"])
+    requests = [r for r in cluster.fake.requests if not r.path.startswith(("/version", "/api?", "/apis?"))]
+    print(f"\nselector patch -> converged EndpointSlices: {converged_ms:.1f} ms; API requests of the whole "
+          f"release: {len(requests)} ({len([r for r in requests if r.method != 'GET'])} writes)")
+    used = {verb_resource(r) for r in cluster.fake.requests}
+
+    # A second release, of a crash-looping version: it replaces the idle blue Deployment (update), explains
+    # the crash (events) and removes the candidate (delete): the requests a good release never sends.
+    result = project.release("--release", "v2-crashloop")
+    assert result.ret == 1
+    provision = project.junit().case("provision")["message"]
+    assert "CrashLoopBackOff, last exit code 1" in provision and "(event BackOff:" in provision, provision
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "green"}
+    assert cluster.fake.get_object("deployments", NS, f"{APP}-blue") is None
+    used |= {verb_resource(r) for r in cluster.fake.requests}
+
+    # Least privilege, both ways: the chart's rules sufficed (no 403) and every rule was used.
+    assert not [r for r in cluster.fake.requests if r.status == 403]
+    granted = {(group, resource, verb) for rule in runner_rules() for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
+
+
+def verb_resource(request: Any) -> tuple[str, str, str]:
+    """(apiGroup, resource[/subresource], RBAC verb) of one recorded request, as the API server authorizes it."""
+    path = request.path.split("?")[0].strip("/").split("/")
+    group = "" if path[0] == "api" else path[1]
+    rest = path[2:] if path[0] == "api" else path[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) >= 2
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete"}[request.method]
+    return group, resource, verb
+
+
+def test_a_bad_release_never_moves_the_selector(project: ReleaseProject, cluster: ProcessCluster) -> None:
+    configure(project, cluster)
+    result = project.release("--release", "v2-errors")
+    assert result.ret == 1
+    failure = project.junit().case("test_candidate_meets_its_slos_under_load")
+    assert failure["message"].startswith("error_rate ")
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "blue"}
+    assert selector_patches(cluster) == []
+    assert cluster.fake.get_object("deployments", NS, f"{APP}-green") is None  # the candidate was removed
+    assert service(cluster)["metadata"]["annotations"]["releasegate.io/phase"] == "rolled-back"
+
+
+def test_a_post_switch_failure_puts_the_selector_back(project: ReleaseProject, cluster: ProcessCluster) -> None:
+    configure(project, cluster, post_switch_s=45)
+    result = project.release("--release", "v2-late-failure")
+    assert result.ret == 1, result.stdout.str()
+    junit = project.junit()
+    assert junit.case("switch")["outcome"] == "passed"
+    assert junit.case("test_service_holds_up_under_load")["outcome"] == "failure"
+    assert [p.json()["spec"]["selector"]["slot"] for p in selector_patches(cluster)] == ["green", "blue"]
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "blue"}
+    assert cluster.fake.get_object("deployments", NS, f"{APP}-green") is None
+
+
+def test_a_second_concurrent_release_is_refused(project: ReleaseProject, cluster: ProcessCluster) -> None:
+    configure(project, cluster)
+    from kubernetes import client
+
+    from targets.kubernetes.lease import microtime
+
+    with client.ApiClient(cluster.fake.client_configuration()) as api:
+        client.CoordinationV1Api(api).create_namespaced_lease(NS, {
+            "metadata": {"name": f"{APP}-release"},
+            "spec": {"holderIdentity": "20261127-101010-abcdef", "leaseDurationSeconds": 900,
+                     "acquireTime": microtime(), "renewTime": microtime()}})
+    cluster.fake.clear_requests()
+    result = project.release("--release", "v2")
+    assert result.ret == 4
+    message = project.junit().case("preflight")["message"]
+    assert "is held by 20261127-101010-abcdef" in message
+    writes = [r for r in cluster.fake.write_requests() if "/leases" not in r.path]
+    assert writes == []  # nothing else on the cluster changed
+
+
+def test_bad_input_sends_no_write(project: ReleaseProject, cluster: ProcessCluster) -> None:
+    (project.path / "releasegate.toml").write_text(cluster.config_toml().replace(f'namespace = "{NS}"',
+                                                                                 'namespace = "nope"'))
+    cluster.fake.clear_requests()
+    result = project.release("--release", "v2")
+    assert result.ret == 4
+    assert project.junit().case("preflight")["message"].startswith(
+        "ConfigError: namespace 'nope' does not exist in this cluster; fix kubernetes.namespace")
+    assert cluster.fake.write_requests() == []
