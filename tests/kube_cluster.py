@@ -140,7 +140,7 @@ class ProcessRuntime:
                         answer = client.get(f"http://{state.ip}:{POD_PORT}/readyz")
                         state.ready = answer.status_code == 200
                         state.message = f"HTTP probe failed with statuscode: {answer.status_code}"
-                    except Exception as exc:  # noqa: BLE001 - any failure of a probe means "not ready"
+                    except Exception as exc:
                         state.ready = False
                         state.message = f"Get \"http://{state.ip}:{POD_PORT}/readyz\": {type(exc).__name__}"
 

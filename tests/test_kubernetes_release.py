@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,7 +45,8 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cluster:
 
 
 def configure(project: ReleaseProject, cluster: ProcessCluster, *, post_switch_s: float = 4) -> None:
-    (project.path / "releasegate.toml").write_text(cluster.config_toml() + FAST_VARS.format(post_switch_s=post_switch_s))
+    config = cluster.config_toml() + FAST_VARS.format(post_switch_s=post_switch_s)
+    (project.path / "releasegate.toml").write_text(config)
 
 
 def service(cluster: ProcessCluster, name: str = APP) -> dict[str, Any]:

@@ -27,7 +27,8 @@ APP = "web"
 def make_config(tmp_path: Path, fake: FakeKube, **kubernetes: Any) -> Config:
     kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", context="fake", namespace=NS)
     section = {"kubeconfig": str(kubeconfig), "namespace": NS, "service_url": "http://web.example",
-               "preview_url": "http://web-preview.example", "ready_timeout_s": 10, "endpoints_timeout_s": 10, "min_ready_s": 0.2,
+               "preview_url": "http://web-preview.example", "ready_timeout_s": 10, "endpoints_timeout_s": 10,
+               "min_ready_s": 0.2,
                **kubernetes}
     return parse_config({"app": {"name": APP}, "kubernetes": section, "prometheus": {"url": "http://prom.example"}},
                         source="test config", base_dir=tmp_path)

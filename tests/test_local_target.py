@@ -14,9 +14,9 @@ import pytest
 from core.errors import NotReadyError, TargetError
 from core.types import Role, TrafficSplit
 from targets.local.target import LocalTarget
-from verifiers.metrics import Metrics
 from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
 from tests.waiting import wait_until
+from verifiers.metrics import Metrics
 
 pytestmark = pytest.mark.slow
 

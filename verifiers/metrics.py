@@ -280,10 +280,7 @@ class Metrics:
     def _window(self, window_s: float, at: When) -> tuple[float, str]:
         """The evaluation time as epoch seconds, and the window as a reader sees it."""
         now = at is None
-        if at is None:
-            evaluated_at = time.time()
-        else:
-            evaluated_at = at.timestamp() if isinstance(at, datetime) else float(at)
+        evaluated_at = time.time() if at is None else at.timestamp() if isinstance(at, datetime) else float(at)
         stamp = datetime.fromtimestamp(evaluated_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return evaluated_at, f"{promql_duration(window_s)} ending {stamp}" + (" (now)" if now else "")
 

@@ -97,7 +97,8 @@ class KubeApi:
                                f"to {verb} {resource}; refresh the kubeconfig's token or pick another context")
         if exc.status == 403:
             return ConfigError(f"RBAC forbids {verb} on {resource} {where} ({message}); grant the verb "
-                               f"{verb!r} on {resource!r} to the runner's Role (charts/bluegreen-app, files/runner-rules.yaml)")
+                               f"{verb!r} on {resource!r} to the runner's Role "
+                               "(charts/bluegreen-app/files/runner-rules.yaml)")
         if exc.status == 404:
             return NotFoundError(f"{resource} not found {where}: {message}")
         if exc.status == 409:
