@@ -41,6 +41,12 @@ class ReleaseConfig(_Section):
     keep_warm_s: float = Field(default=30.0, ge=0)
     canary_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     lock_ttl_s: float = Field(default=900.0, gt=0)
+    # After a switch the target's view (Service selector, endpoints) can run ahead of what users reach
+    # (kube-proxy sync, ingress target groups): the switch waits until the public service answers as the
+    # new version this many times in a row, read from this response header on this path. Empty = no check.
+    version_header: str = "X-App-Version"
+    version_path: str = "/healthz"
+    confirm_responses: int = Field(default=10, ge=1)
     # A release with no test in one of these stages is not promoted (and nothing is provisioned).
     required_stages: list[VerificationStage] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_STAGES))
 

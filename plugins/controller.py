@@ -18,7 +18,7 @@ import httpx
 from core.config import Config
 from core.errors import ConfigError, NotReadyError, TargetError
 from core.target import Target
-from core.types import Phase, ReleaseState, Role, TrafficSplit, other_slot
+from core.types import Endpoint, Phase, ReleaseState, Role, TrafficSplit, other_slot
 from plugins.ledger import ItemRecord, Ledger
 from plugins.targets import open_target
 
@@ -76,6 +76,11 @@ class ReleaseController:
             candidate_slot=self.candidate_slot, phase=phase, updated_at=time.time())
         self._target().record_release_state(state)
         self.ledger.update_context(phase=phase.value)
+
+    def _publish(self, endpoints: dict[Role, Endpoint], **context: Any) -> None:
+        """Tell the verification items (any process) where the candidate, baseline and service are now."""
+        self.ledger.update_context(**context, endpoints={
+            role.value: {"url": e.url, "slot": e.slot, "version": e.version} for role, e in endpoints.items()})
 
     def run(self, stage: str) -> ActionResult:
         action: Callable[[], ActionResult] = getattr(self, stage)
@@ -139,8 +144,7 @@ class ReleaseController:
         self._wait_until_scraped(status.ready_replicas)
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
-        self.ledger.update_context(endpoints={
-            role.value: {"url": e.url, "slot": e.slot, "version": e.version} for role, e in endpoints.items()})
+        self._publish(endpoints)
         self._record(Phase.VERIFYING)
         return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
@@ -175,12 +179,44 @@ class ReleaseController:
         self._record(Phase.SWITCHING)
         result = target.set_traffic(TrafficSplit.all_to(slot))
         self.switched = True
-        self.ledger.update_context(switched=True, endpoints={
-            role.value: {"url": e.url, "slot": e.slot, "version": e.version}
-            for role, e in target.endpoints(slot).items()})
+        endpoints = target.endpoints(slot)
+        self._publish(endpoints, switched=True)
+        served_ms = self._confirm_served(endpoints[Role.SERVICE].url, self.options.version)
         self._record(Phase.SWITCHED)
-        return ActionResult([("release.switch.converged_ms", f"{result.converged_ms:.1f}"),
-                             ("release.switch.traffic", result.traffic.describe())])
+        properties = [("release.switch.converged_ms", f"{result.converged_ms:.1f}"),
+                      ("release.switch.traffic", result.traffic.describe())]
+        if served_ms is not None:
+            properties.append(("release.switch.served_ms", f"{served_ms:.1f}"))
+        return ActionResult(properties)
+
+    def _confirm_served(self, service_url: str, version: str) -> float | None:
+        """Wait until the public service answers as `version` N times in a row; the time it took, in ms.
+
+        None when the check is off (release.version_header empty). Fails the switch at its deadline.
+        """
+        settings = self.config.release
+        if not settings.version_header:
+            return None
+        started = time.monotonic()
+        deadline = started + self.config.stages.switch
+        in_a_row = 0
+        last = "no answer"
+        with httpx.Client(base_url=service_url, timeout=5.0, trust_env=False) as client:
+            while in_a_row < settings.confirm_responses:
+                if time.monotonic() > deadline:
+                    raise TargetError(
+                        f"the service at {service_url} still does not answer as {version} "
+                        f"{self.config.stages.switch:g}s after the switch (last answer: {last}); traffic is "
+                        "not where the target says it is")
+                try:
+                    served = client.get(settings.version_path).headers.get(settings.version_header)
+                    last = f"{settings.version_header}: {served}"
+                except httpx.HTTPError as exc:
+                    served, last = None, type(exc).__name__
+                in_a_row = in_a_row + 1 if served == version else 0
+                if in_a_row == 0:
+                    time.sleep(0.05)
+        return (time.monotonic() - started) * 1000
 
     def finalize(self) -> ActionResult:
         if self.options.dry_run:
@@ -230,7 +266,10 @@ class ReleaseController:
         if self.switched and self.live_slot is not None:
             target.set_traffic(TrafficSplit.all_to(self.live_slot))
             self.switched = False
-            self.ledger.update_context(switched=False)
+            endpoints = target.endpoints(None)
+            self._publish(endpoints, switched=False)
+            if self.previous_version is not None:
+                self._confirm_served(endpoints[Role.SERVICE].url, self.previous_version)
         if self.candidate_slot is not None:
             target.remove(self.candidate_slot)
         self.provisioned = False
@@ -270,9 +309,3 @@ class ReleaseController:
                 self._release_lock()
             self.target.close()
             self.target = None
-
-
-def context_endpoint(context: dict[str, Any], role: Role) -> dict[str, Any] | None:
-    endpoints: dict[str, Any] = context.get("endpoints") or {}
-    value = endpoints.get(role.value)
-    return dict(value) if value else None

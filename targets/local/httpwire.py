@@ -40,10 +40,7 @@ class Request:
 
     @property
     def keep_alive(self) -> bool:
-        connection = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return connection == "keep-alive"
-        return connection != "close"
+        return keeps_alive(self.version, self.header("connection"))
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
@@ -62,10 +59,14 @@ class Response:
 
     @property
     def keep_alive(self) -> bool:
-        connection = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return connection == "keep-alive"
-        return connection != "close"
+        return keeps_alive(self.version, self.header("connection"))
+
+
+def keeps_alive(version: str, connection: str | None) -> bool:
+    """HTTP/1.1 keeps a connection unless told to close; HTTP/1.0 closes it unless told to keep it."""
+    if version == "HTTP/1.0":
+        return (connection or "").lower() == "keep-alive"
+    return (connection or "").lower() != "close"
 
 
 def find_header(headers: Headers, name: str) -> str | None:
