@@ -15,7 +15,7 @@ import pytest
 
 from core.config import Config, parse_config
 from core.errors import ConfigError, LockHeldError, NotReadyError
-from core.types import Phase, ReleaseState, TrafficSplit
+from core.types import Phase, ReleaseState, Role, TrafficSplit
 from targets.kubernetes.target import ArgoCDSelfHealWarning, KubernetesTarget
 from tests.fakekube import FakeKube
 from tests.waiting import wait_until
@@ -296,3 +296,47 @@ def test_argocd_tracking_gives_the_ignore_differences_snippet(tmp_path: Path, se
     messages = [str(w.message) for w in caught if issubclass(w.category, ArgoCDSelfHealWarning)]
     assert len(messages) == 1
     assert "ignoreDifferences" in messages[0] and "/spec/selector" in messages[0]
+
+
+# -- reaching the app -----------------------------------------------------------------------------------
+
+def test_cluster_dns_urls_use_the_service_port(tmp_path: Path, seeded: FakeKube) -> None:
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, access="cluster-dns"))
+    try:
+        target.deploy("green", "v2")
+        endpoints = {role.value: e.url for role, e in target.endpoints("green").items()}
+    finally:
+        target.close()
+    assert endpoints == {"service": "http://web.shop.svc.cluster.local:80",
+                         "candidate": "http://web-preview.shop.svc.cluster.local:80",
+                         "baseline": "http://web.shop.svc.cluster.local:80"}
+
+
+def test_url_templates_are_filled_and_checked(tmp_path: Path, seeded: FakeKube) -> None:
+    config = make_config(tmp_path, seeded, service_url="https://{app}.{namespace}.example.com/",
+                         preview_url="https://{preview_service}.example.com", baseline_url="https://{slot}.example.com")
+    target = KubernetesTarget.open(config)
+    try:
+        endpoints = target.endpoints("green")
+        assert endpoints[Role.SERVICE].url == "https://web.shop.example.com"
+        assert endpoints[Role.CANDIDATE].url == "https://web-preview.example.com"
+        assert endpoints[Role.BASELINE].url == "https://blue.example.com"
+    finally:
+        target.close()
+    bad = KubernetesTarget.open(make_config(tmp_path, seeded, service_url="https://{host}.example.com"))
+    try:
+        with pytest.raises(ConfigError, match=r"kubernetes.service_url = .* uses an unknown placeholder 'host'"):
+            bad.endpoints("green")
+    finally:
+        bad.close()
+
+
+def test_port_forward_without_kubectl_says_so(tmp_path: Path, seeded: FakeKube,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl here
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, access="port-forward"))
+    try:
+        with pytest.raises(ConfigError, match=r"kubernetes\.access = 'port-forward' needs kubectl on PATH"):
+            target.endpoints("green")
+    finally:
+        target.close()
