@@ -43,14 +43,15 @@ class JUnit:
         cases = []
         for case in suite.findall("testcase"):
             outcome = "passed"
-            message = ""
+            message = text = ""
             for tag in ("failure", "error", "skipped"):
                 element = case.find(tag)
                 if element is not None:
-                    outcome, message = tag, element.get("message", "")
+                    # junitxml cuts long messages; the element's text holds the whole report.
+                    outcome, message, text = tag, element.get("message", ""), element.text or ""
             cases.append({
                 "id": f"{case.get('classname')}::{case.get('name')}", "name": case.get("name"),
-                "outcome": outcome, "message": message,
+                "outcome": outcome, "message": message, "text": text,
                 "properties": [(p.get("name"), p.get("value")) for p in case.findall("properties/property")],
             })
         return cls(properties, cases)
