@@ -52,7 +52,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         shutil.copytree(ROOT / "suites", project / "suites", ignore=shutil.ignore_patterns("__pycache__"))
-        (project / "conftest.py").write_text('pytest_plugins = ["plugins.release"]\n')
+        (project / "conftest.py").write_text("")
         (project / "pytest.ini").write_text("[pytest]\naddopts = -p no:locust -p no:cacheprovider\n")
         (project / "releasegate.toml").write_text(CONFIG.format(
             keep_warm_s=args.keep_warm_s, load_s=args.load_s, compare_s=args.compare_s,
@@ -65,7 +65,7 @@ def main() -> None:
         if result.returncode != 0:
             print(result.stdout[-3000:], result.stderr[-2000:])
             raise SystemExit(f"the release did not promote (exit {result.returncode})")
-        report = json.loads((project / "reports" / "release-report.json").read_text())
+        report = json.loads((project / "reports" / "latest" / "release-report.json").read_text())
     waits = {"load stage": args.load_s, "baseline comparison": args.compare_s,
              "post-switch load": args.post_switch_s, "keep-warm delay": args.keep_warm_s}
     configured = sum(waits.values())

@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import parse_config
-from core.types import TrafficSplit
-from targets.local import httpwire
-from targets.local.target import LocalTarget
+from releasegate.core.config import parse_config
+from releasegate.core.types import TrafficSplit
+from releasegate.targets.local import httpwire
+from releasegate.targets.local.target import LocalTarget
 
 FAST_PROFILE = "[defaults]\nlatency_ms = 0\nlatency_spread_ms = 0\n"
 
@@ -71,7 +71,7 @@ def main() -> None:
         profiles = Path(tmp) / "profiles.toml"
         profiles.write_text(FAST_PROFILE)
         config = parse_config({"local": {"run_dir": tmp, "replicas": 1, "profiles": str(profiles)}},
-                              source="bench", base_dir=Path(tmp))
+                              source="bench", base_dir=Path(tmp), project_root=Path(tmp))
         target = LocalTarget.open(config)
         try:
             target.deploy("green", "v2")

@@ -29,7 +29,7 @@ class CheckOutcome:
     subject: str  # what was measured: "/api/checkout (candidate v3)"
     source: str  # the PromQL query or the load profile
     window: str  # "60s", or the load duration
-    samples: int | None  # requests behind the value
+    samples: int | None  # requests behind the value; None: unknown (shown as "-")
     message: str  # one line: "p(95) 412ms > 300ms over 1,843 requests on /api/checkout (candidate v3)"
 
     @property
@@ -46,7 +46,7 @@ class CheckOutcome:
             (f"{key}.subject", self.subject),
             (f"{key}.source", self.source),
             (f"{key}.window", self.window),
-            (f"{key}.samples", "" if self.samples is None else str(self.samples)),
+            (f"{key}.samples", "-" if self.samples is None else str(self.samples)),  # "-": unknown
         ]
 
 

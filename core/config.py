@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.errors import ConfigError
-from core.versions import validate_version
+from releasegate.core.errors import ConfigError
+from releasegate.core.versions import validate_version
 
 DEFAULT_CONFIG_NAME = "releasegate.toml"
 VerificationStage = Literal["smoke", "load", "analysis", "post_switch"]
@@ -36,10 +36,9 @@ class AppConfig(_Section):
 
 
 class ReleaseConfig(_Section):
-    strategy: Literal["blue-green", "canary"] = "blue-green"
+    strategy: Literal["blue-green"] = "blue-green"  # canary: not built yet
     target: Literal["local", "kubernetes", "kind"] = "local"
     keep_warm_s: float = Field(default=30.0, ge=0)
-    canary_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     lock_ttl_s: float = Field(default=900.0, gt=0)
     # After a switch the target's view (Service selector, endpoints) can run ahead of what users reach
     # (kube-proxy sync, ingress target groups): the switch waits until the public service answers as the
@@ -160,12 +159,23 @@ class Config(_Section):
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     kind: KindConfig = Field(default_factory=KindConfig)
-    # Where the file was read from; relative paths in the config are relative to its folder.
+    # Where the file was read from: relative paths to input files (profiles, charts, values files) are
+    # relative to its folder, as in most tools' config files.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+    # The project the run belongs to (pytest's rootdir, or the working directory of a command): state
+    # directories (local.run_dir, kind.run_dir) live here, whichever folder the config file was read from,
+    # so every command and release of one project finds the same local cluster.
+    project_root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     def resolve_path(self, value: str) -> Path:
+        """An input file named in the config: relative to the config file's folder."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
+
+    def resolve_state_dir(self, value: str) -> Path:
+        """A state directory named in the config: relative to the project root."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.project_root / path
 
 
 def _describe_error(source: str, error: dict[str, Any], model: type[BaseModel]) -> str:
@@ -187,12 +197,12 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
-    return [name for name in model.model_fields if name != "base_dir"]
+    return [name for name in model.model_fields if name not in ("base_dir", "project_root")]
 
 
-def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Config:
+def parse_config(data: dict[str, Any], *, source: str, base_dir: Path, project_root: Path | None = None) -> Config:
     try:
-        return Config.model_validate({**data, "base_dir": base_dir})
+        return Config.model_validate({**data, "base_dir": base_dir, "project_root": project_root or Path.cwd()})
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe_error(source, dict(errors[0]), Config)
@@ -202,18 +212,25 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Config
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_config(path: str | Path | None = None, *, search_dir: Path | None = None) -> Config:
-    """Load and validate the config. No path: `releasegate.toml` in `search_dir` if present, else defaults."""
+def load_config(path: str | Path | None = None, *, search_dir: Path | None = None,
+                default_name: str = DEFAULT_CONFIG_NAME) -> Config:
+    """Load and validate the config. No path: `default_name` in `search_dir` if present, else defaults.
+
+    `search_dir` (default: the working directory) is also the project root that state directories
+    resolve from; relative input paths resolve from the config file's folder.
+    """
     explicit = path is not None
-    config_path = Path(path) if path is not None else (search_dir or Path.cwd()) / DEFAULT_CONFIG_NAME
+    project_root = (search_dir or Path.cwd()).resolve()
+    config_path = Path(path) if path is not None else project_root / default_name
     if not config_path.exists():
         if explicit:
             raise ConfigError(f"config file {config_path} does not exist; pass an existing file or omit it")
-        return Config(base_dir=(search_dir or Path.cwd()).resolve())
+        return Config(base_dir=project_root, project_root=project_root)
     try:
         data = tomllib.loads(config_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix the syntax at that line") from None
     except OSError as exc:
         raise ConfigError(f"{config_path}: cannot be read ({exc.strerror})") from None
-    return parse_config(data, source=str(config_path), base_dir=config_path.resolve().parent)
+    return parse_config(data, source=str(config_path), base_dir=config_path.resolve().parent,
+                        project_root=project_root)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from core.types import (
+from releasegate.core.types import (
     Endpoint,
     LiveState,
+    LockHolder,
     MetricsScope,
     ReleaseState,
     Role,
@@ -27,6 +28,11 @@ class Target(Protocol):
     """Where releases happen. Methods raise ConfigError on bad input and TargetError when acting fails."""
 
     name: str
+
+    def describe(self) -> str:
+        """One line saying which cluster this is (run directory, API server and namespace, ...), for the
+        terminal and the reports: a reader must see where a release acted."""
+        ...
 
     # -- reading ---------------------------------------------------------------------------------
     def live_state(self) -> LiveState:
@@ -50,11 +56,24 @@ class Target(Protocol):
         ...
 
     # -- acting (release controller only) -------------------------------------------------------
-    def acquire_lock(self, holder: str, ttl_s: float) -> None:
-        """Take the per-app release lock, or raise LockHeldError naming the holder."""
+    def acquire_lock(self, holder: LockHolder, ttl_s: float) -> None:
+        """Take the per-app release lock for `ttl_s` seconds, storing who holds it (run, version, host, pid).
+
+        Raises LockHeldError when another release holds a lock that has not expired; its one-line message
+        names that holder's run, version, host, pid and the lock's expiry (UTC time and seconds left).
+        """
         ...
 
-    def release_lock(self, holder: str) -> None:
+    def renew_lock(self, holder: LockHolder, ttl_s: float) -> None:
+        """Extend `holder`'s lock to `ttl_s` seconds from now (compare-and-swap: never takes the lock).
+
+        Raises LockHeldError when `holder` no longer holds the lock (another release took it over after
+        it expired, or it was released): the lock is lost. Raises TargetError when the target could not
+        be asked; the caller may retry until the lock would expire.
+        """
+        ...
+
+    def release_lock(self, holder: LockHolder) -> None:
         """Give the lock back (a no-op when `holder` does not hold it)."""
         ...
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -166,6 +169,41 @@ class ReleaseState:
     @property
     def finished(self) -> bool:
         return self.phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a release lock: the run, and enough to find it (version, host, process).
+
+    `run_id` is the lock's identity (the Lease's holderIdentity); the rest is stored beside it so that a
+    refused release can say which release holds the lock and where it runs.
+    """
+
+    run_id: str
+    version: str = ""
+    host: str = ""
+    pid: int | None = None
+
+    @classmethod
+    def this_process(cls, run_id: str, version: str) -> LockHolder:
+        return cls(run_id=run_id, version=version, host=socket.gethostname(), pid=os.getpid())
+
+    @classmethod
+    def of(cls, holder: LockHolder | str) -> LockHolder:
+        """A LockHolder from itself or from a bare run id (callers that only know the run)."""
+        return holder if isinstance(holder, LockHolder) else cls(run_id=str(holder))
+
+    def describe(self) -> str:
+        """`20261127-101010-abcdef (version v2, host build-7, pid 4242)`; unknown parts are left out."""
+        parts = [f"version {self.version}" if self.version else "", f"host {self.host}" if self.host else "",
+                 f"pid {self.pid}" if self.pid is not None else ""]
+        known = ", ".join(part for part in parts if part)
+        return f"{self.run_id} ({known})" if known else self.run_id
+
+    def held_until(self, expires_at: float, now: float) -> str:
+        """`<describe()> until 2026-12-02 03:00:00 UTC (594s left)`: the holder and when its lock expires."""
+        when = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{self.describe()} until {when} UTC ({max(0.0, expires_at - now):.0f}s left)"
 
 
 @dataclass(frozen=True)

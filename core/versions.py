@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from core.errors import ConfigError
+from releasegate.core.errors import ConfigError
 
 # Kubernetes label value: at most 63 characters, alphanumerics at both ends, `-_.` inside.
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from demo.profiles import (
+from .profiles import (
     ConfigError,
     EndpointBehaviour,
     EndpointProfile,

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
-from demo.profiles import ConfigError, load_profiles, resolve_profiles_path, validate_version
+from .profiles import ConfigError, load_profiles, resolve_profiles_path, validate_version
 
 USAGE_ERROR = 4  # the project's exit code for usage and configuration errors (core.errors.ExitCode)
 CRASH = 1
@@ -43,7 +43,7 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m demo", description="The releasegate demo service.")
+    parser = _Parser(prog=f"python -m {__package__}", description="The releasegate demo service.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     parser.add_argument("--version", required=True, help="version this instance reports, e.g. v2")
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported only now: a configuration error is reported without paying for FastAPI's import.
     import uvicorn
 
-    from demo.app import create_app
+    from .app import create_app
 
     try:
         app = create_app(version, profile, pod, seed=args.seed)

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from demo.profiles import API_ENDPOINTS, EndpointBehaviour, Profile, validate_version
+from .profiles import API_ENDPOINTS, EndpointBehaviour, Profile, validate_version
 
 logger = logging.getLogger("demo")
 

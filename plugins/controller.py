@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 
-from core.config import Config
-from core.errors import ConfigError, NotReadyError, TargetError
-from core.target import Target
-from core.types import Endpoint, Phase, ReleaseState, Role, TrafficSplit, other_slot
-from plugins.ledger import ItemRecord, Ledger
-from plugins.targets import open_target
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.target import Target
+from releasegate.core.types import Endpoint, LockHolder, Phase, ReleaseState, Role, TrafficSplit, other_slot
+from releasegate.plugins.ledger import ItemRecord, Ledger
+from releasegate.plugins.lock_keeper import LockKeeper
+from releasegate.plugins.targets import open_target
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class ReleaseController:
         self.provisioned = False
         self.switched = False
         self.locked = False
+        self.lock_holder = LockHolder.this_process(options.run_id, options.version)
+        self.lock_keeper: LockKeeper | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
     def _target(self) -> Target:
@@ -91,6 +94,8 @@ class ReleaseController:
         """Connect, read what serves users, refuse what cannot work, take the lock. Changes nothing else."""
         self.target = self._target_factory(self.config, self.options.target)
         target = self.target
+        # Said first, before anything can fail: the reader must know which cluster the run looked at.
+        self.ledger.update_context(target_detail=target.describe())
         live = target.live_state()
         if live.live_slot is None:
             raise TargetError(f"traffic of {live.app} is split ({live.traffic.describe()}); finish or roll back "
@@ -108,8 +113,13 @@ class ReleaseController:
         prepare_image = getattr(target, "prepare_image", None)
         if prepare_image is not None:
             prepare_image(self.options.version)
-        target.acquire_lock(self.options.run_id, self.config.release.lock_ttl_s)
+        ttl_s, asked_at = self.config.release.lock_ttl_s, time.monotonic()
+        target.acquire_lock(self.lock_holder, ttl_s)
         self.locked = True
+        # Renewed every ttl/3 while the release runs; a lost lock aborts the release (see _require_lock).
+        self.lock_keeper = LockKeeper(target, self.lock_holder, ttl_s, acquired_at=asked_at,
+                                      on_lost=lambda reason: self.ledger.abort(f"release lock lost: {reason}"))
+        self.lock_keeper.start()
         self._record(Phase.STARTED)
         self.ledger.update_context(
             previous_version=self.previous_version, live_slot=self.live_slot,
@@ -118,7 +128,8 @@ class ReleaseController:
                            "app_label": scope.app_label, "slot_label": scope.slot_label,
                            "version_label": scope.version_label})
         properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
-                      ("release.candidate_slot", self.candidate_slot)]
+                      ("release.candidate_slot", self.candidate_slot),
+                      ("release.target_detail", target.describe())]
         if earlier is not None and not earlier.finished:
             properties.append(("release.took_over", f"run {earlier.run_id} ({earlier.version}) had stopped at "
                                                     f"phase {earlier.phase.value}"))
@@ -156,7 +167,7 @@ class ReleaseController:
         Service discovery (file_sd, a ServiceMonitor) applies new targets in batches, seconds after the
         pods are ready; an analysis started before that would find no data and fail a healthy release.
         """
-        from verifiers.metrics import Metrics
+        from releasegate.verifiers.metrics import Metrics
 
         scope = self._target().metrics_scope()
         timeout = self.config.prometheus.discovery_timeout_s
@@ -177,6 +188,7 @@ class ReleaseController:
         target, slot = self._target(), self.candidate_slot
         assert slot is not None
         self._record(Phase.SWITCHING)
+        self._require_lock()
         result = target.set_traffic(TrafficSplit.all_to(slot))
         self.switched = True
         endpoints = target.endpoints(slot)
@@ -227,6 +239,7 @@ class ReleaseController:
         keep_warm = self.config.release.keep_warm_s
         # The old version stays warm so that a rollback within this delay is instant.
         self._wait_keep_warm(keep_warm)
+        self._require_lock()
         target.scale_down(old_slot)
         self._record(Phase.PROMOTED)
         self.ledger.update_context(decision=Decision.PROMOTED)
@@ -276,9 +289,17 @@ class ReleaseController:
         self._record(Phase.ROLLED_BACK)
         self._release_lock()
 
+    def _require_lock(self) -> None:
+        """Traffic moves only while this release holds the lock: fail closed once the keeper lost it."""
+        lost = self.lock_keeper.lost if self.lock_keeper is not None else None
+        if lost:
+            raise TargetError(f"the release lock was lost, so traffic stays where it is: {lost}")
+
     def _release_lock(self) -> None:
+        if self.lock_keeper is not None:
+            self.lock_keeper.stop()  # first: no renewal may race the release
         if self.locked:
-            self._target().release_lock(self.options.run_id)
+            self._target().release_lock(self.lock_holder)
             self.locked = False
 
     # -- the end of the run ------------------------------------------------------------------------

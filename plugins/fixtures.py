@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from core.checks import CheckOutcome, RecordCheck
-from core.config import Config
-from core.types import Endpoint, MetricsScope, Role
-from plugins.ledger import Ledger
+from releasegate.core.checks import CheckOutcome, RecordCheck
+from releasegate.core.config import Config
+from releasegate.core.types import Endpoint, MetricsScope, Role
+from releasegate.plugins.ledger import Ledger
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class LoadRunner:
     def run(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0, duration_s: float = 10.0,
             target: Role | str = Role.CANDIDATE, min_requests: int = 100, stop_on_breach: Sequence[str] = (),
             extra_args: Sequence[str] = ()) -> Any:
-        from verifiers.load import LoadProfile, run_load
+        from releasegate.verifiers.load import LoadProfile, run_load
 
         path = Path(locustfile)
         if not path.is_absolute():
@@ -135,7 +135,7 @@ class SuiteFixtures:
     @pytest.fixture
     def http(self, candidate: Endpoint) -> Iterator[httpx.Client]:
         """An httpx client bound to the candidate, with timeouts set."""
-        from verifiers.http import client_for
+        from releasegate.verifiers.http import client_for
 
         with client_for(candidate) as client:
             yield client
@@ -150,7 +150,7 @@ class SuiteFixtures:
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:
         """Prometheus queries scoped by the target's labels; every check is recorded in JUnit."""
-        from verifiers.metrics import Metrics
+        from releasegate.verifiers.metrics import Metrics
 
         scope = self._context().get("metrics_scope")
         if not scope:

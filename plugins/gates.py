@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from plugins.ledger import ItemRecord, Ledger
+from releasegate.plugins.ledger import ItemRecord, Ledger
 
 POLL_S = 0.05
 

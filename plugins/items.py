@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from core.errors import ReleasegateError
-from plugins.stages import Kind, Stage, stage_of_item
+from releasegate.core.errors import ReleasegateError
+from releasegate.plugins.stages import Kind, Stage, stage_of_item
 
 STAGE_KEY = pytest.StashKey[Stage]()
 INDEX_KEY = pytest.StashKey[int]()
@@ -32,7 +32,7 @@ class ActionItem(pytest.Item):
         self.stage = stage
 
     def runtest(self) -> None:
-        from plugins.release import run_action  # the plugin object owns the controller
+        from releasegate.plugins.release import run_action  # the plugin object owns the controller
 
         run_action(self)
 

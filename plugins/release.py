@@ -17,41 +17,57 @@ from typing import Any
 
 import pytest
 
-from core.config import Config, load_config
-from core.errors import ConfigError, ReleasegateError
-from core.versions import validate_version
-from plugins.controller import ReleaseController, ReleaseOptions
-from plugins.fixtures import SuiteFixtures
-from plugins.gates import wait_for_turn
-from plugins.items import INDEX_KEY, STAGE_KEY, ActionItem, order_items
-from plugins.ledger import ItemRecord, Ledger
-from plugins.reporting import ReleaseReporter, write_report
-from plugins.stages import SUITES_DIR, Stage, blue_green_stages
+from releasegate.core.config import Config, load_config
+from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.versions import validate_version
+from releasegate.plugins.controller import ReleaseController, ReleaseOptions
+from releasegate.plugins.fixtures import SuiteFixtures
+from releasegate.plugins.gates import wait_for_turn
+from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem, order_items
+from releasegate.plugins.ledger import ItemRecord, Ledger
+from releasegate.plugins.reporting import ReleaseReporter, point_latest_at, write_report
+from releasegate.plugins.stages import Stage, blue_green_stages
 
-PLUGIN_NAME = "releasegate"
-STRATEGIES = ("blue-green", "canary")
+# The entry point registers this module as "releasegate"; the release object gets a name of its own.
+PLUGIN_NAME = "releasegate-release"
+STRATEGIES = ("blue-green",)  # canary: not built yet; the config refuses it with the same message
 TARGETS = ("local", "kubernetes", "kind")
 RUNS_DIR = ".releasegate/runs"
-JUNIT_PATH = "reports/junit.xml"
-REPORT_PATH = "reports/release-report.md"
+JUNIT_NAME = "junit.xml"
+REPORT_NAME = "release-report.md"
 RECORD_KEY = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    # Every option but --release starts with --release-: generic names (--target, --dry-run) clash with
+    # other plugins'.
     group = parser.getgroup("releasegate", "release verification (releasegate)")
     group.addoption("--release", metavar="VERSION", default=None,
                     help="release VERSION: provision it, verify it stage by stage, then switch or roll back")
-    group.addoption("--strategy", default=None, help="blue-green (default) or canary")
-    group.addoption("--target", dest="release_target", default=None,
+    group.addoption("--release-strategy", dest="release_strategy", default=None, metavar="STRATEGY",
+                    help="blue-green (default: release.strategy in the config)")
+    group.addoption("--release-target", dest="release_target", default=None, metavar="TARGET",
                     help="local, kubernetes or kind (default: release.target in the config, else local)")
-    group.addoption("--release-config", default=None, metavar="PATH",
-                    help="config file (default: releasegate.toml in the root directory, if present)")
-    group.addoption("--dry-run", dest="release_dry_run", action="store_true",
+    group.addoption("--release-config", dest="release_config", default=None, metavar="PATH",
+                    help="config file (default: the releasegate_config ini setting, releasegate.toml)")
+    group.addoption("--release-dry-run", dest="release_dry_run", action="store_true",
                     help="verify the candidate, then remove it: never touch traffic")
+    parser.addini("releasegate_config", "release config file, relative to the root directory (used when "
+                  "present)", default="releasegate.toml")
+    parser.addini("releasegate_suites", "folder of the verification suites, one subfolder per stage, relative "
+                  "to the root directory", default="suites")
+    parser.addini("releasegate_reports", "folder of the release reports (one subfolder per run, and a "
+                  "`latest` link), relative to the root directory", default="reports")
+
+
+def project_path(config: pytest.Config, ini_name: str) -> Path:
+    """An ini path setting, resolved from the root directory (the project)."""
+    value = Path(str(config.getini(ini_name))).expanduser()
+    return value if value.is_absolute() else config.rootpath / value
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from plugins import hookspecs
+    from releasegate.plugins import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs.ReleasegateHookspecs)
 
@@ -71,25 +87,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SuiteFixtures(plugin.ledger, plugin.release_config),
                                   f"{PLUGIN_NAME}-fixtures")
     if config.pluginmanager.hasplugin("xdist") and not plugin.is_worker:
-        from plugins.scheduler import XdistControllerHooks
+        from releasegate.plugins.scheduler import XdistControllerHooks
 
         config.pluginmanager.register(XdistControllerHooks(plugin), f"{PLUGIN_NAME}-xdist")
     if config.args_source is not pytest.Config.ArgsSource.ARGS:
-        # No paths given: a release runs the suites, never the framework's own tests (testpaths).
-        config.args[:] = [str(config.rootpath / SUITES_DIR)]
-    if not plugin.is_worker and not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(config.rootpath / JUNIT_PATH)
+        # No paths given: a release runs the suites, never the project's own tests (testpaths).
+        config.args[:] = [str(plugin.suites_root)]
+    if plugin.writes_reports and not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(plugin.report_dir / JUNIT_NAME)
 
 
 def _options(config: pytest.Config, release_config: Config, version: str, run_id: str) -> ReleaseOptions:
-    strategy = config.getoption("strategy") or release_config.release.strategy
+    strategy = config.getoption("release_strategy") or release_config.release.strategy
     if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy {strategy!r} is not a strategy; use one of: {', '.join(STRATEGIES)}")
-    if strategy == "canary":
-        raise ConfigError("--strategy canary is not available yet; use --strategy blue-green")
+        raise ConfigError(f"--release-strategy {strategy!r} is not a strategy; use blue-green")
     target = config.getoption("release_target") or release_config.release.target
     if target not in TARGETS:
-        raise ConfigError(f"--target {target!r} is not a target; use one of: {', '.join(TARGETS)}")
+        raise ConfigError(f"--release-target {target!r} is not a target; use one of: {', '.join(TARGETS)}")
     return ReleaseOptions(version=validate_version(version, source="--release"), strategy=strategy,
                           target=target, dry_run=bool(config.getoption("release_dry_run")), run_id=run_id)
 
@@ -113,7 +127,12 @@ class ReleasePlugin:
         self.ledger = ledger
         self.is_worker = is_worker
         self.stages: list[Stage] = blue_green_stages()
-        self.suites_root = config.rootpath / SUITES_DIR
+        self.suites_root = project_path(config, "releasegate_suites")
+        # Each run reports into a folder of its own (concurrent runs never overwrite each other); the
+        # controller points `latest` at it when the run ends. --collect-only runs no release: no report.
+        self.reports_root = project_path(config, "releasegate_reports")
+        self.report_dir = self.reports_root / options.run_id
+        self.writes_reports = not is_worker and not config.option.collectonly
         self.controller: ReleaseController | None = None
         self.reporter = ReleaseReporter(options, ledger)
         self.items: list[pytest.Item] = []
@@ -122,7 +141,8 @@ class ReleasePlugin:
     def from_config(cls, config: pytest.Config, version: str) -> ReleasePlugin:
         workerinput = getattr(config, "workerinput", None)
         path = config.getoption("release_config")
-        release_config = load_config(path, search_dir=config.rootpath)
+        release_config = load_config(path, search_dir=config.rootpath,
+                                     default_name=str(config.getini("releasegate_config")))
         if workerinput is not None and "releasegate_run_id" in workerinput:
             run_id, root = workerinput["releasegate_run_id"], Path(workerinput["releasegate_ledger"])
         else:
@@ -142,7 +162,7 @@ class ReleasePlugin:
 
     # -- collection ---------------------------------------------------------------------------------
     def pytest_ignore_collect(self, collection_path: Path) -> bool | None:
-        # The framework's own tests are never part of a release.
+        # The project's own tests are never part of a release.
         if collection_path == self.config.rootpath / "tests":
             return True
         return None
@@ -150,7 +170,12 @@ class ReleasePlugin:
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection: the actions are added back afterwards
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
-        ordered, counts = order_items(session, items, self.stages, self.suites_root)
+        try:
+            ordered, counts = order_items(session, items, self.stages, self.suites_root)
+        except pytest.UsageError as exc:
+            # The run started a release (it has a run id and a report): the report must say why it stopped.
+            self.ledger.update_context(usage_error=str(exc))
+            raise
         required = self.release_config.release.required_stages
         empty = [stage for stage in required if counts.get(stage, 0) == 0]
         if empty:
@@ -163,6 +188,15 @@ class ReleasePlugin:
             return
         items[:] = ordered
         self.items = ordered
+        self._count_action_items(session, [item for item in ordered if isinstance(item, ActionItem)])
+
+    def _count_action_items(self, session: pytest.Session, actions: list[pytest.Item]) -> None:
+        """Report the action items as collected, so that "collected N items" counts what the run runs."""
+        if actions:
+            parent = actions[0].parent
+            assert parent is not None
+            report = pytest.CollectReport(parent.nodeid, "passed", None, actions)
+            session.config.hook.pytest_collectreport(report=report)
 
     # -- running ------------------------------------------------------------------------------------
     def _stage(self, item: pytest.Item) -> Stage:
@@ -264,7 +298,7 @@ class ReleasePlugin:
             self.controller.close()
             if problem:
                 self.ledger.update_context(cleanup_problem=problem)
-        if not self.is_controller:
+        if not self.writes_reports:
             return
         code = self.reporter.exit_code(int(exitstatus))
         summary = self.reporter.summary(code)
@@ -272,7 +306,10 @@ class ReleasePlugin:
         if xml is not None:
             for name, value in self.reporter.suite_properties(summary):
                 xml.add_global_property(name, value)
-        write_report(summary, self.config.rootpath / REPORT_PATH)
+        try:
+            write_report(summary, self.report_dir / REPORT_NAME)
+        except OSError as exc:  # the decision must still reach the terminal and the exit code
+            self.report_problem = f"could not write the release report to {self.report_dir}: {exc}"
         self.summary = summary
         self.config.hook.pytest_releasegate_decision(config=self.config, decision=summary["decision"],
                                                      summary=summary)
@@ -288,14 +325,27 @@ class ReleasePlugin:
         line = f"releasegate: {summary['version']} {verb}{previous}; exit code {summary['exit_code']}"
         if summary["reason"]:
             line += f"\nreleasegate: why: {summary['reason']}"
+        if summary.get("target_detail"):
+            line += f"\nreleasegate: target: {summary['target_detail']}"
         problem = self.ledger.read_context().get("cleanup_problem")
         if problem:
             line += f"\nreleasegate: WARNING: {problem}"
-        line += f"\nreleasegate: report {self.config.rootpath / REPORT_PATH}"
+        report_problem = getattr(self, "report_problem", None)
+        if report_problem:
+            line += f"\nreleasegate: WARNING: {report_problem}"
+        else:
+            line += f"\nreleasegate: report {self.report_dir / REPORT_NAME}"
         terminalreporter.write_sep("=", "release", bold=True,
                                    green=summary["decision"] == "promoted",
                                    red=summary["decision"] != "promoted")
         terminalreporter.write_line(line)
+
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # After junitxml wrote its file (in sessionfinish): `latest` only ever names a complete run.
+        if self.writes_reports and self.report_dir.is_dir():
+            with contextlib.suppress(OSError):
+                point_latest_at(self.report_dir)
 
 
 def _junit_key() -> Any:

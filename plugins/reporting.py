@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import ExitCode
-from plugins.controller import Decision, ReleaseOptions
-from plugins.ledger import Ledger
+from releasegate.core.errors import ExitCode
+from releasegate.plugins.controller import Decision, ReleaseOptions
+from releasegate.plugins.ledger import Ledger
 
 CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
 
@@ -88,7 +88,8 @@ class ReleaseReporter:
     def exit_code(self, pytest_status: int) -> int:
         records = self.ledger.finished_items().values()
         rollback = self.outcomes.get("release::rollback")
-        if pytest_status == ExitCode.USAGE_ERROR or any(r.usage_error for r in records):
+        if (pytest_status == ExitCode.USAGE_ERROR or any(r.usage_error for r in records)
+                or self.ledger.read_context().get("usage_error")):
             return ExitCode.USAGE_ERROR
         if pytest_status == ExitCode.INTERRUPTED or self.ledger.aborted():
             return ExitCode.INTERRUPTED
@@ -129,8 +130,10 @@ class ReleaseReporter:
             "dry_run": self.options.dry_run,
             "decision": self.decision(),
             "exit_code": int(exit_code),
-            "reason": (f"{failures[0].stage} failed: {failures[0].message}" if failures
-                       else context.get("not_promoted_reason") or context.get("interrupted")),
+            "target_detail": context.get("target_detail"),
+            "reason": (context.get("usage_error")
+                       or (f"{failures[0].stage} failed: {failures[0].message}" if failures else None)
+                       or context.get("not_promoted_reason") or context.get("interrupted")),
             "phase_times_s": self.phase_times(),
             "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
@@ -149,9 +152,23 @@ class ReleaseReporter:
         ]
         if summary["reason"]:
             properties.append(("release.reason", summary["reason"]))
+        if summary.get("target_detail"):
+            properties.append(("release.target_detail", summary["target_detail"]))
         properties += [(f"release.phase.{stage}_s", f"{seconds:.3f}")
                        for stage, seconds in summary["phase_times_s"].items()]
         return properties
+
+
+LATEST_LINK = "latest"
+
+
+def point_latest_at(report_dir: Path) -> None:
+    """Make `<reports>/latest` a relative link to this run's folder, replaced atomically."""
+    link = report_dir.parent / LATEST_LINK
+    tmp = report_dir.parent / f".{LATEST_LINK}.{report_dir.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(report_dir.name, target_is_directory=True)
+    tmp.replace(link)
 
 
 def write_report(summary: dict[str, Any], path: Path) -> None:
@@ -165,6 +182,8 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         f"- strategy: {summary['strategy']} on {summary['target']}{' (dry run)' if summary['dry_run'] else ''}",
         f"- run: {summary['run_id']}, exit code {summary['exit_code']}",
     ]
+    if summary.get("target_detail"):
+        lines.append(f"- target: {summary['target_detail']}")
     if summary["reason"]:
         lines.append(f"- why: {summary['reason']}")
     lines += ["", "| stage | test | outcome | time | detail |", "|---|---|---|---|---|"]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from plugins.items import ACTION_PREFIX
+from releasegate.plugins.items import ACTION_PREFIX
 
 if TYPE_CHECKING:
-    from plugins.release import ReleasePlugin
+    from releasegate.plugins.release import ReleasePlugin
 
 
 class StageScheduling:

@@ -26,11 +26,10 @@ from typing import Any
 
 import httpx
 
-from targets.local.prometheus import PrometheusServer
-from targets.local.router import Router, RouterMetrics, Upstream
+from releasegate.targets.local.prometheus import PrometheusServer
+from releasegate.targets.local.router import Router, RouterMetrics, Upstream
 from tests.fakekube import FakeKube
 from tests.fakekube.runtime import PodRuntimeStatus
-from tests.local_cluster import PROJECT_ROOT
 
 POD_PORT = 8080
 RUNNER_TOKEN = "runner-token"
@@ -71,12 +70,12 @@ class ProcessRuntime:
         return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
 
     def _spawn(self, name: str, state: _Process) -> None:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        env = dict(os.environ)
         if self.profiles is not None:
             env["RELEASEGATE_PROFILES"] = str(self.profiles)
         with state.log.open("ab") as log:
             state.popen = subprocess.Popen(
-                [sys.executable, "-m", "demo", "--host", state.ip, "--port", str(POD_PORT), "--version",
+                [sys.executable, "-m", "releasegate.demo", "--host", state.ip, "--port", str(POD_PORT), "--version",
                  state.version, "--pod", name], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         state.ready, state.message = False, "starting"
 

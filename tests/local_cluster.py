@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.config import Config, parse_config
+from releasegate.core.config import Config, parse_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def local_config(run_dir: Path, *, profiles: Path | None = None, **local: Any) -
     data: dict[str, Any] = {"local": {"run_dir": str(run_dir), "ready_timeout_s": 20, **local}}
     if profiles is not None:
         data["local"]["profiles"] = str(profiles)
-    return parse_config(data, source="test config", base_dir=run_dir)
+    return parse_config(data, source="test config", base_dir=run_dir, project_root=run_dir)
 
 
 def cluster_pids(state: dict[str, Any]) -> list[int]:
@@ -53,7 +53,7 @@ def cluster_pids(state: dict[str, Any]) -> list[int]:
 
 
 def alive(pids: list[int]) -> list[int]:
-    from targets.local.procs import pid_alive
+    from releasegate.targets.local.procs import pid_alive
 
     return [pid for pid in pids if pid_alive(pid)]
 
@@ -75,6 +75,5 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def run_module(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=cwd or PROJECT_ROOT)
+                          cwd=cwd or PROJECT_ROOT)

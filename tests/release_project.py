@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from targets.local.client import LocalClusterClient, read_state_file
-from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES, run_module
+from releasegate.targets.local.client import LocalClusterClient, read_state_file
+from tests.local_cluster import TEST_PROFILES, run_module
 
 BASE_CONFIG = """
 [release]
@@ -29,7 +29,7 @@ ready_timeout_s = 20
 
 @dataclass
 class JUnit:
-    """The parts of reports/junit.xml the tests look at."""
+    """The parts of reports/latest/junit.xml the tests look at."""
 
     suite_properties: dict[str, str]
     cases: list[dict[str, Any]]
@@ -69,10 +69,8 @@ class ReleaseProject:
     def __init__(self, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pytester = pytester
         self.path = pytester.path
-        monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
         # locust's own pytest plugin is installed too; it must not load into these runs.
         pytester.makeini("[pytest]\naddopts = -p no:locust -p no:cacheprovider\n")
-        pytester.makeconftest('pytest_plugins = ["plugins.release"]\n')
         (self.path / "profiles.toml").write_text(TEST_PROFILES)
         self.write_config("")
         self.background = False
@@ -98,13 +96,16 @@ class ReleaseProject:
 
     # -- a cluster that outlives the run, so the tests can look at the target afterwards -------------
     def start_background_cluster(self) -> None:
-        result = run_module("targets.local", "--config", str(self.path / "releasegate.toml"), "up")
+        # From the project's folder, as a user would: the run directory resolves from the project root.
+        result = run_module("releasegate.targets.local", "--config", str(self.path / "releasegate.toml"), "up",
+                            cwd=self.path)
         assert result.returncode == 0, result.stderr
         self.background = True
 
     def stop_background_cluster(self) -> None:
         if self.background:
-            run_module("targets.local", "--config", str(self.path / "releasegate.toml"), "down")
+            run_module("releasegate.targets.local", "--config", str(self.path / "releasegate.toml"), "down",
+                       cwd=self.path)
             self.background = False
 
     def cluster_state(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class ReleaseProject:
         return self.pytester.runpytest_subprocess(*args, timeout=300)
 
     def junit(self) -> JUnit:
-        return JUnit.read(self.path / "reports" / "junit.xml")
+        return JUnit.read(self.path / "reports" / "latest" / "junit.xml")
 
     def no_cluster_left(self) -> bool:
         state = read_state_file(self.path / "run")

@@ -3,7 +3,7 @@ the blue-green layout the target expects.
 
 The RBAC checks need no helm: the rules live in a plain YAML file that the chart includes with
 `.Files.Get`, and their (apiGroup, resource, verb) set is compared with the one tests/k8s_verbs.py reads
-from targets/kubernetes/*.py. The rendering checks run the real `helm template` / `helm lint` and skip
+from releasegate.targets/kubernetes/*.py. The rendering checks run the real `helm template` / `helm lint` and skip
 when helm is not on PATH (the install step is in the chart's README, "Testing the chart").
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from core.config import AppConfig, Config, KubernetesConfig
-from core.errors import ConfigError
-from core.types import ReleaseState, TrafficSplit
+from releasegate.core.config import AppConfig, Config, KubernetesConfig
+from releasegate.core.errors import ConfigError
+from releasegate.core.types import ReleaseState, TrafficSplit
 from tests.k8s_verbs import (
     ROOT,
     TARGET_DIR,
@@ -350,7 +350,7 @@ def test_upgrade_keeps_what_releasegate_changed(fake_kube: Any, tmp_path: Path) 
 @needs_helm
 def test_rendered_rbac_is_enough_for_a_whole_blue_green_cycle(fake_kube: Any, tmp_path: Path) -> None:
     """The chart's Role and ClusterRole, enforced by the fake API server, let the target do every step."""
-    from targets.kubernetes.target import KubernetesTarget
+    from releasegate.targets.kubernetes.target import KubernetesTarget
 
     objects = render()
     install(fake_kube, objects)
@@ -397,7 +397,7 @@ def test_without_namespace_read_preflight_names_the_missing_rule(fake_kube: Any,
     kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop", token=RUNNER_TOKEN)
     config = Config(app=AppConfig(name="web"), kubernetes=KubernetesConfig(
         kubeconfig=str(kubeconfig), namespace="shop", access="cluster-dns", max_retries=0))
-    from targets.kubernetes.target import KubernetesTarget
+    from releasegate.targets.kubernetes.target import KubernetesTarget
 
     with pytest.raises(ConfigError, match="RBAC forbids get on namespaces"):
         KubernetesTarget.open(config)

@@ -21,9 +21,9 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.__main__ import main
-from demo.app import create_app
-from demo.profiles import (
+from releasegate.demo.__main__ import main
+from releasegate.demo.app import create_app
+from releasegate.demo.profiles import (
     SHIPPED_PROFILES,
     EndpointProfile,
     Profile,
@@ -629,7 +629,7 @@ def test_cli_usage_errors_exit_4(argv: list[str], capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == 4
-    assert "python -m demo: error:" in capsys.readouterr().err
+    assert "python -m releasegate.demo: error:" in capsys.readouterr().err
 
 
 # --- the real process ---------------------------------------------------------------------------------------
@@ -652,7 +652,7 @@ def demo_env(**extra: str) -> dict[str, str]:
 def demo_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """`python -m demo ARGS`, killed in any case when the block ends."""
     with subprocess.Popen(
-        [sys.executable, "-m", "demo", *args],
+        [sys.executable, "-m", "releasegate.demo", *args],
         cwd=REPO,
         env=env or demo_env(),
         stdout=subprocess.DEVNULL,
@@ -732,7 +732,7 @@ def test_real_cli_exits_4_on_bad_profile_from_env_and_on_invalid_version(tmp_pat
     path = write_profiles(tmp_path, "[versions.v2]\nlatency_ms = -1\n")
     port = free_port()
     bad_profile = subprocess.run(
-        [sys.executable, "-m", "demo", "--port", str(port), "--version", "v2"],
+        [sys.executable, "-m", "releasegate.demo", "--port", str(port), "--version", "v2"],
         cwd=REPO,
         env=demo_env(RELEASEGATE_PROFILES=str(path)),
         capture_output=True,
@@ -746,7 +746,7 @@ def test_real_cli_exits_4_on_bad_profile_from_env_and_on_invalid_version(tmp_pat
     )
 
     bad_version = subprocess.run(
-        [sys.executable, "-m", "demo", "--port", str(port), "--version=-v2"],
+        [sys.executable, "-m", "releasegate.demo", "--port", str(port), "--version=-v2"],
         cwd=REPO,
         env=demo_env(),
         capture_output=True,

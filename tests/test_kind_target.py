@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from core.config import Config, parse_config
-from core.errors import ConfigError, TargetError
-from targets.kind.target import (
+from releasegate.core.config import Config, parse_config
+from releasegate.core.errors import ConfigError, TargetError
+from releasegate.targets.kind.target import (
     DEFAULT_BUILD_CONTEXT,
     DEFAULT_CHART,
     DEFAULT_DOCKERFILE,
@@ -30,7 +30,7 @@ from targets.kind.target import (
     find_tools,
     open_kind_target,
 )
-from targets.kubernetes.target import KubernetesTarget
+from releasegate.targets.kubernetes.target import KubernetesTarget
 
 TOOLS = ("kind", "docker", "helm", "kubectl")
 REAL_DOCKER = shutil.which("docker")  # looked up before any test puts the fakes alone on PATH
@@ -122,7 +122,7 @@ def kind_kubeconfig(tools: FakeTools, fake_kube: Any) -> Path:
 
 def make_config(tmp_path: Path, **kind: Any) -> Config:
     return parse_config({"app": {"name": "demo"}, "kind": {"cluster_name": "rg-test", **kind}},
-                        source="test config", base_dir=tmp_path / "project")
+                        source="test config", base_dir=tmp_path / "project", project_root=tmp_path / "project")
 
 
 def helm_install_argv(run_dir: Path, *, release: str = "demo", chart: Path = DEFAULT_CHART,

@@ -148,7 +148,7 @@ def test_a_second_concurrent_release_is_refused(project: ReleaseProject, cluster
     configure(project, cluster)
     from kubernetes import client
 
-    from targets.kubernetes.lease import microtime
+    from releasegate.targets.kubernetes.lease import microtime
 
     with client.ApiClient(cluster.fake.client_configuration()) as api:
         client.CoordinationV1Api(api).create_namespaced_lease(NS, {

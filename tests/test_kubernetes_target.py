@@ -6,17 +6,20 @@ with real pod processes.
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.config import Config, parse_config
-from core.errors import ConfigError, LockHeldError, NotReadyError
-from core.types import Phase, ReleaseState, Role, TrafficSplit
-from targets.kubernetes.target import ArgoCDSelfHealWarning, KubernetesTarget
+from releasegate.core.config import Config, parse_config
+from releasegate.core.errors import ConfigError, LockHeldError, NotReadyError
+from releasegate.core.types import LockHolder, Phase, ReleaseState, Role, TrafficSplit
+from releasegate.targets.kubernetes.lease import parse_microtime
+from releasegate.targets.kubernetes.target import ArgoCDSelfHealWarning, KubernetesTarget
 from tests.fakekube import FakeKube
 from tests.waiting import wait_until
 
@@ -31,7 +34,7 @@ def make_config(tmp_path: Path, fake: FakeKube, **kubernetes: Any) -> Config:
                "min_ready_s": 0.2,
                **kubernetes}
     return parse_config({"app": {"name": APP}, "kubernetes": section, "prometheus": {"url": "http://prom.example"}},
-                        source="test config", base_dir=tmp_path)
+                        source="test config", base_dir=tmp_path, project_root=tmp_path)
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_no_kubeconfig(tmp_path: Path, seeded: FakeKube, monkeypatch: pytest.Mon
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    config = parse_config({"app": {"name": APP}}, source="test config", base_dir=tmp_path)
+    config = parse_config({"app": {"name": APP}}, source="test config", base_dir=tmp_path, project_root=tmp_path)
     with pytest.raises(ConfigError, match=r"^no kubeconfig found \(kubernetes.kubeconfig is empty, \$KUBECONFIG is "
                                           r"unset and ~/.kube/config does not exist\); point kubernetes.kubeconfig"):
         KubernetesTarget.open(config)
@@ -222,6 +225,103 @@ def test_a_stale_lease_is_taken_over(target: KubernetesTarget, seeded: FakeKube)
     lease = seeded.get_object("leases", NS, "web-release")
     assert lease is not None and lease["spec"]["holderIdentity"] == "run-new"
     assert lease["spec"]["acquireTime"].endswith("Z") and len(lease["spec"]["acquireTime"]) == 27
+
+
+class StepClock:
+    """Lease time for the target: whole seconds only, so every MicroTime has zero microseconds."""
+
+    def __init__(self, start: datetime) -> None:
+        self.moment = start
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: int) -> None:
+        self.moment += timedelta(seconds=seconds)
+
+
+def test_the_holder_is_stored_with_the_lease_and_named_when_refused(target: KubernetesTarget,
+                                                                     seeded: FakeKube) -> None:
+    holder = LockHolder(run_id="run-a", version="v2", host="build-7", pid=4242)
+    target.acquire_lock(holder, ttl_s=60)
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "run-a"
+    assert {k: v for k, v in lease["metadata"]["annotations"].items() if "holder" in k} == {
+        "releasegate.io/holder-version": "v2", "releasegate.io/holder-host": "build-7",
+        "releasegate.io/holder-pid": "4242"}
+    with pytest.raises(LockHeldError) as refused:
+        target.acquire_lock(LockHolder("run-b", "v3", "build-8", 99), ttl_s=60)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.fullmatch(
+        r"another release of web is in progress: lease shop/web-release is held by run-a \(version v2, host "
+        r"build-7, pid 4242\) until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((59|60)s left\) unless renewed; wait for "
+        r"it to finish, or for the lock to expire if that release died", message), message
+    expires = datetime.strptime(message.split(" until ")[1][:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert abs((expires - datetime.now(UTC)).total_seconds() - 60) < 5
+    target.release_lock(holder)
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and "holderIdentity" not in lease["spec"]
+    assert not [k for k in (lease["metadata"].get("annotations") or {}) if "holder" in k]
+
+
+def test_renewal_moves_renew_time_and_says_when_the_lock_is_lost(target: KubernetesTarget,
+                                                                 seeded: FakeKube) -> None:
+    clock = StepClock(datetime.now(UTC).replace(microsecond=0))
+    target.lease.now = clock
+    holder = LockHolder("run-a", "v2", "build-7", 4242)
+    target.acquire_lock(holder, ttl_s=10)
+    acquired = seeded.get_object("leases", NS, "web-release")
+    assert acquired is not None
+    clock.advance(3)
+    target.renew_lock(holder, ttl_s=10)
+    renewed = seeded.get_object("leases", NS, "web-release")
+    assert renewed is not None
+    assert renewed["spec"]["acquireTime"] == acquired["spec"]["acquireTime"]
+    assert parse_microtime(renewed["spec"]["renewTime"]) == clock()
+    assert renewed["metadata"]["annotations"]["releasegate.io/holder-pid"] == "4242"
+    # A 409 (someone wrote in between) is read again and retried: still ours, so the renewal goes through.
+    seeded.inject_fault(method="PUT", path_regex=r"/leases/web-release$", status=409, times=1)
+    target.renew_lock(holder, ttl_s=10)
+    # Expired and taken over by another release: renewing never takes it back.
+    clock.advance(11)
+    target.acquire_lock(LockHolder("run-b", "v3", "build-8", 99), ttl_s=10)
+    with pytest.raises(LockHeldError, match=r"^lease shop/web-release was taken over by run-b \(version v3, host "
+                                            r"build-8, pid 99\) until .* UTC \(10s left\): run run-a no longer holds"):
+        target.renew_lock(holder, ttl_s=10)
+    assert (seeded.get_object("leases", NS, "web-release") or {})["spec"]["holderIdentity"] == "run-b"
+    target.release_lock(LockHolder("run-b"))
+    with pytest.raises(LockHeldError, match="^lease shop/web-release was released: run run-a no longer holds"):
+        target.renew_lock(holder, ttl_s=10)
+
+
+def test_every_lease_write_sends_six_fractional_digits(target: KubernetesTarget, seeded: FakeKube) -> None:
+    # The client would turn a datetime with zero microseconds into "...T03:00:00+00:00", which a real
+    # server (and the fake) refuses with 400; every time here has zero microseconds.
+    clock = StepClock(datetime(2030, 12, 2, 3, 0, 0, tzinfo=UTC))
+    target.lease.now = clock
+    holder = LockHolder("run-a", "v2", "build-7", 4242)
+    target.acquire_lock(holder, ttl_s=10)          # create
+    for _ in range(2):
+        clock.advance(3)
+        target.renew_lock(holder, ttl_s=10)         # update renewTime
+    target.acquire_lock(holder, ttl_s=10)          # update, keeping acquireTime
+    target.release_lock(holder)                    # update, holder removed
+    target.acquire_lock(LockHolder("run-b"), ttl_s=10)
+    clock.advance(11)
+    target.acquire_lock(LockHolder("run-c"), ttl_s=10)  # take-over of an expired lease
+    target.release_lock(LockHolder("run-c"))
+
+    writes = [r for r in seeded.write_requests() if "/leases" in r.path]
+    assert [r.method for r in writes] == ["POST", "PUT", "PUT", "PUT", "PUT", "PUT", "PUT", "PUT"]
+    assert [r.status for r in writes] == [201, 200, 200, 200, 200, 200, 200, 200]
+    for request in writes:
+        spec = request.json()["spec"]
+        times = [spec[key] for key in ("acquireTime", "renewTime") if key in spec]
+        assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000000Z", t) for t in times), spec
+    lease = seeded.get_object("leases", NS, "web-release")
+    assert lease is not None and lease["spec"]["renewTime"] == "2030-12-02T03:00:17.000000Z"
+    assert not [r for r in seeded.requests if r.status == 400]
 
 
 # -- API faults -----------------------------------------------------------------------------------------

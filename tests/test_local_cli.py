@@ -30,7 +30,7 @@ def write_config(tmp_path: Path, body: str) -> Path:
 def run_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "run"
     yield path
-    run_module("targets.local", "--run-dir", str(path), "down")
+    run_module("releasegate.targets.local", "--run-dir", str(path), "down")
 
 
 def test_up_status_down(tmp_path: Path, run_dir: Path) -> None:
@@ -38,17 +38,17 @@ def test_up_status_down(tmp_path: Path, run_dir: Path) -> None:
         [local]
         replicas = 1
     """)
-    up = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "up", "--version", "v3")
+    up = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "up", "--version", "v3")
     assert up.returncode == 0, up.stderr
     assert "blue   v3" in up.stdout
-    status = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "status", "--json")
+    status = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "status", "--json")
     state = json.loads(status.stdout)
     pids = cluster_pids(state)
     assert state["persistent"] and alive(pids) == pids
-    down = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "down")
+    down = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "down")
     assert down.returncode == 0 and "stopped" in down.stdout
     assert alive(pids) == []
-    assert run_module("targets.local", "--run-dir", str(run_dir), "status").returncode == 1
+    assert run_module("releasegate.targets.local", "--run-dir", str(run_dir), "status").returncode == 1
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_bad_input_is_one_line_exit_4_and_starts_nothing(
     config = write_config(tmp_path, config_body)
     if profiles_body is not None:
         (tmp_path / "profiles.toml").write_text(profiles_body)
-    result = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
+    result = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
     assert result.returncode == 4, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("releasegate: "), result.stderr
@@ -85,7 +85,7 @@ def test_a_taken_service_port_is_exit_4_and_starts_nothing(tmp_path: Path, run_d
         blocker.listen()
         port = blocker.getsockname()[1]
         config = write_config(tmp_path, f"[local]\nservice_port = {port}\n")
-        result = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
+        result = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
     assert result.returncode == 4
     assert f"local.service_port: port {port} on 127.0.0.1 is already in use" in result.stderr
     assert result.stderr.count("\n") == 1
@@ -94,7 +94,7 @@ def test_a_taken_service_port_is_exit_4_and_starts_nothing(tmp_path: Path, run_d
 
 def test_a_missing_prometheus_binary_names_both_fixes(tmp_path: Path, run_dir: Path) -> None:
     config = write_config(tmp_path, "[local]\nprometheus_binary = 'prometheus-not-installed'\n")
-    result = run_module("targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
+    result = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "up")
     assert result.returncode == 4
     assert "apt-get install prometheus" in result.stderr and "prometheus.url" in result.stderr
 
@@ -104,7 +104,7 @@ OWNER_SCRIPT = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 from tests.local_cluster import local_config, cluster_pids
-from targets.local.target import LocalTarget
+from releasegate.targets.local.target import LocalTarget
 from pathlib import Path
 target = LocalTarget.open(local_config(Path({run_dir!r}), replicas=1))
 try:

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.errors import NotReadyError, TargetError
-from core.types import Role, TrafficSplit
-from targets.local.target import LocalTarget
+from releasegate.core.errors import NotReadyError, TargetError
+from releasegate.core.types import Role, TrafficSplit
+from releasegate.targets.local.target import LocalTarget
+from releasegate.verifiers.metrics import Metrics
 from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
 from tests.waiting import wait_until
-from verifiers.metrics import Metrics
 
 pytestmark = pytest.mark.slow
 
@@ -185,8 +185,8 @@ def test_a_bad_version_fails_the_readiness_wait_with_the_reason(
 
 
 def test_release_state_and_lock_are_shared_through_the_cluster(target: LocalTarget) -> None:
-    from core.errors import LockHeldError
-    from core.types import Phase, ReleaseState
+    from releasegate.core.errors import LockHeldError
+    from releasegate.core.types import Phase, ReleaseState
 
     target.acquire_lock("run-a", ttl_s=60)
     try:

@@ -142,8 +142,8 @@ def test_a_failing_fixture_stops_the_release(project: ReleaseProject) -> None:
 @pytest.mark.parametrize(
     ("args", "config", "expected"),
     [
-        (["--release", "v2", "--strategy", "rainbow"], "",
-         "ERROR: --strategy 'rainbow' is not a strategy; use one of: blue-green, canary"),
+        (["--release", "v2", "--release-strategy", "rainbow"], "",
+         "ERROR: --release-strategy 'rainbow' is not a strategy; use blue-green"),
         (["--release", "v2!"], "", "ERROR: --release: version 'v2!' is not a valid Kubernetes label value*"),
         (["--release", "v2"], "[local]\nreplica = 3\n", "ERROR: *releasegate.toml: unknown key 'local.replica'*"),
         (["--release", "v2"], "[release\n", "ERROR: *releasegate.toml: not valid TOML*"),
@@ -193,7 +193,7 @@ def test_the_stage_marker_moves_a_test(project: ReleaseProject) -> None:
 def test_dry_run_verifies_and_never_touches_traffic(project: ReleaseProject) -> None:
     project.minimal_suites()
     project.start_background_cluster()
-    result = project.release("--release", "v2", "--dry-run")
+    result = project.release("--release", "v2", "--release-dry-run")
     assert result.ret == 0, result.stdout.str()
     junit = project.junit()
     assert junit.suite_properties["release.decision"] == "not-promoted"
@@ -265,7 +265,7 @@ def test_ctrl_c_leaves_traffic_on_the_verified_version(project: ReleaseProject) 
     assert state["traffic"] == {"blue": 100}
     assert state["slots"]["green"]["pods"] == []
     assert state["lease"] is None
-    assert json.loads((project.path / "reports" / "release-report.json").read_text())["exit_code"] == 2
+    assert json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())["exit_code"] == 2
 
 
 def test_under_xdist_stages_stay_ordered_and_actions_run_once(project: ReleaseProject) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from core.checks import CheckFailed, CheckOutcome, Verdict
-from core.types import Role
+from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
+from releasegate.core.types import Role
+from releasegate.verifiers.compare import compare_error_rates, compare_latency, compare_loads
+from releasegate.verifiers.load import LoadProfile, LoadResult, run_load
 from tests.verifiers_services import DemoService, demo_service, write_profiles
-from verifiers.compare import compare_error_rates, compare_latency, compare_loads
-from verifiers.load import LoadProfile, LoadResult, run_load
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "suites" / "load" / "locustfile.py"
 

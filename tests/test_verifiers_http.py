@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.checks import CheckFailed, CheckOutcome, Verdict
-from core.types import Endpoint, Role
+from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
+from releasegate.core.types import Endpoint, Role
+from releasegate.verifiers.http import Probe, client_for, smoke
 from tests.verifiers_services import DemoService, demo_service, free_port, write_profiles
-from verifiers.http import Probe, client_for, smoke
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from core.checks import CheckFailed, CheckOutcome, Verdict
-from core.errors import ConfigError
-from core.types import Role
+from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
+from releasegate.core.errors import ConfigError
+from releasegate.core.types import Role
+from releasegate.verifiers.load import LoadError, LoadProfile, run_load
 from tests.verifiers_services import PROJECT_ROOT, DemoService, demo_service, write_profiles
-from verifiers.load import LoadError, LoadProfile, run_load
 
 SHOP_LOCUSTFILE = PROJECT_ROOT / "suites" / "load" / "locustfile.py"
 
@@ -241,9 +240,9 @@ def test_profiles_and_locustfiles_are_checked_before_anything_runs(tmp_path: Pat
 
 
 def test_the_calling_process_never_imports_locust_gevent_pytest_or_targets() -> None:
-    code = ("import sys, verifiers.load, verifiers.compare, verifiers.metrics, verifiers.http;"
-            "print(sorted(m for m in ('locust', 'gevent', 'pytest', 'targets') if m in sys.modules))")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+    code = ("import sys, releasegate.verifiers.load, releasegate.verifiers.compare, releasegate.verifiers.metrics,"
+            " releasegate.verifiers.http;"
+            "print(sorted(m for m in ('locust', 'gevent', 'pytest', 'releasegate.targets') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               timeout=60, check=True, cwd=PROJECT_ROOT)
     assert imported.stdout.strip() == "[]"

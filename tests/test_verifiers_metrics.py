@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from core.checks import CheckFailed, CheckOutcome, Verdict
-from core.errors import ConfigError
-from core.types import MetricsScope, Role
+from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
+from releasegate.core.errors import ConfigError
+from releasegate.core.types import MetricsScope, Role
+from releasegate.verifiers.metrics import Metrics, MetricsError
 from tests.verifiers_services import DemoService, demo_service, free_port, prometheus, write_profiles
 from tests.waiting import wait_until
-from verifiers.metrics import Metrics, MetricsError
 
 WINDOW_S = 120  # covers the whole life of the fixture's Prometheus
 
@@ -165,6 +165,135 @@ def test_request_count_and_raw_queries_match_what_was_sent(traffic: Traffic) -> 
         # Two series scraped at different moments: one of them is extrapolated by up to one interval.
         assert ratio.value == pytest.approx(traffic.sent["v2-errors"] / traffic.sent["v1"], rel=0.25)
         assert ratio.check("value > 1.5").passed
+        assert (ratio.subject, ratio.samples) == ("candidate v2-errors and baseline v1", None)
+
+
+def five_xx_ratio(scope: str = "selector", *, or_vector_0: bool = True) -> str:
+    """The share of 5xx answers; `or vector(0)` on the numerator turns "no 5xx series" into 0."""
+    errors = 'sum(rate(http_requests_total{ {{ SCOPE }},status=~"5.."}[{{ window }}]))'.replace("SCOPE", scope)
+    everything = "sum(rate(http_requests_total{ {{ SCOPE }} }[{{ window }}]))".replace("SCOPE", scope)
+    return f"({errors} or vector(0)) / {everything}" if or_vector_0 else f"{errors} / {everything}"
+
+
+def requests_of(scope: str = "selector") -> str:
+    return "sum(increase(http_requests_total{ {{ SCOPE }} }[{{ window }}]))".replace("SCOPE", scope)
+
+
+def test_a_5xx_ratio_without_or_vector_0_is_no_data_on_a_healthy_version_and_says_the_fix(
+        traffic: Traffic) -> None:
+    recorded: list[CheckOutcome] = []
+    with metrics_for(traffic, record=recorded.append,
+                     candidate=traffic.healthy.endpoint(Role.CANDIDATE)) as metrics:
+        flawed = metrics.query(five_xx_ratio(or_vector_0=False), version="v1", window_s=WINDOW_S,
+                               at=traffic.at["v1"])
+        assert flawed.value is None  # v1 answered no 5xx: the numerator has no series
+        for expression in ("error_rate < 1%", "value < 1%"):
+            with pytest.raises(CheckFailed) as caught:
+                flawed.check(expression)
+            message = str(caught.value)
+            assert message.startswith(f"NO DATA: {expression}: Prometheus at {traffic.url} returned no series "
+                                      f"on candidate v1 over {WINDOW_S}s ending ")
+            assert ("a rate over errors that never happened has no series; append `or vector(0)` to the "
+                    "numerator, `(sum(rate(errors[1m])) or vector(0)) / sum(rate(requests[1m]))`") in message
+            assert "\n" not in message
+
+        fixed = metrics.query(five_xx_ratio(), version="v1", window_s=WINDOW_S, at=traffic.at["v1"],
+                              samples_query=requests_of())
+        fixed.check("error_rate < 1%")
+        outcome = fixed.check("value < 1%")
+
+    assert [o.verdict for o in recorded] == [Verdict.NO_DATA, Verdict.NO_DATA, Verdict.PASS, Verdict.PASS]
+    traffic.expect_count("v1", fixed.samples)
+    assert fixed.value == 0
+    assert outcome.message == f"value 0% < 1% over {fixed.samples:,} requests on candidate v1"
+    assert (outcome.display_value, outcome.threshold, outcome.subject) == ("0%", "1%", "candidate v1")
+    properties = dict(outcome.properties())
+    assert properties["check.value < 1%.value"] == "0%"
+    assert properties["check.value < 1%.threshold"] == "1%"
+    assert properties["check.value < 1%.subject"] == "candidate v1"
+    assert properties["check.value < 1%.samples"] == str(fixed.samples)
+    assert properties["check.value < 1%.source"].startswith(
+        '(sum(rate(http_requests_total{ app="demo",version="v1",status=~"5.."}')
+
+
+def test_a_5xx_ratio_of_a_failing_candidate_is_shown_in_percent_with_its_subject(traffic: Traffic) -> None:
+    recorded: list[CheckOutcome] = []
+    at = traffic.at["v2-errors"]
+    with metrics_for(traffic, record=recorded.append, candidate=traffic.errors.endpoint(Role.CANDIDATE),
+                     baseline=traffic.healthy.endpoint(Role.BASELINE)) as metrics:
+        counted = metrics.query(five_xx_ratio("candidate"), window_s=WINDOW_S, at=at,
+                                samples_query=requests_of("candidate"))
+        with pytest.raises(CheckFailed) as caught:
+            counted.check("value < 1%")
+        uncounted = metrics.query(five_xx_ratio("candidate"), window_s=WINDOW_S, at=at)
+        with pytest.raises(CheckFailed):
+            uncounted.check("value < 1%")
+
+    assert counted.value == pytest.approx(traffic.server_errors / traffic.sent["v2-errors"], abs=0.01)
+    traffic.expect_count("v2-errors", counted.samples)
+    shown = recorded[0].display_value
+    assert shown.endswith("%") and 1 < float(shown[:-1]) < 10
+    assert str(caught.value) == f"value {shown} > 1% over {counted.samples:,} requests on candidate v2-errors"
+    # Without a count, the report says it is unknown rather than showing some other scope's number.
+    assert uncounted.samples is None
+    assert recorded[1].message == f"value {recorded[1].display_value} > 1% on candidate v2-errors"
+    assert dict(recorded[1].properties())["check.value < 1%.samples"] == "-"
+
+
+def test_a_raw_query_names_what_it_is_scoped_to_and_counts_only_when_told(traffic: Traffic) -> None:
+    candidate, baseline = traffic.errors.endpoint(Role.CANDIDATE), traffic.healthy.endpoint(Role.BASELINE)
+    at = traffic.at["v2-errors"]
+    with metrics_for(traffic, candidate=candidate, baseline=baseline) as metrics:
+        def subject_and_samples(template: str, **kwargs: object) -> tuple[str, int | None]:
+            measured = metrics.query(template, window_s=WINDOW_S, at=at, **kwargs)  # type: ignore[arg-type]
+            return measured.subject, measured.samples
+
+        assert subject_and_samples("vector(0.5)") == ("custom query", None)
+        assert subject_and_samples(requests_of()) == ("app demo", None)
+        assert subject_and_samples(requests_of(), version="v9") == ("version v9", None)
+        assert subject_and_samples(requests_of(), slot="green") == ("candidate v2-errors", None)
+        assert subject_and_samples(requests_of("baseline")) == ("baseline v1", None)
+        both = f"{requests_of('candidate')} / {requests_of('baseline')}"
+        assert subject_and_samples(both) == ("candidate v2-errors and baseline v1", None)
+        # handler_regex: the requests of the query's own scope on those handlers, as the built-in SLOs count.
+        api_requests = metrics.request_count(version="v2-errors", window_s=WINDOW_S, at=at).samples
+        assert subject_and_samples(five_xx_ratio("candidate"), handler_regex="/api/.*") == (
+            "candidate v2-errors", api_requests)
+        with pytest.raises(ConfigError, match=r"covers candidate v2-errors and baseline v1: handler_regex "
+                                              r"cannot say whose requests .*; pass samples_query=\.\.\. instead"):
+            metrics.query(both, window_s=WINDOW_S, handler_regex="/api/.*")
+        assert metrics.query("vector(0.5)", window_s=60).check("value < 1").message == (
+            "value 0.5 < 1 on custom query")
+
+
+def test_a_raw_query_with_no_traffic_is_no_data_saying_why(traffic: Traffic) -> None:
+    with metrics_for(traffic) as metrics:
+        guarded = metrics.query(five_xx_ratio(), version="v9", window_s=WINDOW_S)
+        with pytest.raises(CheckFailed, match=r"^NO DATA: value < 1%: Prometheus at .* returned no series on "
+                                              r"version v9 over .* although the query has `or vector\(\.\.\.\)`: "
+                                              r"the other side \(the denominator\) has no series"):
+            guarded.check("value < 1%")
+        counted = metrics.query(five_xx_ratio(), version="v9", window_s=WINDOW_S, samples_query=requests_of())
+        assert counted.samples == 0
+        with pytest.raises(CheckFailed, match=r"^NO DATA: value < 1%: no requests on version v9 over "
+                                              rf"{WINDOW_S}s ending .*; the query returned no series$"):
+            counted.check("value < 1%")
+        nan = metrics.query("sum(increase(http_requests_total{ {{ selector }} }[{{ window }}])) / 0 * 0",
+                            version="v1", window_s=WINDOW_S, at=traffic.at["v1"])
+        with pytest.raises(CheckFailed, match=r"^NO DATA: value < 1: the query returned NaN on version v1 "):
+            nan.check("value < 1")
+
+
+def test_min_samples_on_a_raw_query_without_a_count_is_no_data(traffic: Traffic) -> None:
+    with metrics_for(traffic, min_samples=100) as metrics:
+        measured = metrics.query(five_xx_ratio(), version="v1", window_s=WINDOW_S, at=traffic.at["v1"])
+        with pytest.raises(CheckFailed, match=r"^NO DATA: value < 1%: the request count behind the value on "
+                                              r"version v1 is unknown \(minimum 100\)$"):
+            measured.check("value < 1%")
+        assert measured.check("value < 1%", min_samples=0).passed
+        counted = metrics.query(five_xx_ratio(), version="v1", window_s=WINDOW_S, at=traffic.at["v1"],
+                                samples_query=requests_of())
+        assert counted.check("value < 1%").passed
 
 
 def test_no_traffic_is_no_data_never_a_pass(traffic: Traffic) -> None:

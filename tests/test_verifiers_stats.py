@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from verifiers.stats import BUCKET_GROWTH, LatencyRecorder, Stats, bucket_index, bucket_midpoint_s
+from releasegate.verifiers.stats import BUCKET_GROWTH, LatencyRecorder, Stats, bucket_index, bucket_midpoint_s
 
 
 def lognormal_latencies(count: int, seed: int) -> list[float]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.checks import CheckFailed, Verdict, require
-from core.errors import ConfigError
-from verifiers.stats import Stats
-from verifiers.thresholds import (
+from releasegate.core.checks import CheckFailed, Verdict, require
+from releasegate.core.errors import ConfigError
+from releasegate.verifiers.stats import Stats
+from releasegate.verifiers.thresholds import (
     Kind,
     format_count,
     format_fraction,
@@ -159,6 +159,37 @@ def test_quantiles_use_the_nearest_rank() -> None:
     assert thousand.quantile(0.999) == 0.999
     assert parse_threshold("p(99.9) < 1s").value_of(thousand) == 0.999
     assert parse_threshold("med < 1s").value_of(thousand) == 0.5
+
+
+@pytest.mark.parametrize(("text", "value", "shown", "limit", "message"), [
+    ("value < 1%", 0.0, "0%", "1%", "value 0% < 1% on candidate v1"),
+    ("value < 1%", 0.0063, "0.63%", "1%", "value 0.63% < 1% on candidate v1"),
+    ("value < 1%", 0.049, "4.9%", "1%", "value 4.9% > 1% on candidate v1"),
+    ("value >= 99.5%", 0.9995, "99.95%", "99.5%", "value 99.95% >= 99.5% on candidate v1"),
+    ("value < 300ms", 0.412, "412ms", "300ms", "value 412ms > 300ms on candidate v1"),
+    ("value < 2s", 1.25, "1.25s", "2s", "value 1.25s < 2s on candidate v1"),
+    ("value > 20/s", 23.44, "23.4/s", "20/s", "value 23.4/s > 20/s on candidate v1"),
+    ("value < 0.5", 0.25, "0.25", "0.5", "value 0.25 < 0.5 on candidate v1"),
+])
+def test_a_value_threshold_is_shown_in_the_unit_it_was_written_in(text: str, value: float, shown: str,
+                                                                  limit: str, message: str) -> None:
+    outcome = parse_threshold(text).evaluate_value(value, samples=None, subject="candidate v1", source="q",
+                                                   window="60s", min_samples=0)
+    assert (outcome.display_value, outcome.threshold, outcome.message) == (shown, limit, message)
+    assert outcome.value == pytest.approx(value)  # still in base units
+    properties = dict(outcome.properties())
+    assert (properties[f"check.{text}.value"], properties[f"check.{text}.threshold"]) == (shown, limit)
+    assert properties[f"check.{text}.samples"] == "-"  # unknown, never a made-up number
+
+
+def test_a_percent_value_threshold_keeps_its_unit_with_a_sample_count_and_at_the_limit() -> None:
+    threshold = parse_threshold("value<1%")
+    assert (threshold.unit, parse_threshold("value < 0.01").unit) == ("%", None)
+    over = threshold.evaluate_value(0.010041, samples=1843, subject="s", source="", window="", min_samples=0)
+    assert over.message == "value 1.0041% > 1% over 1,843 requests on s"  # more digits, same unit
+    assert dict(over.properties())["check.value<1%.samples"] == "1843"
+    at_limit = threshold.evaluate_value(0.01, samples=1843, subject="s", source="", window="", min_samples=0)
+    assert at_limit.message == "value 1% >= 1% over 1,843 requests on s"
 
 
 def test_value_thresholds_are_for_raw_queries_only() -> None:

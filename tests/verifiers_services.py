@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from core.types import Endpoint, Role
+from releasegate.core.types import Endpoint, Role
 from tests.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def demo_service(version: str, profiles: Path, *, slot: str, pod: str | None = N
     service = DemoService(version=version, slot=slot, pod=pod or f"{version}-pod", port=free_port())
     env = {k: v for k, v in os.environ.items() if k != "RELEASEGATE_PROFILES"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo", "--host", "127.0.0.1", "--port", str(service.port), "--version",
+        [sys.executable, "-m", "releasegate.demo", "--host", "127.0.0.1", "--port", str(service.port), "--version",
          version, "--profiles", str(profiles), "--pod", service.pod, "--seed", "7"],
         cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 from scipy.stats import fisher_exact, mannwhitneyu
 
-from core.checks import CheckOutcome, RecordCheck, Verdict, require
-from verifiers.load import LoadResult
-from verifiers.thresholds import format_count, format_fraction, format_seconds
+from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, require
+from releasegate.verifiers.load import LoadResult
+from releasegate.verifiers.thresholds import format_count, format_fraction, format_seconds
 
 
 def _format_p(p: float) -> str:

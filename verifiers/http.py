@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
-from core.types import Endpoint
-from verifiers.thresholds import format_seconds
+from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
+from releasegate.core.types import Endpoint
+from releasegate.verifiers.thresholds import format_seconds
 
 VERSION_HEADER = "X-App-Version"
 

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
-from core.errors import ConfigError, ReleasegateError
-from core.types import Endpoint, Role
-from verifiers.stats import RESERVOIR_SIZE, Stats
-from verifiers.thresholds import format_count, parse_threshold
+from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
+from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.types import Endpoint, Role
+from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
+from releasegate.verifiers.thresholds import format_count, parse_threshold
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR = Path(__file__).resolve().with_name("locust_collector.py")
 
 OUTPUT_ENV = "RELEASEGATE_LOAD_OUTPUT"
@@ -264,7 +263,6 @@ def _environment(output: Path, settings: Mapping[str, Any]) -> dict[str, str]:
            # back, and proxy variables would route loopback traffic through a proxy (as trust_env=False
            # prevents for httpx in verifiers.http).
            if not k.upper().startswith("LOCUST_") and k.lower() not in _PROXY_VARIABLES}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     env[OUTPUT_ENV] = str(output)
     env[SETTINGS_ENV] = json.dumps(settings)
     return env

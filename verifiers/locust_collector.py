@@ -21,9 +21,9 @@ import gevent
 from locust import events
 from locust.env import Environment
 
-from verifiers.load import OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
-from verifiers.stats import LatencyRecorder, Stats
-from verifiers.thresholds import ERROR_BREACH_FACTOR, LATENCY_BREACH_FACTOR, Kind, parse_threshold
+from releasegate.verifiers.load import OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
+from releasegate.verifiers.stats import LatencyRecorder, Stats
+from releasegate.verifiers.thresholds import ERROR_BREACH_FACTOR, LATENCY_BREACH_FACTOR, Kind, parse_threshold
 
 BREACH_CHECK_INTERVAL_S = 1.0
 

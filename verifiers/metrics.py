@@ -23,10 +23,10 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from core.checks import CheckOutcome, RecordCheck, ignore_check, require
-from core.errors import ConfigError, ReleasegateError
-from core.types import Endpoint, MetricsScope, Slot
-from verifiers.thresholds import Kind, Threshold, parse_threshold
+from releasegate.core.checks import CheckOutcome, RecordCheck, ignore_check, require
+from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.types import Endpoint, MetricsScope, Slot
+from releasegate.verifiers.thresholds import Kind, Threshold, parse_threshold
 
 DEFAULT_HANDLERS = "/api/.*"
 
@@ -184,16 +184,41 @@ class Metrics:
     # --- raw PromQL --------------------------------------------------------------------------------------
 
     def query(self, promql_template: str, *, window_s: float, slot: Slot | None = None,
-              version: str | None = None, handler_regex: str = DEFAULT_HANDLERS, at: When = None,
-              **values: str) -> Measurement:
+              version: str | None = None, samples_query: str | None = None, handler_regex: str | None = None,
+              at: When = None, **values: str) -> Measurement:
         """A raw PromQL query returning one value, with `{{ selector }}` (app + slot/version given here),
         `{{ candidate }}`, `{{ baseline }}`, `{{ window }}` and your own `{{ name }}` from `values` filled in.
 
-        The sample count is the request count of the same scope, handlers and window, so `min_samples`
-        works for raw queries too. A query returning several series is a ConfigError: aggregate it.
+        The subject is what the template is scoped to (`candidate v3`, `version v9`, or `custom query`).
+        The sample count is only known when you say what it is: `samples_query`, a template of the same
+        kind giving the request count behind the value, or `handler_regex`, the requests of the query's
+        scope on those handlers; else it is unknown (and a `min_samples` above 0 makes the check NO DATA).
+        A query returning several series is a ConfigError: aggregate it.
         """
         promql = self.render(promql_template, window_s=window_s, slot=slot, version=version, **values)
-        return self._measure("query", promql, slot, version, window_s, handler_regex, at)
+        scopes = self._scopes_of(promql_template, slot, version)
+        subject = " and ".join(self._scope_name(s, v) for s, v in scopes) or "custom query"
+        evaluated_at, window = self._window(window_s, at)
+        value = self._value(promql, evaluated_at)
+        count_query: str | None = None
+        if samples_query is not None:
+            used = set(_PLACEHOLDER.findall(samples_query))
+            count_query = self.render(samples_query, window_s=window_s, slot=slot, version=version,
+                                      **{name: v for name, v in values.items() if name in used})
+        elif handler_regex is not None:
+            if len(scopes) > 1:
+                raise ConfigError(f"PromQL template {promql_template!r} covers {subject}: handler_regex cannot "
+                                  "say whose requests are behind the value; pass samples_query=... instead")
+            # One scope, or none (the whole app).
+            count_query = self._count_query(*(scopes[0] if scopes else (None, None)), window_s, handler_regex)
+        samples: int | None = None
+        if count_query is not None:
+            count = self._value(count_query, evaluated_at)
+            samples = 0 if count is None or math.isnan(count) else round(count)
+        return Measurement(
+            measure="query", value=value, samples=samples, subject=subject, query=promql, window=window,
+            min_samples=self.min_samples, record=self.record,
+            no_data_reason=self._query_no_data(promql, value, samples, subject, window))
 
     def render(self, promql_template: str, *, window_s: float, slot: Slot | None = None,
                version: str | None = None, **values: str) -> str:
@@ -285,13 +310,46 @@ class Metrics:
         return evaluated_at, f"{promql_duration(window_s)} ending {stamp}" + (" (now)" if now else "")
 
     def _subject(self, slot: Slot | None, version: str | None, handler_regex: str) -> str:
-        for role, endpoint in (("candidate", self.candidate), ("baseline", self.baseline)):
-            if endpoint is not None and (slot, version) in ((endpoint.slot, endpoint.version),
-                                                            (None, endpoint.version), (endpoint.slot, None)):
-                return f"{handler_regex} ({role} {endpoint.version or endpoint.slot})"
+        return f"{handler_regex} ({self._scope_name(slot, version)})"
+
+    def _scope_name(self, slot: Slot | None, version: str | None) -> str:
+        """`candidate v3`, `baseline v2`, `version v9`, `slot green` or `app demo`."""
+        if slot is not None or version is not None:
+            for role, endpoint in (("candidate", self.candidate), ("baseline", self.baseline)):
+                if endpoint is not None and (slot, version) in ((endpoint.slot, endpoint.version),
+                                                                (None, endpoint.version), (endpoint.slot, None)):
+                    return f"{role} {endpoint.version or endpoint.slot}"
         parts = (f"version {version}" if version else "", f"slot {slot}" if slot else "")
-        who = ", ".join(p for p in parts if p)
-        return f"{handler_regex} ({who or f'app {self.scope.app}'})"
+        return ", ".join(p for p in parts if p) or f"app {self.scope.app}"
+
+    def _scopes_of(self, template: str, slot: Slot | None,
+                   version: str | None) -> list[tuple[Slot | None, str | None]]:
+        """The (slot, version) scopes a template's selectors stand for, in the order they appear."""
+        scopes: list[tuple[Slot | None, str | None]] = []
+        for name in _PLACEHOLDER.findall(template):
+            endpoint = {"candidate": self.candidate, "baseline": self.baseline}.get(name)
+            scope = (slot, version) if name == "selector" else \
+                (endpoint.slot, endpoint.version) if endpoint is not None else None
+            if scope is not None and scope not in scopes:
+                scopes.append(scope)
+        return scopes
+
+    def _query_no_data(self, promql: str, value: float | None, samples: int | None, subject: str,
+                       window: str) -> str:
+        """Why a raw query has no value, and the likely fix, in one line."""
+        where = f"on {subject} over {window}"
+        if value is not None:  # NaN
+            return (f"the query returned NaN {where} (a division 0/0 or a quantile of nothing: no requests "
+                    "in the window?)")
+        if samples == 0:
+            return f"no requests {where}; the query returned no series"
+        if re.search(r"\bor\s+vector\s*\(", promql):
+            return (f"Prometheus at {self.scope.prometheus_url} returned no series {where} although the query "
+                    "has `or vector(...)`: the other side (the denominator) has no series, so nothing was "
+                    "counted in the window")
+        return (f"Prometheus at {self.scope.prometheus_url} returned no series {where}: a rate over errors "
+                "that never happened has no series; append `or vector(0)` to the numerator, "
+                "`(sum(rate(errors[1m])) or vector(0)) / sum(rate(requests[1m]))`, so that no errors count as 0")
 
     def _role_selector(self, role: str, endpoint: Endpoint | None) -> str:
         if endpoint is None or (endpoint.slot is None and endpoint.version is None):

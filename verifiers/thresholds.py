@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.checks import CheckOutcome, Verdict
-from core.errors import ConfigError
-from verifiers.stats import Stats
+from releasegate.core.checks import CheckOutcome, Verdict
+from releasegate.core.errors import ConfigError
+from releasegate.verifiers.stats import Stats
 
 EXAMPLES = ('"p(95) < 300ms", "avg <= 0.2s", "error_rate < 1%", "success_rate >= 99.5%", "rps > 20", '
             '"requests >= 500"')
@@ -104,6 +104,11 @@ _FORMATTERS: dict[Kind, Callable[..., str]] = {
     Kind.COUNT: lambda n, precise=False: format_count(n), Kind.VALUE: format_number,
 }
 
+# A `value` threshold is shown in the unit it was written in: `value < 1%` reads `0.63% < 1%`, not `0.0063`.
+_VALUE_FORMATTERS: dict[str, Callable[..., str]] = {
+    "%": format_fraction, "ms": format_seconds, "s": format_seconds, "/s": format_rps,
+}
+
 
 # --- parsing ---------------------------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ def parse_threshold(text: str) -> Threshold:
         raise _invalid(text, "the limit must be a finite number")
     limit = _limit_in_base_units(text, kind, number, match["unit"])
     return Threshold(text=text.strip(), metric=metric, kind=kind, quantile=quantile, op=match["op"],
-                     limit=limit)
+                     limit=limit, unit=match["unit"])
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
@@ -186,9 +191,13 @@ class Threshold:
     quantile: float | None
     op: str
     limit: float
+    unit: str | None = None  # as written (`%`, `ms`, `s`, `/s`); a `value` threshold is displayed in it
 
-    def display(self, value: float) -> str:
-        return str(_FORMATTERS[self.kind](value))
+    def display(self, value: float, *, precise: bool = False) -> str:
+        formatter = _FORMATTERS[self.kind]
+        if self.kind is Kind.VALUE and self.unit is not None:
+            formatter = _VALUE_FORMATTERS[self.unit]
+        return str(formatter(value, precise=precise))
 
     @property
     def limit_display(self) -> str:
@@ -234,7 +243,7 @@ class Threshold:
         relation = self.op if passed else _failed_relation(self.op, value, self.limit)
         shown = self.display(value)
         if shown == self.limit_display and value != self.limit:
-            shown = str(_FORMATTERS[self.kind](value, precise=True))  # "300ms > 300ms" would read as a lie
+            shown = self.display(value, precise=True)  # "300ms > 300ms" would read as a lie
         over = "" if self.kind is Kind.COUNT or samples is None else f" over {format_count(samples)} requests"
         message = f"{self.metric} {shown} {relation} {self.limit_display}{over} on {subject}"
         verdict = Verdict.PASS if passed else Verdict.FAIL

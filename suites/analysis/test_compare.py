@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plugins.fixtures import LoadRunner, ReleaseInfo
-from verifiers.compare import compare_loads
+from releasegate.plugins.fixtures import LoadRunner, ReleaseInfo
+from releasegate.verifiers.compare import compare_loads
 
 
 def test_candidate_is_no_worse_than_baseline(load: LoadRunner, release: ReleaseInfo) -> None:

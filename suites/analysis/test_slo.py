@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.types import Endpoint
-from plugins.fixtures import ReleaseInfo
+from releasegate.core.types import Endpoint
+from releasegate.plugins.fixtures import ReleaseInfo
 
 
 def _window_s(release: ReleaseInfo) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugins.fixtures import LoadRunner, ReleaseInfo
+from releasegate.plugins.fixtures import LoadRunner, ReleaseInfo
 
 
 def test_candidate_meets_its_slos_under_load(load: LoadRunner, release: ReleaseInfo) -> None:

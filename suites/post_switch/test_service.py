@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from core.types import Endpoint, Role
-from plugins.fixtures import LoadRunner, ReleaseInfo
+from releasegate.core.types import Endpoint, Role
+from releasegate.plugins.fixtures import LoadRunner, ReleaseInfo
 
 
 def test_service_serves_the_new_version(service: Endpoint, release: ReleaseInfo) -> None:

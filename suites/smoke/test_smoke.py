@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from core.types import Endpoint
-from plugins.fixtures import ReleaseInfo
+from releasegate.core.types import Endpoint
+from releasegate.plugins.fixtures import ReleaseInfo
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/version"])

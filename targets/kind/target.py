@@ -27,17 +27,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.config import Config, KindConfig
-from core.errors import ConfigError, TargetError
-from core.types import Slot
-from core.versions import validate_version
-from targets.kubernetes.target import KubernetesTarget
+import releasegate
+from releasegate.core.config import Config, KindConfig
+from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.types import Slot
+from releasegate.core.versions import validate_version
+from releasegate.targets.kubernetes.target import KubernetesTarget
 
 # The chart and the demo service shipped with releasegate, used when the config names none.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CHART = PROJECT_ROOT / "charts" / "bluegreen-app"
-DEFAULT_DOCKERFILE = PROJECT_ROOT / "demo" / "Dockerfile"
-DEFAULT_BUILD_CONTEXT = PROJECT_ROOT / "demo"
+# Package data: releasegate/charts and releasegate/demo, in a wheel as in the repository (via its links).
+PACKAGE_ROOT = Path(releasegate.__file__).resolve().parent
+DEFAULT_CHART = PACKAGE_ROOT / "charts" / "bluegreen-app"
+DEFAULT_DOCKERFILE = PACKAGE_ROOT / "demo" / "Dockerfile"
+DEFAULT_BUILD_CONTEXT = PACKAGE_ROOT / "demo"
 
 # kind names its nodes' containers after the cluster, so the name must be a valid container/DNS name.
 _CLUSTER_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,48}[a-z0-9])?")
@@ -109,7 +111,7 @@ class KindCluster:
 
     @property
     def run_dir(self) -> Path:
-        return self.config.resolve_path(self.settings.run_dir)
+        return self.config.resolve_state_dir(self.settings.run_dir)
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -204,6 +206,10 @@ class KindTarget(KubernetesTarget):
 
     name = "kind"
     cluster: KindCluster | None = None
+
+    def describe(self) -> str:
+        name = self.cluster.name if self.cluster is not None else "?"
+        return f"kind cluster {name}: {super().describe()}"
 
     def prepare_image(self, version: str) -> str:
         """Build and load the image of `version`; call before the release provisions it (idempotent)."""

@@ -8,10 +8,10 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from core.config import Config
-from core.errors import ConfigError, TargetError
-from core.types import Endpoint, LiveState, Role, Slot
-from targets.kubernetes.layout import Layout
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.types import Endpoint, LiveState, Role, Slot
+from releasegate.targets.kubernetes.layout import Layout
 
 PORT_FORWARD_TIMEOUT_S = 20.0
 

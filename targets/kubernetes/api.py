@@ -20,7 +20,7 @@ import urllib3
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from core.errors import ConfigError, TargetError
+from releasegate.core.errors import ConfigError, TargetError
 
 T = TypeVar("T")
 

@@ -9,8 +9,8 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.config.config_exception import ConfigException
 
-from core.config import Config
-from core.errors import ConfigError
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError
 
 
 def kubeconfig_path(config: Config) -> Path | None:

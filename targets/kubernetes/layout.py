@@ -6,8 +6,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import Config
-from core.errors import ConfigError
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,27 @@ def describe_progress(deployment: dict[str, Any]) -> str:
             f"{replicas} available")
 
 
+def still_waiting_for(deployment: dict[str, Any], pods: list[dict[str, Any]], problems: list[str], *,
+                      ready_for_s: float | None, min_ready_s: float) -> str:
+    """What a wait was still waiting for when its deadline fell, in words that match what the pods show.
+
+    `ready_for_s`: how long the rollout has been complete with no restart (None: it is not complete).
+    """
+    if problems:
+        return "; ".join(problems)
+    if not pods:
+        return "no pod was created"
+    ready = sum(_ready(pod) for pod in pods)
+    if ready_for_s is not None:
+        replicas = int(deployment["spec"].get("replicas", 1))
+        return (f"{ready}/{replicas} pods ready but not yet for min_ready_s={min_ready_s:g}s "
+                f"(ready for {ready_for_s:.1f}s)")
+    status = deployment.get("status") or {}
+    return (f"all {len(pods)} pods ready, but the Deployment does not count the rollout as complete yet "
+            f"(observed generation {status.get('observedGeneration', 0)} of "
+            f"{deployment['metadata'].get('generation', 0)}, {status.get('replicas', 0)} replicas in total)")
+
+
 def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[str]:
     """One line per pod that is not ready, with the container's reason and the pod's latest warning event."""
     latest_warning: dict[str, str] = {}

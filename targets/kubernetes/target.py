@@ -15,11 +15,12 @@ from typing import Any
 
 from kubernetes.client import AppsV1Api, CoreV1Api, DiscoveryV1Api
 
-from core.config import Config
-from core.errors import ConfigError, NotReadyError, TargetError
-from core.types import (
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.types import (
     Endpoint,
     LiveState,
+    LockHolder,
     MetricsScope,
     ReleaseState,
     Role,
@@ -29,12 +30,12 @@ from core.types import (
     WorkloadStatus,
     other_slot,
 )
-from targets.kubernetes import rollout
-from targets.kubernetes.access import EndpointResolver
-from targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
-from targets.kubernetes.connect import api_client
-from targets.kubernetes.layout import Layout, derive_candidate, version_of
-from targets.kubernetes.lease import ReleaseLease
+from releasegate.targets.kubernetes import rollout
+from releasegate.targets.kubernetes.access import EndpointResolver
+from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
+from releasegate.targets.kubernetes.connect import api_client
+from releasegate.targets.kubernetes.layout import Layout, derive_candidate, version_of
+from releasegate.targets.kubernetes.lease import ReleaseLease
 
 SLOTS = ("blue", "green")
 POLL_S = 0.25
@@ -63,7 +64,8 @@ class KubernetesTarget:
         self.apps = AppsV1Api(api.client)
         self.core = CoreV1Api(api.client)
         self.discovery = DiscoveryV1Api(api.client)
-        self.lease = ReleaseLease(api, self.layout.lease, self.layout.app)
+        self.lease = ReleaseLease(api, self.layout.lease, self.layout.app,
+                                  annotation_prefix=self.layout.annotation_prefix)
         self.resolver = resolver or EndpointResolver(config, self.layout, service_port=self._service_port)
         self.warnings: list[str] = []
 
@@ -76,6 +78,11 @@ class KubernetesTarget:
         target = cls(config, api)
         target.check_layout()
         return target
+
+    def describe(self) -> str:
+        context = self.config.kubernetes.context or "the kubeconfig's current context"
+        return (f"kubernetes API server {self.api.client.configuration.host} ({context}), "
+                f"namespace {self._ns()}")
 
     # -- reading ------------------------------------------------------------------------------------
     def _ns(self) -> str:
@@ -195,11 +202,14 @@ class KubernetesTarget:
             "phase": data.get("phase", "aborted"), "updated_at": float(data.get("updated-at", 0))})
 
     # -- acting -------------------------------------------------------------------------------------
-    def acquire_lock(self, holder: str, ttl_s: float) -> None:
-        self.lease.acquire(holder, ttl_s)
+    def acquire_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
+        self.lease.acquire(LockHolder.of(holder), ttl_s)
 
-    def release_lock(self, holder: str) -> None:
-        self.lease.release(holder)
+    def renew_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
+        self.lease.renew(LockHolder.of(holder), ttl_s)
+
+    def release_lock(self, holder: LockHolder | str) -> None:
+        self.lease.release(LockHolder.of(holder))
 
     def record_release_state(self, state: ReleaseState) -> None:
         values = {"run-id": state.run_id, "version": state.version,
@@ -251,7 +261,7 @@ class KubernetesTarget:
                 raise NotReadyError(f"Deployment {self.layout.deployment(slot)} disappeared while waiting for it")
             pods = self._pods(slot)
             restarts = rollout.restart_count(pods)
-            if rollout.rollout_complete(deployment) and restarts == (restarts_then or restarts):
+            if rollout.rollout_complete(deployment) and restarts_then in (None, restarts):
                 stable_since = stable_since or time.monotonic()
                 restarts_then = restarts
                 if time.monotonic() - stable_since >= self.config.kubernetes.min_ready_s:
@@ -266,10 +276,12 @@ class KubernetesTarget:
                 when = (f"progress deadline exceeded ({stalled})" if stalled
                         else f"gave up after {waited:.0f}s, a pod will not recover by waiting" if hopeless
                         else f"not ready after {waited:.0f}s")
+                ready_for_s = None if stable_since is None else time.monotonic() - stable_since
                 raise NotReadyError(
                     f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) {when}: "
-                    f"{rollout.describe_progress(deployment)}"
-                    + (f"; {'; '.join(problems)}" if problems else "; no pod was created"))
+                    f"{rollout.describe_progress(deployment)}; "
+                    + rollout.still_waiting_for(deployment, pods, problems, ready_for_s=ready_for_s,
+                                                min_ready_s=self.config.kubernetes.min_ready_s))
             time.sleep(POLL_S)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:

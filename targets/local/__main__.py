@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.config import Config, load_config
-from core.errors import ConfigError, ExitCode, ReleasegateError
-from core.versions import validate_version
-from targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_cluster
+from releasegate.core.config import Config, load_config
+from releasegate.core.errors import ConfigError, ExitCode, ReleasegateError
+from releasegate.core.versions import validate_version
+from releasegate.targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_cluster
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -14,21 +14,20 @@ from typing import Any
 
 import httpx
 
-from core.config import Config
-from core.errors import ConfigError, NotReadyError, TargetError
-from targets.local.cluster import STATE_FILE
-from targets.local.daemon import CONFIG_FILE
-from targets.local.pods import why_not_ready
-from targets.local.procs import die_with_parent, pid_alive, port_in_use, tail_lines, wait_pid_gone
-from targets.local.prometheus import find_prometheus
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.targets.local.cluster import STATE_FILE
+from releasegate.targets.local.daemon import CONFIG_FILE
+from releasegate.targets.local.pods import why_not_ready
+from releasegate.targets.local.procs import die_with_parent, pid_alive, port_in_use, tail_lines, wait_pid_gone
+from releasegate.targets.local.prometheus import find_prometheus
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 60.0
 POLL_S = 0.05
 
 
 def run_dir_of(config: Config) -> Path:
-    return config.resolve_path(config.local.run_dir)
+    return config.resolve_state_dir(config.local.run_dir)
 
 
 class LocalClusterClient:
@@ -120,8 +119,8 @@ def check_startable(config: Config) -> None:
 
 def check_demo_profiles(config: Config) -> None:
     """The demo service would reject a bad profile file in every pod; say so once, before starting."""
-    from demo.profiles import ConfigError as DemoConfigError  # the default workload; imported only for it
-    from demo.profiles import load_profiles
+    from releasegate.demo.profiles import ConfigError as DemoConfigError  # the default workload; imported only for it
+    from releasegate.demo.profiles import load_profiles
 
     if not config.local.profiles:
         return
@@ -145,15 +144,14 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
                           "`python -m targets.local down`")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps({
-        "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir)}), encoding="utf-8")
+        "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir),
+        "project_root": str(config.project_root)}), encoding="utf-8")
     log_path = run_dir / "cluster.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                                     os.environ.get("PYTHONPATH")]))}
-    argv = [sys.executable, "-m", "targets.local.daemon", "--run-dir", str(run_dir)]
+    argv = [sys.executable, "-m", "releasegate.targets.local.daemon", "--run-dir", str(run_dir)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [*argv, "--persistent"] if persistent else argv,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(run_dir),
             start_new_session=persistent, preexec_fn=None if persistent else die_with_parent(),
         )
     client = LocalClusterClient(run_dir)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import Config
-from core.errors import ConfigError
-from targets.local import httpwire
-from targets.local.httpwire import Request, Response, json_response
-from targets.local.pods import Pod, PodSpec
-from targets.local.prometheus import PrometheusServer, write_atomically
-from targets.local.router import Router, RouterMetrics, Upstream
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError
+from releasegate.targets.local import httpwire
+from releasegate.targets.local.httpwire import Request, Response, json_response
+from releasegate.targets.local.pods import Pod, PodSpec
+from releasegate.targets.local.prometheus import PrometheusServer, write_atomically
+from releasegate.targets.local.router import Router, RouterMetrics, Upstream
 
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
@@ -32,7 +32,7 @@ STATE_FILE = "state.json"
 
 
 def demo_command() -> list[str]:
-    return [sys.executable, "-m", "demo", "--host", "{host}", "--port", "{port}", "--version", "{version}",
+    return [sys.executable, "-m", "releasegate.demo", "--host", "{host}", "--port", "{port}", "--version", "{version}",
             "--pod", "{pod}"]
 
 
@@ -46,14 +46,24 @@ class SlotState:
 
 @dataclass
 class Lease:
-    holder: str
+    holder: str  # the run id
     acquired_at: float
     renewed_at: float
     ttl_s: float
+    version: str = ""
+    host: str = ""
+    pid: int | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.renewed_at + self.ttl_s
 
     @property
     def expired(self) -> bool:
-        return time.time() > self.renewed_at + self.ttl_s
+        return time.time() > self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "expires_at": self.expires_at, "expired": self.expired}
 
 
 class LocalCluster:
@@ -245,7 +255,7 @@ class LocalCluster:
                              "ready_replicas": sum(p.ready for p in s.pods),
                              "pods": [p.to_dict() for p in s.pods]} for slot, s in self.slots.items()},
             "release_state": self.release_state,
-            "lease": None if lease is None else {**lease.__dict__, "expired": lease.expired},
+            "lease": None if lease is None else lease.to_dict(),
             "run_dir": str(self.run_dir),
         }
 
@@ -306,6 +316,8 @@ class LocalCluster:
             return json_response(200, self.release_state)
         if method == "POST" and parts == ["lease", "acquire"]:
             return self._acquire_lease(request.json())
+        if method == "POST" and parts == ["lease", "renew"]:
+            return self._renew_lease(request.json())
         if method == "POST" and parts == ["lease", "release"]:
             holder = request.json()["holder"]
             if self.lease is not None and self.lease.holder == holder:
@@ -322,13 +334,27 @@ class LocalCluster:
         now = time.time()
         lease = self.lease
         if lease is not None and lease.holder != holder and not lease.expired:
-            return json_response(409, {"holder": lease.holder, "acquired_at": lease.acquired_at,
-                                       "expires_in_s": lease.renewed_at + lease.ttl_s - now})
+            return json_response(409, {"error": f"the lock is held by {lease.holder}", "lease": lease.to_dict(),
+                                       "expires_in_s": lease.expires_at - now})
         taken_over = lease.holder if lease is not None and lease.holder != holder else None
         acquired = lease.acquired_at if lease is not None and lease.holder == holder else now
-        self.lease = Lease(holder=holder, acquired_at=acquired, renewed_at=now, ttl_s=ttl)
+        pid = body.get("pid")
+        self.lease = Lease(holder=holder, acquired_at=acquired, renewed_at=now, ttl_s=ttl,
+                           version=str(body.get("version") or ""), host=str(body.get("host") or ""),
+                           pid=None if pid is None else int(pid))
         self.write_state()
         return json_response(200, {"holder": holder, "taken_over_from": taken_over})
+
+    def _renew_lease(self, body: dict[str, Any]) -> Response:
+        """Extend the holder's lease; 409 when it is not the holder's any more (it never takes the lease)."""
+        holder, ttl = str(body["holder"]), float(body["ttl_s"])
+        lease = self.lease
+        if lease is None or lease.holder != holder:
+            return json_response(409, {"error": f"the lock is not held by {holder}", "lost": True,
+                                       "lease": None if lease is None else lease.to_dict()})
+        lease.renewed_at, lease.ttl_s = time.time(), ttl
+        self.write_state()
+        return json_response(200, lease.to_dict())
 
 
 async def run_cluster(config: Config, run_dir: Path, *, persistent: bool) -> int:

@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from core.config import Config
-from core.errors import ConfigError, ReleasegateError
-from targets.local.cluster import run_cluster
+from releasegate.core.config import Config
+from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.targets.local.cluster import run_cluster
 
 CONFIG_FILE = "cluster-config.json"
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--persistent", action="store_true")
     args = parser.parse_args(argv)
     data = json.loads((args.run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    config = Config.model_validate({**data["config"], "base_dir": Path(data["base_dir"])})
+    config = Config.model_validate({**data["config"], "base_dir": Path(data["base_dir"]),
+                                    "project_root": Path(data["project_root"])})
     try:
         return asyncio.run(run_cluster(config, args.run_dir, persistent=args.persistent))
     except ReleasegateError as exc:

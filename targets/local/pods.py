@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from targets.local import httpwire
-from targets.local.procs import die_with_parent, free_port, tail_lines
+from releasegate.targets.local import httpwire
+from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 PROBE_INTERVAL_S = 0.2
 PROBE_TIMEOUT_S = 1.0

@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from core.errors import ConfigError, TargetError
-from targets.local import httpwire
-from targets.local.procs import die_with_parent, free_port, tail_lines
+from releasegate.core.errors import ConfigError, TargetError
+from releasegate.targets.local import httpwire
+from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 READY_TIMEOUT_S = 30.0
 

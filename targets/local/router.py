@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from targets.local import httpwire
-from targets.local.httpwire import ProtocolError, Request, Response
+from releasegate.targets.local import httpwire
+from releasegate.targets.local.httpwire import ProtocolError, Request, Response
 
 # uvicorn closes keep-alive connections idle for 5 s; dropping ours earlier avoids sending a request into a
 # connection the pod is closing at that moment (a POST there could not be retried safely).

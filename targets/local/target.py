@@ -10,11 +10,12 @@ from __future__ import annotations
 import subprocess
 import time
 
-from core.config import Config
-from core.errors import LockHeldError, TargetError
-from core.types import (
+from releasegate.core.config import Config
+from releasegate.core.errors import LockHeldError, TargetError
+from releasegate.core.types import (
     Endpoint,
     LiveState,
+    LockHolder,
     MetricsScope,
     ReleaseState,
     Role,
@@ -23,8 +24,8 @@ from core.types import (
     TrafficSplit,
     WorkloadStatus,
 )
-from targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
-from targets.local.pods import why_not_ready
+from releasegate.targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
+from releasegate.targets.local.pods import why_not_ready
 
 
 class LocalTarget:
@@ -50,6 +51,12 @@ class LocalTarget:
     @property
     def ephemeral(self) -> bool:
         return self._owned_process is not None
+
+    def describe(self) -> str:
+        state = self.client.state()
+        kind = ("ephemeral local cluster (started for this run, stopped at its end)" if self.ephemeral
+                else "local cluster (already running; left running)")
+        return f"{kind} in {self.client.run_dir}, service {state['service_url']}, pid {state['pid']}"
 
     # -- reading ------------------------------------------------------------------------------------
     def live_state(self) -> LiveState:
@@ -94,19 +101,50 @@ class LocalTarget:
         return ReleaseState.from_dict(data) if data else None
 
     # -- acting -------------------------------------------------------------------------------------
-    def acquire_lock(self, holder: str, ttl_s: float) -> None:
+    def _lock_holder(self) -> tuple[LockHolder, float] | None:
+        """Who holds the cluster's lock and when it expires (wall-clock seconds), or None."""
+        lease = self.client.state().get("lease") or {}
+        if not lease.get("holder"):
+            return None
+        pid = lease.get("pid")
+        holder = LockHolder(run_id=str(lease["holder"]), version=str(lease.get("version") or ""),
+                            host=str(lease.get("host") or ""), pid=None if pid is None else int(pid))
+        return holder, float(lease.get("expires_at", lease["renewed_at"] + lease["ttl_s"]))
+
+    def acquire_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
+        holder = LockHolder.of(holder)
         try:
-            self.client.call("POST", "/lease/acquire", {"holder": holder, "ttl_s": ttl_s})
+            self.client.call("POST", "/lease/acquire", {"holder": holder.run_id, "ttl_s": ttl_s,
+                                                        "version": holder.version, "host": holder.host,
+                                                        "pid": holder.pid})
         except TargetError as exc:
-            lease = self.client.state().get("lease") or {}
-            if lease.get("holder") and lease["holder"] != holder:
+            current = self._lock_holder()
+            if current is not None and current[0].run_id != holder.run_id:
+                other, expires_at = current
                 raise LockHeldError(
-                    f"another release of {self.config.app.name} is in progress (lock held by "
-                    f"{lease['holder']}); wait for it to finish, or for its lock to expire") from exc
+                    f"another release of {self.config.app.name} is in progress: lock held by "
+                    f"{other.held_until(expires_at, time.time())} unless renewed; wait for it to finish, or for "
+                    "the lock to expire if that release died") from exc
             raise
 
-    def release_lock(self, holder: str) -> None:
-        self.client.call("POST", "/lease/release", {"holder": holder})
+    def renew_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
+        holder = LockHolder.of(holder)
+        try:
+            self.client.call("POST", "/lease/renew", {"holder": holder.run_id, "ttl_s": ttl_s})
+        except TargetError:
+            current = self._lock_holder()  # a TargetError too when the cluster is gone: the caller retries
+            if current is None:
+                raise LockHeldError(f"the release lock of {self.config.app.name} was released: run "
+                                    f"{holder.run_id} no longer holds it") from None
+            if current[0].run_id != holder.run_id:
+                other, expires_at = current
+                raise LockHeldError(f"the release lock of {self.config.app.name} was taken over by "
+                                    f"{other.held_until(expires_at, time.time())}: run {holder.run_id} no "
+                                    "longer holds it") from None
+            raise
+
+    def release_lock(self, holder: LockHolder | str) -> None:
+        self.client.call("POST", "/lease/release", {"holder": LockHolder.of(holder).run_id})
 
     def record_release_state(self, state: ReleaseState) -> None:
         self.client.call("PUT", "/release-state", state.to_dict())
@@ -115,6 +153,8 @@ class LocalTarget:
         self.client.call("POST", f"/slots/{slot}", {"version": version, "replicas": self.config.local.replicas})
 
     def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
+        # The target's own readiness deadline applies; the caller's (the stage's) is only the outer bound.
+        timeout_s = min(timeout_s, self.config.local.ready_timeout_s)
         self.client.wait_slot_ready(slot, timeout_s, min_ready_s=self.config.local.min_ready_s)
         return self.workload_status(slot)
 

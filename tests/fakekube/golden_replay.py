@@ -1,4 +1,4 @@
-"""Replay of the recorded v1.32 exchanges (``k8s-golden/*.json``) against a FakeKube, with comparison.
+"""Replay of the recorded v1.32 exchanges (``tests/k8s_golden/*.json``) against a FakeKube, with comparison.
 
 The recording was one session against one cluster, file after file, so the replay uses one fake for all
 files, in file order and recorded order, starting from the same state (base namespaces only, ``shop`` is
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +31,12 @@ TOKENS = {"admin-token": "admin", "norights-token": "releasegate-norights"}
 USER_AGENT = "releasegate-golden/1.0"
 
 
-def golden_dir() -> Path | None:
-    """The recordings: $RELEASEGATE_K8S_GOLDEN, ``shared/`` beside the repository, or /work/shared."""
-    candidates = []
-    if os.environ.get("RELEASEGATE_K8S_GOLDEN"):
-        candidates.append(Path(os.environ["RELEASEGATE_K8S_GOLDEN"]))
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [
-        repo.parent / "shared" / "k8s-golden",
-        repo / "shared" / "k8s-golden",
-        Path("/work/shared/k8s-golden"),
-    ]
-    for path in candidates:
-        if path.is_dir() and any(path.glob("*.json")):
-            return path
-    return None
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "k8s_golden"
+
+
+def golden_dir() -> Path:
+    """The recordings from a real v1.32 API server, kept in the repository (tests/k8s_golden)."""
+    return GOLDEN_DIR
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Kubernetes ``Status`` bodies and the exception that carries them out of a handler.
 
-The shapes follow the recorded v1.32 server exactly (see ``/work/shared/k8s-golden/README.md``):
+The shapes follow the recorded v1.32 server exactly (see ``tests/k8s_golden/README.md``):
 
 * ``details.kind`` is the plural *resource* for NotFound/AlreadyExists/Conflict/Forbidden and the *Kind*
   for 422 Invalid and for uid-precondition conflicts;
