@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from releasegate.core.errors import ConfigError
 from releasegate.core.versions import validate_version
@@ -64,6 +64,16 @@ class StageDeadlines(_Section):
     rollback: float = Field(default=120.0, gt=0)
 
 
+def _check_min_ready_below_timeout(section: str, min_ready_s: float, ready_timeout_s: float) -> None:
+    """A pod must become ready and then stay ready for min_ready_s before ready_timeout_s runs out."""
+    if min_ready_s >= ready_timeout_s:
+        # A ConfigError, not a ValueError: parse_config prefixes it with the file, as one line.
+        raise ConfigError(
+            f"{section}.min_ready_s = {min_ready_s:g} is not below {section}.ready_timeout_s = {ready_timeout_s:g}: "
+            "pods must become ready and then stay ready for min_ready_s within ready_timeout_s, so the wait can "
+            f"never succeed; lower {section}.min_ready_s or raise {section}.ready_timeout_s")
+
+
 class LocalConfig(_Section):
     """The embedded local target: pods are processes on loopback, a router is the Service."""
 
@@ -87,6 +97,11 @@ class LocalConfig(_Section):
     @classmethod
     def _version_is_label(cls, value: str) -> str:
         return validate_version(value, source="local.initial_version")
+
+    @model_validator(mode="after")
+    def _min_ready_fits_the_timeout(self) -> LocalConfig:
+        _check_min_ready_below_timeout("local", self.min_ready_s, self.ready_timeout_s)
+        return self
 
 
 class KubernetesConfig(_Section):
@@ -113,6 +128,11 @@ class KubernetesConfig(_Section):
     preview_url: str = Field(default="", description="template; e.g. https://{app}-preview.example.com")
     baseline_url: str = Field(default="", description="template; empty: the service URL before the switch")
     cluster_domain: str = "cluster.local"
+
+    @model_validator(mode="after")
+    def _min_ready_fits_the_timeout(self) -> KubernetesConfig:
+        _check_min_ready_below_timeout("kubernetes", self.min_ready_s, self.ready_timeout_s)
+        return self
 
 
 class KindConfig(_Section):

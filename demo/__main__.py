@@ -5,15 +5,22 @@ one line on stderr before any port is bound; 1 for a simulated crash (profile cr
 that cannot be bound. On SIGTERM uvicorn finishes in-flight requests and then re-raises the signal, so a
 graceful stop ends with the process killed by SIGTERM (returncode -15 from subprocess), as for most
 servers.
+
+Reproducible runs: `--seed` (or `$RELEASEGATE_DEMO_SEED`) seeds the instance's latency and error draws, so
+the Nth request to a pod fails, or not, in every run. SIGUSR1 moves the profile's clock a day ahead:
+`errors_after_s` and `startup_delay_s` are over at once, so a test starts a late failure at the moment it
+chooses instead of racing a timer (crash_after_s is a real timer and does not move).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -21,6 +28,8 @@ from .profiles import ConfigError, load_profiles, resolve_profiles_path, validat
 
 USAGE_ERROR = 4  # the project's exit code for usage and configuration errors (core.errors.ExitCode)
 CRASH = 1
+SEED_ENV_VAR = "RELEASEGATE_DEMO_SEED"
+FAST_FORWARD_S = 86_400.0  # what one SIGUSR1 adds to the profile's clock: beyond any errors_after_s in use
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,8 +64,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pod", default=None, help="pod name for X-Pod and /version (default: $POD_NAME, else the hostname)"
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible latency/error draws")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed for reproducible latency/error draws (default: ${SEED_ENV_VAR}, else unseeded)",
+    )
     return parser
+
+
+def seed_from_environment(explicit: int | None) -> int | None:
+    """`--seed` if given, else $RELEASEGATE_DEMO_SEED (so a test run seeds every pod it starts), else None."""
+    if explicit is not None:
+        return explicit
+    text = os.environ.get(SEED_ENV_VAR, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(
+            f"${SEED_ENV_VAR} = {text!r} is not an integer; set a whole number such as 7, or unset it"
+        ) from None
+
+
+class FastForwardClock:
+    """time.monotonic, plus FAST_FORWARD_S for every skip_ahead() (SIGUSR1 calls it)."""
+
+    def __init__(self) -> None:
+        self.skipped_s = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped_s
+
+    def skip_ahead(self, signum: int = 0, frame: object = None) -> None:
+        self.skipped_s += FAST_FORWARD_S
 
 
 def schedule_crash(version: str, after_s: float) -> threading.Timer:
@@ -88,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         version = validate_version(args.version)
         path = resolve_profiles_path(args.profiles)
         profile = load_profiles(path).for_version(version)
+        seed = seed_from_environment(args.seed)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return USAGE_ERROR
@@ -97,17 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
 
+    clock = FastForwardClock()
     try:
-        app = create_app(version, profile, pod, seed=args.seed)
+        app = create_app(version, profile, pod, seed=seed, clock=clock)
     except ValueError as exc:  # a pod name that cannot go into a header
         print(f"--pod: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    signal.signal(signal.SIGUSR1, clock.skip_ahead)
 
     if profile.crash_after_s is not None:
         schedule_crash(version, profile.crash_after_s)
     print(
         f"demo {version} (pod {pod}): profile {profile.name!r} from {path}; "
-        f"serving http://{args.host}:{args.port}",
+        + ("" if seed is None else f"seed {seed}; ")
+        + f"serving http://{args.host}:{args.port}",
         file=sys.stderr,
         flush=True,
     )

@@ -187,8 +187,8 @@ class ReleaseController:
             return ActionResult(skipped="dry run: traffic stays where it is")
         target, slot = self._target(), self.candidate_slot
         assert slot is not None
-        self._record(Phase.SWITCHING)
         self._require_lock()
+        self._record(Phase.SWITCHING)
         result = target.set_traffic(TrafficSplit.all_to(slot))
         self.switched = True
         endpoints = target.endpoints(slot)

@@ -7,8 +7,10 @@ Without `--release` this module adds its options and the `stage` marker and does
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -64,6 +66,34 @@ def project_path(config: pytest.Config, ini_name: str) -> Path:
     """An ini path setting, resolved from the root directory (the project)."""
     value = Path(str(config.getini(ini_name))).expanduser()
     return value if value.is_absolute() else config.rootpath / value
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Make `--release-config PATH` (with a space) mean what `--release-config=PATH` means.
+
+    pytest chooses the root directory before it loads plugins from their entry points, so at that moment
+    `--release-config` is an unknown option and PATH looks like a test path: a config file outside the
+    project would move the root directory (and with it the ini file, the suites and the reports) to a
+    common ancestor. This is the first hook a plugin gets; the process runs again with the `=` form.
+    """
+    args = list(early_config.invocation_params.args)
+    if "--release-config" not in args or hasattr(early_config, "workerinput"):
+        return
+    at = args.index("--release-config")
+    if at + 1 >= len(args) or not os.path.exists(args[at + 1]):
+        return  # a missing file is reported as such later, with the file's name
+    rewritten = [*args[:at], f"--release-config={args[at + 1]}", *args[at + 2:]]
+    original = list(sys.orig_argv)
+    if args and original[-len(args):] == args:
+        capture = early_config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:  # it holds file descriptors 1 and 2 by now: give them back first
+            capture.stop_global_capturing()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *original[1:-len(args)], *rewritten])
+    raise pytest.UsageError(f"--release-config {args[at + 1]}: pytest took the path for a test path when it "
+                            f"chose the root directory; write --release-config={args[at + 1]}")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

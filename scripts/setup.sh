@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+done_steps=()
 
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
@@ -14,6 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   # The package's service is not wanted: releasegate starts its own Prometheus per local cluster.
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  done_steps+=("installed with apt-get: ${missing[*]}")
 fi
 
 # helm renders the chart in the tests (they skip the rendering without it). Debian has no helm package and
@@ -31,14 +33,29 @@ PY
   echo "$HELM_SHA256  $helm_tmp/helm" | sha256sum -c --quiet -
   as_root install -m 0755 "$helm_tmp/helm" /usr/local/bin/helm
   rm -rf "$helm_tmp"
+  done_steps+=("installed helm into /usr/local/bin (checksum verified)")
 fi
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
+  done_steps+=("created the virtualenv .venv")
 fi
 stamp=.venv/.releasegate-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
+  done_steps+=("installed releasegate (editable, with its dependencies) into .venv")
 fi
+
+echo "releasegate setup: done"
+if [ ${#done_steps[@]} -eq 0 ]; then
+  echo "  everything was already in place (prometheus: $(command -v prometheus), venv: .venv)"
+fi
+for step in "${done_steps[@]}"; do echo "  $step"; done
+cat <<'NEXT'
+Next:
+  .venv/bin/python -m releasegate.targets.local up        # a local cluster, v1 live
+  .venv/bin/python -m pytest --release v2                 # release v2 over it
+  .venv/bin/python -m pytest tests                        # the framework's own tests
+NEXT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -12,7 +13,27 @@ from typing import Any
 import pytest
 
 from releasegate.targets.local.client import LocalClusterClient, read_state_file
-from tests.local_cluster import TEST_PROFILES, run_module
+from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES, run_module
+
+# The example suites releasegate ships (suites/ of this repository), by name: a suite a user adds to
+# suites/ is theirs, and the framework's own tests never run it.
+SHIPPED_SUITES = (
+    "smoke/test_smoke.py",
+    "load/test_load.py",
+    "load/locustfile.py",
+    "analysis/test_slo.py",
+    "analysis/test_compare.py",
+    "post_switch/test_service.py",
+)
+
+
+def copy_shipped_suites(destination: Path) -> None:
+    """Copy the shipped example suites, and nothing else from suites/, into `destination`."""
+    for relative in SHIPPED_SUITES:
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "suites" / relative, target)
+
 
 BASE_CONFIG = """
 [release]

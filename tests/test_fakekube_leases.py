@@ -82,3 +82,24 @@ def test_microtime_needs_six_fractional_digits(fake_kube: FakeKube, kube_api: An
         )
     assert invalid.value.status == 422
     assert json.loads(invalid.value.body)["details"]["causes"][0]["field"] == "spec.leaseDurationSeconds"
+
+
+def test_a_renewal_whose_microtime_lost_its_fraction_is_refused(fake_kube: FakeKube, kube_api: Any) -> None:
+    # What a real v1.32 server answers to the client's own serialisation of a datetime with microsecond 0:
+    # the decoder refuses the body (400 BadRequest, no details), so the stored Lease is unchanged.
+    fake_kube.seed_namespace(NS)
+    leases = client.CoordinationV1Api(kube_api)
+    leases.create_namespaced_lease(NS, lease_body("controller-1", datetime(2026, 12, 2, 2, 59, 59, 5, tzinfo=UTC)))
+    for field in ("renew_time", "acquire_time"):
+        lease = leases.read_namespaced_lease("releasegate-web", NS)
+        setattr(lease.spec, field, datetime(2026, 12, 2, 3, 0, 0, tzinfo=UTC))
+        with pytest.raises(ApiException) as err:
+            leases.replace_namespaced_lease("releasegate-web", NS, lease)
+        assert err.value.status == 400
+        assert json.loads(err.value.body) == {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": 'Lease in version "v1" cannot be handled as a Lease: parsing time "2026-12-02T03:00:00+00:00" '
+                       'as "2006-01-02T15:04:05.000000Z07:00": cannot parse "+00:00" as ".000000"',
+            "reason": "BadRequest", "code": 400}
+    stored = fake_kube.get_object("leases", NS, "releasegate-web")
+    assert stored is not None and stored["spec"]["renewTime"] == "2026-12-02T02:59:59.000005Z"

@@ -7,7 +7,6 @@ reach the pods through a kube-proxy on loopback, exactly as they reach the local
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import yaml
 
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES
-from tests.release_project import ReleaseProject
+from tests.release_project import ReleaseProject, copy_shipped_suites
 from tests.test_release_suites import FAST_VARS
 
 pytestmark = pytest.mark.slow
@@ -41,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cluster: ProcessCluster) -> ReleaseProject:
     project = ReleaseProject(pytester, monkeypatch)
-    shutil.copytree(PROJECT_ROOT / "suites", project.path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_shipped_suites(project.path / "suites")
     return project
 
 

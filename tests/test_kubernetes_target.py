@@ -18,6 +18,7 @@ import pytest
 from releasegate.core.config import Config, parse_config
 from releasegate.core.errors import ConfigError, LockHeldError, NotReadyError
 from releasegate.core.types import LockHolder, Phase, ReleaseState, Role, TrafficSplit
+from releasegate.targets.kubernetes import rollout
 from releasegate.targets.kubernetes.lease import parse_microtime
 from releasegate.targets.kubernetes.target import ArgoCDSelfHealWarning, KubernetesTarget
 from tests.fakekube import FakeKube
@@ -150,6 +151,44 @@ def test_a_bad_candidate_fails_with_the_pods_reasons(tmp_path: Path, seeded: Fak
         print(error.value)
     finally:
         target.close()
+
+
+def test_a_deadline_inside_min_ready_s_says_the_pods_are_ready_but_not_for_long_enough(
+        tmp_path: Path, seeded: FakeKube) -> None:
+    target = KubernetesTarget.open(make_config(tmp_path, seeded, ready_timeout_s=60, min_ready_s=30))
+    try:
+        target.deploy("green", "v2")
+
+        def green_rolled_out() -> bool:
+            green = seeded.get_object("deployments", NS, "web-green")
+            return green is not None and rollout.rollout_complete(green)
+
+        wait_until(green_rolled_out, timeout_s=10, what="the green rollout to complete in the fake")
+        with pytest.raises(NotReadyError) as error:
+            target.wait_ready("green", 1)  # the stage's deadline falls inside min_ready_s
+    finally:
+        target.close()
+    message = str(error.value)
+    assert re.fullmatch(r"Deployment web-green \(v2\) not ready after 1s: 2/2 updated, 2/2 available; 2/2 pods "
+                        r"ready but not yet for min_ready_s=30s \(ready for 1\.\d+s\)", message), message
+    assert "no pod was created" not in message
+
+
+@pytest.mark.parametrize("section", ["local", "kubernetes"])
+@pytest.mark.parametrize(("min_ready_s", "ready_timeout_s"), [(40, 30), (30, 30)])
+def test_min_ready_s_not_below_ready_timeout_s_is_a_config_error(tmp_path: Path, section: str,
+                                                                 min_ready_s: float,
+                                                                 ready_timeout_s: float) -> None:
+    data = {section: {"min_ready_s": min_ready_s, "ready_timeout_s": ready_timeout_s}}
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, source="releasegate.toml", base_dir=tmp_path)
+    assert str(error.value) == (
+        f"releasegate.toml: {section}.min_ready_s = {min_ready_s} is not below {section}.ready_timeout_s = "
+        f"{ready_timeout_s}: pods must become ready and then stay ready for min_ready_s within ready_timeout_s, "
+        f"so the wait can never succeed; lower {section}.min_ready_s or raise {section}.ready_timeout_s")
+    assert error.value.exit_code == 4
+    assert parse_config({section: {"min_ready_s": 29, "ready_timeout_s": 30}}, source="releasegate.toml",
+                        base_dir=tmp_path)
 
 
 # -- traffic --------------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -184,6 +186,27 @@ def test_a_bad_version_fails_the_readiness_wait_with_the_reason(
         target.close()
 
 
+def test_a_deadline_inside_min_ready_s_says_the_pods_are_ready_but_not_for_long_enough(
+        tmp_path: Path, profiles: Path) -> None:
+    target = LocalTarget.open(local_config(tmp_path, profiles=profiles, min_ready_s=5))
+    try:
+        target.deploy("green", "v2")
+
+        def green_ready() -> bool:
+            pods = target.client.state()["slots"]["green"]["pods"]
+            return len(pods) == 2 and all(pod["ready"] for pod in pods)
+
+        wait_until(green_ready, timeout_s=20, what="both green pods ready")
+        with pytest.raises(NotReadyError) as failure:
+            target.wait_ready("green", 0.5)  # the caller's deadline falls inside min_ready_s
+    finally:
+        target.close()
+    message = str(failure.value)
+    assert re.fullmatch(r"slot green \(v2\) not ready after \d+\.\ds: 2/2 pods ready but not yet for "
+                        r"min_ready_s=5s \(ready for \d\.\ds\)", message), message
+    assert "no pod was created" not in message
+
+
 def test_release_state_and_lock_are_shared_through_the_cluster(target: LocalTarget) -> None:
     from releasegate.core.errors import LockHeldError
     from releasegate.core.types import Phase, ReleaseState
@@ -218,6 +241,52 @@ def test_release_state_and_lock_are_shared_through_the_cluster(target: LocalTarg
     wait_until(take_over, timeout_s=5, what="the expired lock to be taken over")
     assert target.client.state()["lease"]["holder"] == "run-c"
     target.release_lock("run-c")
+
+
+def test_the_lock_names_its_holder_and_renewal_never_takes_it(target: LocalTarget) -> None:
+    from releasegate.core.errors import LockHeldError
+    from releasegate.core.types import LockHolder
+
+    holder = LockHolder(run_id="run-a", version="v2", host="build-7", pid=4242)
+    target.acquire_lock(holder, ttl_s=60)
+    try:
+        lease = target.client.state()["lease"]
+        assert (lease["holder"], lease["version"], lease["host"], lease["pid"]) == ("run-a", "v2", "build-7", 4242)
+        with pytest.raises(LockHeldError) as refused:
+            target.acquire_lock(LockHolder("run-b", "v3", "build-8", 99), ttl_s=60)
+        message = str(refused.value)
+        assert re.fullmatch(
+            r"another release of demo is in progress: lock held by run-a \(version v2, host build-7, pid 4242\) "
+            r"until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((59|60)s left\) unless renewed; wait for it to finish, or "
+            r"for the lock to expire if that release died", message), message
+        until = datetime.strptime(message.split(" until ")[1][:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        assert abs(until.timestamp() - lease["expires_at"]) < 1
+        # Renewal moves the expiry from now, with the TTL given.
+        target.renew_lock(holder, ttl_s=30)
+        renewed = target.client.state()["lease"]
+        assert renewed["ttl_s"] == 30 and renewed["renewed_at"] >= lease["renewed_at"]
+        assert renewed["acquired_at"] == lease["acquired_at"] and renewed["pid"] == 4242
+    finally:
+        target.release_lock(holder)
+    with pytest.raises(LockHeldError, match="^the release lock of demo was released: run run-a no longer holds it"):
+        target.renew_lock(holder, ttl_s=30)
+    assert target.client.state()["lease"] is None  # renewing never takes a lock
+    # Expired and taken over by another release: the old holder's renewal says by whom.
+    target.acquire_lock(holder, ttl_s=0.3)
+
+    def take_over() -> bool:
+        try:
+            target.acquire_lock(LockHolder("run-b", "v3", "build-8", 99), ttl_s=60)
+        except LockHeldError:
+            return False
+        return True
+
+    wait_until(take_over, timeout_s=5, what="the expired lock to be taken over")
+    with pytest.raises(LockHeldError, match=r"^the release lock of demo was taken over by run-b \(version v3, host "
+                                            r"build-8, pid 99\) until .* UTC \((59|60)s left\): run run-a no longer"):
+        target.renew_lock(holder, ttl_s=30)
+    assert target.client.state()["lease"]["holder"] == "run-b"
+    target.release_lock("run-b")
 
 
 def test_closing_an_ephemeral_cluster_leaves_no_process(tmp_path: Path, profiles: Path) -> None:

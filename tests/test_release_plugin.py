@@ -173,6 +173,60 @@ def test_a_test_without_a_stage_is_a_usage_error(project: ReleaseProject) -> Non
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*1 test(s) belong to no stage, e.g. suites/test_loose.py::test_where_do_i_go*"])
     assert not (project.path / "run").exists()
+    # The run had started a release (it has a run id): its report says why it stopped.
+    report = json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())
+    assert report["exit_code"] == 4 and report["decision"] == "not-promoted"
+    assert "1 test(s) belong to no stage" in report["reason"]
+    assert "why: 1 test(s) belong to no stage" in (project.path / "reports" / "latest" / "release-report.md").read_text()
+
+
+def test_collect_only_runs_no_release_and_writes_no_report(project: ReleaseProject) -> None:
+    project.minimal_suites()
+    result = project.release("--release", "v2", "--collect-only")
+    assert result.ret == 0, result.stdout.str()
+    # The action items are counted with the tests: 3 tests + preflight, provision, switch, finalize, rollback.
+    result.stdout.fnmatch_lines(["collected 8 items"])
+    assert not (project.path / "reports").exists()
+    assert not (project.path / "run").exists()
+
+
+def test_a_release_names_the_running_cluster_it_used_whatever_folder_its_config_is_in(
+        project: ReleaseProject) -> None:
+    project.minimal_suites()
+    project.start_background_cluster()
+    elsewhere = project.path.parent / f"{project.path.name}-configs"
+    elsewhere.mkdir()
+    (elsewhere / "my.toml").write_text((project.path / "releasegate.toml").read_text())
+    (elsewhere / "profiles.toml").write_text((project.path / "profiles.toml").read_text())
+    result = project.release("--release", "v3", f"--release-config={elsewhere / 'my.toml'}")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*releasegate: v3 now serves all traffic (previous: v1); exit code 0*",
+        f"*releasegate: target: local cluster (already running; left running) in {project.path / 'run'}*",
+    ])
+    assert project.cluster_state()["traffic"] == {"green": 100}
+    assert project.cluster_state()["slots"]["green"]["version"] == "v3"
+    assert not (elsewhere / "run").exists()
+    detail = project.junit().suite_properties["release.target_detail"]
+    assert detail.startswith(f"local cluster (already running; left running) in {project.path / 'run'}")
+
+
+def test_a_candidate_that_never_gets_ready_fails_at_the_targets_readiness_deadline(
+        project: ReleaseProject) -> None:
+    project.minimal_suites()
+    text = (project.path / "releasegate.toml").read_text().replace("ready_timeout_s = 20", "ready_timeout_s = 3")
+    (project.path / "releasegate.toml").write_text(text + "\n[stages]\nprovision = 120\n")
+    project.start_background_cluster()
+    result = project.release("--release", "v2-never-ready")
+    assert result.ret == 1, result.stdout.str()
+    provision = project.junit().case("provision")
+    assert provision["outcome"] == "failure"
+    # The target's readiness deadline (3 s), not the stage's (120 s), and the readiness failure as the reason.
+    assert "not ready after 3.0s" in provision["message"]
+    assert "readiness" in provision["message"] and "overran its deadline" not in provision["message"]
+    assert float(project.junit().suite_properties["release.phase.provision_s"]) < 60
+    assert project.cluster_state()["traffic"] == {"blue": 100}
+    assert project.cluster_state()["slots"]["green"]["pods"] == []
 
 
 def test_the_stage_marker_moves_a_test(project: ReleaseProject) -> None:

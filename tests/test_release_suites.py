@@ -7,13 +7,11 @@ and the fail-closed paths (Prometheus gone mid-run, too few requests).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from tests.local_cluster import PROJECT_ROOT
-from tests.release_project import ReleaseProject
+from tests.release_project import ReleaseProject, copy_shipped_suites
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +36,7 @@ post_switch_min_requests = 50
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
     project = ReleaseProject(pytester, monkeypatch)
-    shutil.copytree(PROJECT_ROOT / "suites", project.path / "suites",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy_shipped_suites(project.path / "suites")
     project.write_config(FAST_VARS.format(post_switch_s=4))
     try:
         yield project

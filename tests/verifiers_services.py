@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from releasegate.core.types import Endpoint, Role
+from tests.local_cluster import DEMO_SEED
 from tests.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -99,12 +100,16 @@ def _running(process: subprocess.Popen[bytes], ready_url: str, *, timeout_s: flo
 
 @contextmanager
 def demo_service(version: str, profiles: Path, *, slot: str, pod: str | None = None) -> Iterator[DemoService]:
-    """`python -m demo` on a free loopback port, ready (GET /readyz 200) when the block starts."""
+    """`python -m demo` on a free loopback port, ready (GET /readyz 200) when the block starts.
+
+    Seeded with DEMO_SEED: a fresh service draws the sequence tests/local_cluster.py describes from its first
+    request on, so a test that needs v2-errors' rate within bounds starts a service of its own.
+    """
     service = DemoService(version=version, slot=slot, pod=pod or f"{version}-pod", port=free_port())
     env = {k: v for k, v in os.environ.items() if k != "RELEASEGATE_PROFILES"}
     process = subprocess.Popen(
         [sys.executable, "-m", "releasegate.demo", "--host", "127.0.0.1", "--port", str(service.port), "--version",
-         version, "--profiles", str(profiles), "--pod", service.pod, "--seed", "7"],
+         version, "--profiles", str(profiles), "--pod", service.pod, "--seed", str(DEMO_SEED)],
         cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

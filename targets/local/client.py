@@ -84,9 +84,18 @@ class LocalClusterClient:
                 waited = timeout_s - max(0.0, deadline - time.monotonic())
                 reasons = "; ".join(filter(None, (why_not_ready(pod) for pod in crash_looping or pods)))
                 ready = sum(pod["ready"] for pod in pods)
-                raise NotReadyError(
-                    f"slot {slot} ({slot_state['version']}) not ready after {waited:.1f}s: {ready}/{len(pods)} "
-                    f"pods ready; {reasons or 'no pod was created'}")
+                if not pods:
+                    detail = f"{ready}/{len(pods)} pods ready; no pod was created"
+                elif reasons:
+                    detail = f"{ready}/{len(pods)} pods ready; {reasons}"
+                elif crash_looping:  # up again for now, but it keeps dying
+                    detail = f"{ready}/{len(pods)} pods ready, but " + ", ".join(
+                        f"pod {pod['name']} restarted {pod['restarts']} times" for pod in crash_looping)
+                else:  # every pod is ready, the deadline fell inside min_ready_s
+                    ready_for = now - max(pod["ready_since"] for pod in pods)
+                    detail = (f"{ready}/{len(pods)} pods ready but not yet for min_ready_s={min_ready_s:g}s "
+                              f"(ready for {ready_for:.1f}s)")
+                raise NotReadyError(f"slot {slot} ({slot_state['version']}) not ready after {waited:.1f}s: {detail}")
             time.sleep(POLL_S)
 
     def close(self) -> None:
