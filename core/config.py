@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from releasegate.core.errors import ConfigError
+from releasegate.core.types import DEFAULT_VERSION_HEADER
 from releasegate.core.versions import validate_version
 
 DEFAULT_CONFIG_NAME = "releasegate.toml"
@@ -43,7 +44,7 @@ class ReleaseConfig(_Section):
     # After a switch the target's view (Service selector, endpoints) can run ahead of what users reach
     # (kube-proxy sync, ingress target groups): the switch waits until the public service answers as the
     # new version this many times in a row, read from this response header on this path. Empty = no check.
-    version_header: str = "X-App-Version"
+    version_header: str = DEFAULT_VERSION_HEADER
     version_path: str = "/healthz"
     confirm_responses: int = Field(default=10, ge=1)
     # A release with no test in one of these stages is not promoted (and nothing is provisioned).

@@ -13,6 +13,9 @@ from typing import Any
 Slot = str
 """A deployment slot: `blue`/`green` for blue-green, `stable`/`canary` for canary releases."""
 
+DEFAULT_VERSION_HEADER = "X-App-Version"
+"""The demo's version header, and the default of `release.version_header`."""
+
 BLUE: Slot = "blue"
 GREEN: Slot = "green"
 
@@ -32,12 +35,17 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A base URL and what stands behind it. `version` is None for the service during a split."""
+    """A base URL and what stands behind it. `version` is None for the service during a split.
+
+    `version_header` is the response header that says which version answered (`release.version_header`);
+    empty when the app sends none, and then nothing can tell versions apart by their answers.
+    """
 
     role: Role
     url: str
     slot: Slot | None
     version: str | None
+    version_header: str = DEFAULT_VERSION_HEADER
 
     def describe(self) -> str:
         who = f"{self.role.value} {self.version}" if self.version else self.role.value

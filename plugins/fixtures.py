@@ -35,6 +35,7 @@ class ReleaseInfo:
     candidate_slot: str | None
     live_slot: str | None
     switched: bool
+    version_header: str  # the response header that names the serving version (release.version_header)
     vars: dict[str, Any]
 
 
@@ -100,7 +101,8 @@ class SuiteFixtures:
         data = (self._context().get("endpoints") or {}).get(role.value)
         if not data:
             raise RuntimeError(f"no {role.value} endpoint: the release was not provisioned (see release::provision)")
-        return Endpoint(role, data["url"], data["slot"], data["version"])
+        return Endpoint(role, data["url"], data["slot"], data["version"],
+                        version_header=self.config.release.version_header)
 
     @pytest.fixture
     def release(self) -> ReleaseInfo:
@@ -110,6 +112,7 @@ class SuiteFixtures:
             strategy=context["strategy"], run_id=context["run_id"], target=context["target"],
             dry_run=bool(context.get("dry_run")), candidate_slot=context.get("candidate_slot"),
             live_slot=context.get("live_slot"), switched=bool(context.get("switched")),
+            version_header=self.config.release.version_header,
             vars=dict(self.config.vars))
 
     @pytest.fixture

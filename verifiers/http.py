@@ -17,9 +17,6 @@ from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_c
 from releasegate.core.types import Endpoint
 from releasegate.verifiers.thresholds import format_seconds
 
-VERSION_HEADER = "X-App-Version"
-
-
 def client_for(endpoint: Endpoint, *, timeout_s: float = 5.0) -> httpx.Client:
     """A client whose relative URLs go to `endpoint`; close it (or use it in a `with` block)."""
     return httpx.Client(base_url=endpoint.url, timeout=httpx.Timeout(timeout_s), trust_env=False,
@@ -50,7 +47,8 @@ ProbeSpec = Probe | tuple[str, str, int]
 def smoke(endpoint: Endpoint, paths: Sequence[ProbeSpec] = DEFAULT_PROBES, *, timeout_s: float = 5.0,
           record: RecordCheck = ignore_check) -> list[CheckOutcome]:
     """Send each probe once; each must answer its status and, when the endpoint's version is known,
-    carry `X-App-Version` equal to it (an answer from another version is a FAIL naming both).
+    carry its version header (`endpoint.version_header`) equal to it (an answer from another version is a
+    FAIL naming both). With no version header configured, only the status is checked.
 
     Every outcome goes to `record`; raises CheckFailed when any probe failed, else returns the outcomes.
     """
@@ -65,7 +63,9 @@ def smoke(endpoint: Endpoint, paths: Sequence[ProbeSpec] = DEFAULT_PROBES, *, ti
 
 def _probe(client: httpx.Client, endpoint: Endpoint, probe: Probe, timeout_s: float) -> CheckOutcome:
     subject = f"{probe.method.upper()} {probe.path} on {endpoint.describe()}"
-    expected = f"{probe.status}" + (f", {VERSION_HEADER} {endpoint.version}" if endpoint.version else "")
+    header = endpoint.version_header
+    checks_version = bool(header) and endpoint.version is not None
+    expected = f"{probe.status}" + (f", {header} {endpoint.version}" if checks_version else "")
 
     def outcome(verdict: Verdict, value: float | None, shown: str, message: str) -> CheckOutcome:
         return CheckOutcome(check=probe.name, verdict=verdict, value=value, display_value=shown,
@@ -79,13 +79,13 @@ def _probe(client: httpx.Client, endpoint: Endpoint, probe: Probe, timeout_s: fl
         problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return outcome(Verdict.FAIL, None, "no answer", f"{subject}: no answer ({problem})")
     elapsed = time.perf_counter() - started
-    served_by = response.headers.get(VERSION_HEADER)
+    served_by = response.headers.get(header) if header else None
     shown = f"{response.status_code} from {served_by or 'no version header'} in {format_seconds(elapsed)}"
     if response.status_code != probe.status:
         return outcome(Verdict.FAIL, elapsed, shown,
                        f"{subject}: answered {response.status_code}, expected {probe.status}")
-    if endpoint.version is not None and served_by != endpoint.version:
-        who = f"version {served_by}" if served_by else f"a response without {VERSION_HEADER}"
+    if checks_version and served_by != endpoint.version:
+        who = f"version {served_by}" if served_by else f"a response without {header}"
         return outcome(Verdict.FAIL, elapsed, shown,
                        f"{subject}: answered by {who}, expected version {endpoint.version}")
     return outcome(Verdict.PASS, elapsed, shown,

@@ -2,9 +2,9 @@
 
 locust is never imported here: importing it monkey-patches the whole process with gevent. `run_load`
 starts `python -m locust --headless -f verifiers/locust_collector.py,<locustfile>`; the collector (loaded
-inside that process) records every request per endpoint name and per `X-App-Version`, stops the run after
-`duration_s` (or earlier on a clear breach of a `stop_on_breach` threshold) and writes JSON to a temporary
-file whose path it gets from an environment variable.
+inside that process) records every request per endpoint name and per serving version (the endpoint's
+version header), stops the run after `duration_s` (or earlier on a clear breach of a `stop_on_breach`
+threshold) and writes JSON to a temporary file whose path it gets from an environment variable.
 
 A failed request is one locust reports as failed (connection error, timeout, HTTP >= 400 unless the
 locustfile accepted it with `catch_response`, or `response.failure()`), or any HTTP >= 500 answer even if
@@ -27,7 +27,7 @@ from typing import Any
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError, ReleasegateError
-from releasegate.core.types import Endpoint, Role
+from releasegate.core.types import DEFAULT_VERSION_HEADER, Endpoint, Role
 from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
 from releasegate.verifiers.thresholds import format_count, parse_threshold
 
@@ -40,7 +40,7 @@ SETTINGS_ENV = "RELEASEGATE_LOAD_SETTINGS"
 """The collector's settings as JSON: duration, minimum requests, stop_on_breach, subject."""
 
 UNKNOWN_VERSION = "unknown"
-"""The serving version of a response without an `X-App-Version` header (or no response at all)."""
+"""The serving version of a response without a version header (or no response at all)."""
 
 STARTUP_GRACE_S = 30.0
 """Default slack on top of the duration for locust to start, stop its users and write the results."""
@@ -224,7 +224,8 @@ def run_load(profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | N
         stderr_path = Path(workdir) / "locust.stderr"
         settings = {"duration_s": profile.duration_s, "min_requests": profile.min_requests,
                     "stop_on_breach": list(profile.stop_on_breach), "reservoir_size": RESERVOIR_SIZE,
-                    "subject": _subject(target, url, None, None)}
+                    "subject": _subject(target, url, None, None),
+                    "version_header": target.version_header if target is not None else DEFAULT_VERSION_HEADER}
         returncode = _run_locust(_command(profile, locustfile, url), _environment(output, settings),
                                  stderr_path, deadline_s, profile)
         stderr_tail = _tail(stderr_path)

@@ -2,7 +2,7 @@
 
 Importing locust monkey-patches the process with gevent, which is why only the subprocess does it. This
 file is passed to locust as a locustfile beside the user's one; it defines no User class, only listeners:
-- every request is counted per (endpoint name, serving version from `X-App-Version`);
+- every request is counted per (endpoint name, serving version from the version header);
 - the run stops `duration_s` after it started, or earlier when a `stop_on_breach` threshold is clearly
   breached (checked every second once `min_requests` requests were seen, over all endpoints and versions);
 - on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT.
@@ -35,6 +35,7 @@ class Collector:
         self.min_requests = int(settings["min_requests"])
         self.stop_on_breach = [parse_threshold(e) for e in settings["stop_on_breach"]]
         self.subject = str(settings["subject"])
+        self.version_header = str(settings["version_header"])
         self.reservoir_size = int(settings["reservoir_size"])
         self.rng = random.Random(0)  # reproducible reservoirs for the same sequence of requests
         self.cells: dict[tuple[str, str], LatencyRecorder] = {}
@@ -45,7 +46,7 @@ class Collector:
     def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
                    response: Any = None, exception: BaseException | None = None, **_: Any) -> None:
         status = int(getattr(response, "status_code", 0) or 0)
-        cell = (name, _serving_version(response))
+        cell = (name, _serving_version(response, self.version_header))
         recorder = self.cells.get(cell)
         if recorder is None:
             recorder = self.cells[cell] = LatencyRecorder(reservoir_size=self.reservoir_size, rng=self.rng)
@@ -108,9 +109,9 @@ class Collector:
         return time.time() - self.started_at if self.started_at is not None else 0.0
 
 
-def _serving_version(response: Any) -> str:
+def _serving_version(response: Any, version_header: str) -> str:
     headers = getattr(response, "headers", None)
-    version = headers.get("X-App-Version") if headers else None
+    version = headers.get(version_header) if headers and version_header else None
     return str(version) if version else UNKNOWN_VERSION
 
 

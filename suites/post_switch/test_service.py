@@ -10,7 +10,7 @@ from releasegate.plugins.fixtures import LoadRunner, ReleaseInfo
 
 def test_service_serves_the_new_version(service: Endpoint, release: ReleaseInfo) -> None:
     with httpx.Client(base_url=service.url, timeout=5, trust_env=False) as client:
-        served = {client.get("/version").headers.get("X-App-Version") for _ in range(20)}
+        served = {client.get("/version").headers.get(release.version_header) for _ in range(20)}
     assert served == {release.version}, f"the service answered as {sorted(map(str, served))}"
 
 

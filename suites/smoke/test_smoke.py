@@ -16,7 +16,7 @@ def test_candidate_answers(http: httpx.Client, path: str) -> None:
 
 
 def test_candidate_is_the_release_version(http: httpx.Client, release: ReleaseInfo) -> None:
-    served = http.get("/version").headers.get("X-App-Version")
+    served = http.get("/version").headers.get(release.version_header)
     assert served == release.version, f"the candidate serves {served}, not {release.version}"
 
 
@@ -30,5 +30,5 @@ def test_items_and_checkout_work(http: httpx.Client) -> None:
 def test_users_still_reach_the_previous_version(service: Endpoint, release: ReleaseInfo) -> None:
     # Provisioning must not have moved traffic: the public service still serves the live version.
     with httpx.Client(base_url=service.url, timeout=5, trust_env=False) as client:
-        served = {client.get("/version").headers.get("X-App-Version") for _ in range(5)}
+        served = {client.get("/version").headers.get(release.version_header) for _ in range(5)}
     assert served == {release.previous_version}

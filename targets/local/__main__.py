@@ -1,8 +1,8 @@
-"""`python -m targets.local up|status|down`: a local cluster that outlives one release run.
+"""`python -m releasegate.targets.local up|status|down`: a local cluster that outlives one release run.
 
-    python -m targets.local up [--config releasegate.toml] [--version v1]
-    python -m targets.local status
-    python -m targets.local down
+    python -m releasegate.targets.local up [--config releasegate.toml] [--version v1]
+    python -m releasegate.targets.local status
+    python -m releasegate.targets.local down
 
 Bad input (malformed config, taken port, missing Prometheus) prints one line and exits with code 4.
 """
@@ -47,7 +47,7 @@ def _describe(state: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m targets.local", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m releasegate.targets.local", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="config file (default: ./releasegate.toml if present)")
     parser.add_argument("--run-dir", help="override local.run_dir")

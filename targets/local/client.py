@@ -150,7 +150,7 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
     run_dir = run_dir_of(config)
     if LocalClusterClient.find_running(run_dir) is not None:
         raise ConfigError(f"a local cluster already runs in {run_dir}; use it, or stop it with "
-                          "`python -m targets.local down`")
+                          "`python -m releasegate.targets.local down`")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps({
         "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir),

@@ -1,7 +1,7 @@
 """The local cluster process: pods, the router (the Service), a Prometheus server and an admin API.
 
 One asyncio process owns everything, like a tiny control plane. Other processes (the release controller,
-xdist workers, `python -m targets.local status`) read `state.json` in the run directory and send changes
+xdist workers, `python -m releasegate.targets.local status`) read `state.json` in the run directory and send changes
 to the admin API; only this process writes, so there is no race between writers.
 """
 

@@ -1,4 +1,4 @@
-"""Entry point of the local cluster process: `python -m targets.local.daemon --run-dir DIR`.
+"""Entry point of the local cluster process: `python -m releasegate.targets.local.daemon --run-dir DIR`.
 
 The starter writes the validated config to DIR/cluster-config.json first. A configuration problem found
 here (a taken port, no Prometheus binary) ends the process with exit code 4 and one line on stderr,
@@ -21,7 +21,7 @@ CONFIG_FILE = "cluster-config.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m targets.local.daemon")
+    parser = argparse.ArgumentParser(prog="python -m releasegate.targets.local.daemon")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--persistent", action="store_true")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """The embedded local target: the Target protocol on top of a local cluster process.
 
-With a cluster already running in the run directory (`python -m targets.local up`), the target attaches
-to it and leaves it running. Otherwise it starts an ephemeral one with the configured initial version and
+With a cluster already running in the run directory (`python -m releasegate.targets.local up`), the
+target attaches to it and leaves it running. Otherwise it starts an ephemeral one with the configured initial version and
 stops it in close(), so a release run leaves no process behind.
 """
 
