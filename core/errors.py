@@ -39,5 +39,9 @@ class TargetError(ReleasegateError):
     exit_code = ExitCode.VERIFICATION_FAILED
 
 
+class LockLostError(TargetError):
+    """A running release no longer holds its lock (taken over, released or expired): it must stop."""
+
+
 class NotReadyError(TargetError):
     """A workload did not become ready before its deadline; the message says why (crash, readiness...)."""

@@ -67,7 +67,7 @@ class Target(Protocol):
     def renew_lock(self, holder: LockHolder, ttl_s: float) -> None:
         """Extend `holder`'s lock to `ttl_s` seconds from now (compare-and-swap: never takes the lock).
 
-        Raises LockHeldError when `holder` no longer holds the lock (another release took it over after
+        Raises LockLostError when `holder` no longer holds the lock (another release took it over after
         it expired, or it was released): the lock is lost. Raises TargetError when the target could not
         be asked; the caller may retry until the lock would expire.
         """

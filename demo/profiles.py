@@ -4,7 +4,9 @@ A file holds a `[defaults]` table that applies to every version and `[versions.<
 override it. A version with no table of its own behaves as the defaults. The loader is strict: anything it
 does not understand is a `ProfileError` whose one-line message names the file, the key, what is wrong and
 the fix, because a typo in a fault-injection file otherwise silently turns a failing scenario into a
-passing one.
+passing one. Pydantic models mirror the file and check it (as `core/config.py` does for the release
+config); `_describe` turns pydantic's first error into that one line. The resolved profiles stay plain
+frozen dataclasses, which the app and the tests build and `dataclasses.replace` directly.
 
 The demo is the image of "the platform team's app": it does not import releasegate, so the version check
 below mirrors `core/versions.py` instead of importing it.
@@ -21,14 +23,18 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic_core import ErrorDetails
 
 SHIPPED_PROFILES: Final = Path(__file__).with_name("profiles.toml")
 PROFILES_ENV_VAR: Final = "RELEASEGATE_PROFILES"
 
 # Faults are injected into the business endpoints only: health probes and /metrics stay truthful and
 # fast, as they would in a real app whose backend is failing.
-API_ENDPOINTS: Final = ("/api/checkout", "/api/items")
+EndpointPath = Literal["/api/checkout", "/api/items"]
+API_ENDPOINTS: Final[tuple[str, ...]] = get_args(EndpointPath)
 
 # Kubernetes label value: at most 63 characters, alphanumerics at both ends, `-_.` inside.
 _LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
@@ -119,47 +125,75 @@ def _first(value: float | None, fallback: float) -> float:
     return fallback if value is None else value
 
 
-# --- the schema -------------------------------------------------------------------------------------------
+# --- the file, as pydantic models ---------------------------------------------------------------------------
 
-Kind = Literal["rate", "ms", "seconds", "bool", "text"]
 
-_VERSION_KEYS: Final[Mapping[str, Kind]] = {
-    "description": "text",
-    "error_rate": "rate",
-    "error_rate_after": "rate",
-    "errors_after_s": "seconds",
-    "latency_ms": "ms",
-    "latency_spread_ms": "ms",
-    "startup_delay_s": "seconds",
-    "never_ready": "bool",
-    "crash_after_s": "seconds",
-}
-_ENDPOINT_KEYS: Final[Mapping[str, Kind]] = {
-    "error_rate": "rate",
-    "error_rate_after": "rate",
-    "latency_ms": "ms",
-    "latency_spread_ms": "ms",
-}
-_TABLE_KEYS: Final = ("endpoints",)
-_TOP_LEVEL_KEYS: Final = ("defaults", "versions")
+@dataclass(frozen=True)
+class _Unit:
+    """What a key holds, for its error message: the type expected, the fix, and what "out of range" means."""
 
-_FIX: Final[Mapping[Kind, str]] = {
-    "rate": "set a fraction such as 0.05",
-    "ms": "set a number of milliseconds, 0 or more, such as 20",
-    "seconds": "set a number of seconds, 0 or more, such as 2.5",
-    "bool": "set true or false",
-    "text": 'set a quoted string such as "what this version does"',
-}
-_EXPECTED: Final[Mapping[Kind, str]] = {
-    "rate": "a number",
-    "ms": "a number",
-    "seconds": "a number",
-    "bool": "true or false",
-    "text": "a string",
-}
+    expected: str
+    fix: str
+    out_of_range: str = "is out of range"
 
-# A parsed-but-unvalidated table of scalar keys (the `endpoints` sub-table is split off separately).
-RawTable = dict[str, Any]
+
+_RATE: Final = _Unit("a number", "set a fraction such as 0.05", "is outside 0..1")
+_MS: Final = _Unit("a number", "set a number of milliseconds, 0 or more, such as 20", "is negative")
+_SECONDS: Final = _Unit("a number", "set a number of seconds, 0 or more, such as 2.5", "is negative")
+_FLAG: Final = _Unit("true or false", "set true or false")
+_TEXT: Final = _Unit("a string", 'set a quoted string such as "what this version does"')
+_ANY: Final = _Unit("another value", "see the keys in demo/profiles.toml")
+
+# Strict: TOML values carry their type, so `latency_ms = "20"` is a mistake to report, not a string to
+# coerce, and `latency_ms = true` is not 1 millisecond (bool is an int in Python). An int is a fine float.
+Rate = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False), _RATE]
+Milliseconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), _MS]
+Seconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False), _SECONDS]
+Flag = Annotated[bool, Strict(), _FLAG]
+Text = Annotated[str, Strict(), _TEXT]
+
+
+def _label_value(name: str) -> str:
+    if not _LABEL_VALUE.fullmatch(name):
+        raise ValueError("not a Kubernetes label value")  # `_describe` words the message
+    return name
+
+
+VersionName = Annotated[str, AfterValidator(_label_value)]
+
+
+class _Table(BaseModel):
+    # A key the demo does not know is an error, never ignored (see the module docstring).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def values_set(self) -> dict[str, Any]:
+        """The keys the file sets, endpoint tables aside. A key left out (None) inherits."""
+        return self.model_dump(exclude_unset=True, exclude={"endpoints"})
+
+
+class _EndpointTable(_Table):
+    """`[<version table>.endpoints."/api/checkout"]`: overrides for one endpoint."""
+
+    error_rate: Rate | None = None
+    error_rate_after: Rate | None = None
+    latency_ms: Milliseconds | None = None
+    latency_spread_ms: Milliseconds | None = None
+
+
+class _VersionTable(_EndpointTable):
+    """`[defaults]` or `[versions.<version>]`: every endpoint key, the version-wide keys and endpoint tables."""
+
+    description: Text | None = None
+    errors_after_s: Seconds | None = None
+    startup_delay_s: Seconds | None = None
+    never_ready: Flag | None = None
+    crash_after_s: Seconds | None = None
+    endpoints: dict[EndpointPath, _EndpointTable] = Field(default_factory=dict)
+
+
+class _ProfileFile(_Table):
+    defaults: _VersionTable = Field(default_factory=_VersionTable)
+    versions: dict[VersionName, _VersionTable] = Field(default_factory=dict)
 
 
 # --- public entry points -----------------------------------------------------------------------------------
@@ -220,169 +254,130 @@ def validate_version(version: str, *, source: str = "--version") -> str:
     return version
 
 
-# --- building and validating --------------------------------------------------------------------------------
+# --- building --------------------------------------------------------------------------------------------------
 
 
 def _build(file: Path, shown: str, document: dict[str, Any]) -> ProfileSet:
-    for key in document:
-        if key not in _TOP_LEVEL_KEYS:
-            raise ProfileError(
-                f"{shown}: {_key(key)} is an unknown top-level key{_did_you_mean(key, _TOP_LEVEL_KEYS)}; "
-                "the file holds a [defaults] table and [versions.<version>] tables only"
-            )
-
-    defaults_raw = _table(shown, "defaults", document.get("defaults", {}), "[defaults]")
-    defaults_scalars, defaults_endpoints = _split_table(shown, "defaults", defaults_raw)
-    defaults = _resolve(shown, "defaults", "defaults", defaults_scalars, defaults_endpoints, {}, {})
-
-    versions_raw = _table(shown, "versions", document.get("versions", {}), "[versions.v2]")
-    versions: dict[str, Profile] = {}
-    for name, raw in versions_raw.items():
-        where = f"versions.{_key(name)}"
-        if not _LABEL_VALUE.fullmatch(name):
-            raise ProfileError(
-                f"{shown}: {where} is not a valid version name: a Kubernetes label value has letters, "
-                "digits and '-', '_' or '.' inside, starts and ends with a letter or digit and is at "
-                "most 63 characters; rename the table (e.g. [versions.v2])"
-            )
-        table = _table(shown, where, raw, f"[{where}]")
-        scalars, endpoints = _split_table(shown, where, table)
-        versions[name] = _resolve(
-            shown, name, where, scalars, endpoints, defaults_scalars, defaults_endpoints
-        )
+    try:
+        parsed = _ProfileFile.model_validate(document)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ProfileError(_describe(shown, errors[0]) + more) from None
+    defaults = _resolve(shown, "defaults", "defaults", parsed.defaults, None)
+    versions = {
+        name: _resolve(shown, name, f"versions.{_key(name)}", table, parsed.defaults)
+        for name, table in parsed.versions.items()
+    }
     return ProfileSet(path=file, defaults=defaults, versions=versions)
 
 
-def _split_table(shown: str, where: str, table: RawTable) -> tuple[RawTable, dict[str, RawTable]]:
-    """Validate one version-level table; return its scalar keys and its endpoint tables."""
-    scalars: RawTable = {}
-    endpoints: dict[str, RawTable] = {}
-    for key, value in table.items():
-        if key == "endpoints":
-            endpoints = _endpoints(shown, where, value)
-        elif key in _VERSION_KEYS:
-            scalars[key] = _check_value(shown, f"{where}.{key}", value, _VERSION_KEYS[key])
-        else:
-            raise ProfileError(_unknown_key(shown, where, key, [*_VERSION_KEYS, *_TABLE_KEYS]))
-    return scalars, endpoints
-
-
-def _endpoints(shown: str, where: str, value: Any) -> dict[str, RawTable]:
-    tables = _table(shown, f"{where}.endpoints", value, f'[{where}.endpoints."/api/checkout"]')
-    result: dict[str, RawTable] = {}
-    for path, raw in tables.items():
-        ep_where = f"{where}.endpoints.{_key(path)}"
-        if path not in API_ENDPOINTS:
-            choices = " or ".join(json.dumps(p) for p in API_ENDPOINTS)
-            raise ProfileError(
-                f"{shown}: {ep_where} is not an endpoint the demo injects faults into"
-                f"{_did_you_mean(path, API_ENDPOINTS, quote=True)}; use {choices}"
-            )
-        table = _table(shown, ep_where, raw, f"[{ep_where}]")
-        checked: RawTable = {}
-        for key, item in table.items():
-            if key not in _ENDPOINT_KEYS:
-                raise ProfileError(_unknown_key(shown, ep_where, key, list(_ENDPOINT_KEYS)))
-            checked[key] = _check_value(shown, f"{ep_where}.{key}", item, _ENDPOINT_KEYS[key])
-        result[path] = checked
-    return result
-
-
-def _resolve(
-    shown: str,
-    name: str,
-    where: str,
-    scalars: RawTable,
-    endpoints: dict[str, RawTable],
-    default_scalars: RawTable,
-    default_endpoints: dict[str, RawTable],
-) -> Profile:
-    merged = {**default_scalars, **scalars}
+def _resolve(shown: str, name: str, where: str, table: _VersionTable, defaults: _VersionTable | None) -> Profile:
+    own = table.values_set()
+    merged = {**(defaults.values_set() if defaults else {}), **own}
 
     # Precedence for one endpoint key, most specific table first: the version's endpoint override, the
     # version's own value (so `latency_ms = 400` in a version beats a defaults endpoint override), the
     # defaults' endpoint override, the defaults' value.
-    resolved_endpoints: dict[str, EndpointProfile] = {}
+    endpoints: dict[str, EndpointProfile] = {}
     for path in API_ENDPOINTS:
-        values: dict[str, float] = {}
-        for key in _ENDPOINT_KEYS:
-            if key in endpoints.get(path, {}):
-                values[key] = float(endpoints[path][key])
-            elif key not in scalars and key in default_endpoints.get(path, {}):
-                values[key] = float(default_endpoints[path][key])
+        inherited = defaults.endpoints[path].values_set() if defaults and path in defaults.endpoints else {}
+        overrides = table.endpoints[path].values_set() if path in table.endpoints else {}
+        values = {**{key: value for key, value in inherited.items() if key not in own}, **overrides}
         if values:
-            resolved_endpoints[path] = EndpointProfile(**values)
+            endpoints[path] = EndpointProfile(**values)
 
-    sets_rate_after = "error_rate_after" in scalars or any(
-        "error_rate_after" in table for table in endpoints.values()
+    sets_rate_after = "error_rate_after" in own or any(
+        "error_rate_after" in override.model_fields_set for override in table.endpoints.values()
     )
     if sets_rate_after and "errors_after_s" not in merged:
         raise ProfileError(
             f"{shown}: {where}.error_rate_after has no effect without errors_after_s; "
             f"add errors_after_s = <seconds> to [{where}] or remove error_rate_after"
         )
+    return Profile(name=name, endpoints=endpoints, **merged)
 
-    def number(key: str, fallback: float) -> float:
-        return float(merged[key]) if key in merged else fallback
 
-    def optional(key: str) -> float | None:
-        return float(merged[key]) if key in merged else None
+# --- pydantic's error as one line ------------------------------------------------------------------------------
 
-    return Profile(
-        name=name,
-        description=str(merged.get("description", "")),
-        error_rate=number("error_rate", 0.0),
-        latency_ms=number("latency_ms", 0.0),
-        latency_spread_ms=number("latency_spread_ms", 0.0),
-        startup_delay_s=number("startup_delay_s", 0.0),
-        never_ready=bool(merged.get("never_ready", False)),
-        crash_after_s=optional("crash_after_s"),
-        errors_after_s=optional("errors_after_s"),
-        error_rate_after=number("error_rate_after", 1.0),
-        endpoints=resolved_endpoints,
+
+def _describe(shown: str, error: ErrorDetails) -> str:
+    """One line naming the file, the key as written in TOML, the value, what is wrong and the fix."""
+    loc = tuple(str(part) for part in error["loc"])
+    kind, value = error["type"], error["input"]
+    if loc[-1] == "[key]":  # the name of a table is wrong: a version or an endpoint path
+        return _bad_table_name(shown, loc[:-1])
+    where, parent = _where(loc), _table_model(loc[:-1])
+    if kind == "extra_forbidden":
+        if parent is _ProfileFile:
+            return (
+                f"{shown}: {_key(loc[-1])} is an unknown top-level key{_did_you_mean(loc[-1], _TOP_LEVEL_KEYS)}; "
+                "the file holds a [defaults] table and [versions.<version>] tables only"
+            )
+        known = sorted(parent.model_fields) if parent else []
+        return (
+            f"{shown}: {where} is an unknown key{_did_you_mean(loc[-1], known)}; "
+            f"known keys are {', '.join(known)}"
+        )
+    if kind in ("model_type", "dict_type"):
+        return (
+            f"{shown}: {where} = {_toml_repr(value)} is {_type_name(value)}, expected a table; "
+            f"write it as {_table_example(loc)} with its keys on the lines below"
+        )
+    unit = _unit_of(parent, loc[-1])
+    if kind == "finite_number":
+        problem = "is not a finite number"
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        problem = unit.out_of_range
+    elif kind.endswith("_type"):
+        problem = f"is {_type_name(value)}, expected {unit.expected}"
+    else:
+        problem = f"is invalid ({error['msg']})"
+    return f"{shown}: {where} = {_toml_repr(value)} {problem}; {unit.fix}"
+
+
+_TOP_LEVEL_KEYS: Final = tuple(_ProfileFile.model_fields)
+
+
+def _bad_table_name(shown: str, loc: tuple[str, ...]) -> str:
+    where = _where(loc)
+    if len(loc) == 2 and loc[0] == "versions":
+        return (
+            f"{shown}: {where} is not a valid version name: a Kubernetes label value has letters, "
+            "digits and '-', '_' or '.' inside, starts and ends with a letter or digit and is at "
+            "most 63 characters; rename the table (e.g. [versions.v2])"
+        )
+    choices = " or ".join(json.dumps(path) for path in API_ENDPOINTS)
+    return (
+        f"{shown}: {where} is not an endpoint the demo injects faults into"
+        f"{_did_you_mean(loc[-1], API_ENDPOINTS, quote=True)}; use {choices}"
     )
 
 
-def _check_value(shown: str, where: str, value: Any, kind: Kind) -> Any:
-    fix = _FIX[kind]
-    prefix = f"{shown}: {where} = {_toml_repr(value)}"
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ProfileError(f"{prefix} is {_type_name(value)}, expected true or false; {fix}")
-        return value
-    if kind == "text":
-        if not isinstance(value, str):
-            raise ProfileError(f"{prefix} is {_type_name(value)}, expected a string; {fix}")
-        return value
-    # bool is a subclass of int in Python; `latency_ms = true` is a mistake, not 1 millisecond.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProfileError(f"{prefix} is {_type_name(value)}, expected {_EXPECTED[kind]}; {fix}")
-    if not math.isfinite(value):
-        raise ProfileError(f"{prefix} is not a finite number; {fix}")
-    if kind == "rate" and not 0.0 <= value <= 1.0:
-        raise ProfileError(f"{prefix} is outside 0..1; {fix}")
-    if value < 0:
-        raise ProfileError(f"{prefix} is negative; {fix}")
-    return value
+def _table_model(loc: tuple[str, ...]) -> type[_Table] | None:
+    """The model of the table at `loc`; None for a table of named tables (`versions`, `endpoints`)."""
+    if not loc:
+        return _ProfileFile
+    below_version = len(loc) - (1 if loc[0] == "defaults" else 2)  # 0: [defaults] or [versions.<version>]
+    return {0: _VersionTable, 2: _EndpointTable}.get(below_version)
 
 
-def _table(shown: str, where: str, value: Any, example: str) -> RawTable:
-    if not isinstance(value, dict):
-        raise ProfileError(
-            f"{shown}: {where} = {_toml_repr(value)} is {_type_name(value)}, expected a table; "
-            f"write it as {example} with its keys on the lines below"
-        )
-    return value
+def _table_example(loc: tuple[str, ...]) -> str:
+    if loc == ("versions",):
+        return "[versions.v2]"
+    if _table_model(loc) is None:  # a version's `endpoints`
+        return f'[{_where(loc)}."/api/checkout"]'
+    return f"[{_where(loc)}]"
+
+
+def _unit_of(model: type[_Table] | None, key: str) -> _Unit:
+    """The `_Unit` in a field's `Annotated[...] | None` annotation."""
+    field_info = model.model_fields.get(key) if model else None
+    options = get_args(field_info.annotation) if field_info else ()
+    return next((meta for option in options for meta in get_args(option) if isinstance(meta, _Unit)), _ANY)
 
 
 # --- message helpers ---------------------------------------------------------------------------------------
-
-
-def _unknown_key(shown: str, where: str, key: str, known: list[str]) -> str:
-    return (
-        f"{shown}: {where}.{_key(key)} is an unknown key{_did_you_mean(key, known)}; "
-        f"known keys are {', '.join(sorted(known))}"
-    )
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str], *, quote: bool = False) -> str:
@@ -406,6 +401,11 @@ def _syntax_message(shown: str, message: str, text: str) -> str:
     else:
         return f"{shown}: invalid TOML: {message}; fix the syntax"
     return f"{shown}:{line}: invalid TOML at {where}: {reason}; fix the syntax there"
+
+
+def _where(loc: tuple[str, ...]) -> str:
+    """A key path as written in TOML: `versions.v2.endpoints."/api/checkout".error_rate`."""
+    return ".".join(_key(part) for part in loc)
 
 
 def _key(key: str) -> str:

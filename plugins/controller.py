@@ -136,12 +136,13 @@ class ReleaseController:
         return ActionResult(properties)
 
     def _check_prometheus(self, url: str) -> None:
+        from releasegate.verifiers.prometheus_client import PrometheusClient, PrometheusError
+
         try:
-            response = httpx.get(f"{url}/api/v1/query", params={"query": "1"},
-                                 timeout=self.config.prometheus.timeout_s, trust_env=False)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise ConfigError(f"Prometheus at {url} is unreachable ({type(exc).__name__}: {exc}); start it or "
+            with PrometheusClient(url, timeout_s=self.config.prometheus.timeout_s) as prometheus:
+                prometheus.check_reachable()
+        except PrometheusError as exc:
+            raise ConfigError(f"Prometheus at {url} is unreachable ({exc.reason}); start it or "
                               "set prometheus.url to a reachable server") from None
 
     def provision(self) -> ActionResult:

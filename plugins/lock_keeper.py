@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from releasegate.core.errors import LockHeldError
+from releasegate.core.errors import LockLostError
 from releasegate.core.target import Target
 from releasegate.core.types import LockHolder
 
@@ -94,7 +94,7 @@ class LockKeeper:
             return None
         try:
             self.target.renew_lock(self.holder, self.ttl_s)
-        except LockHeldError as exc:
+        except LockLostError as exc:
             self._lose(str(exc))
             return None
         except Exception as exc:  # could not ask the target: retry until the lock would expire

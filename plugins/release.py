@@ -220,7 +220,7 @@ class ReleasePlugin:
         self.items = ordered
         self._count_action_items(session, [item for item in ordered if isinstance(item, ActionItem)])
 
-    def _count_action_items(self, session: pytest.Session, actions: list[pytest.Item]) -> None:
+    def _count_action_items(self, session: pytest.Session, actions: list[pytest.Item | pytest.Collector]) -> None:
         """Report the action items as collected, so that "collected N items" counts what the run runs."""
         if actions:
             parent = actions[0].parent

@@ -281,7 +281,8 @@ class ProcessCluster:
                 f'[kubernetes]\nkubeconfig = "{self.kubeconfig}"\nnamespace = "{self.namespace}"\n'
                 f'access = "url"\nservice_url = "{self.proxy.urls[self.app]}"\n'
                 f'preview_url = "{self.proxy.urls[self.app + "-preview"]}"\n'
-                f"ready_timeout_s = 30\nendpoints_timeout_s = 20\nmin_ready_s = 2\n")
+                # Deadlines that only stop a hang: a crash loop is given up on at its third restart, long before.
+                f"ready_timeout_s = 60\nendpoints_timeout_s = 30\nmin_ready_s = 2\n")
 
 
 @contextlib.contextmanager

@@ -115,6 +115,54 @@ class ReleaseProject:
                     assert served == release.version
             """)
 
+    def write_late_failure_trigger(self, pods_parent: int, version: str = "v2-late-failure") -> None:
+        """A post_switch test, first of its stage, that starts the candidate's late failure after the switch.
+
+        It sends SIGUSR1 (the demo skips its clock past errors_after_s) to every demo process of `version`
+        whose parent is `pods_parent` (the local cluster's process, or the test process that runs the pods of
+        tests/kube_cluster.py), then waits until each of them has answered an injected 500 through the
+        service. So the failure begins after the switch whatever the stages before it took, and the shipped
+        post_switch load meets it from its first request.
+        """
+        self.write_suite("post_switch/test_late_failure_begins.py", f"""
+            import os
+            import signal
+            import time
+
+            import httpx
+
+
+            def candidate_pods():
+                found = []
+                for entry in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        with open(f"/proc/{{entry}}/cmdline", "rb") as cmdline:
+                            argv = cmdline.read().decode(errors="replace").split("\\0")
+                        with open(f"/proc/{{entry}}/stat") as stat:
+                            parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    except (OSError, ValueError, IndexError):
+                        continue
+                    if (parent == {pods_parent} and "releasegate.demo" in argv and "--version" in argv
+                            and argv[argv.index("--version") + 1:][:1] == [{version!r}]):
+                        found.append(int(entry))
+                return found
+
+
+            def test_the_late_failure_begins_after_the_switch(service):
+                pods = candidate_pods()
+                assert pods, "no demo process of {version} is a child of process {pods_parent}"
+                for pid in pods:
+                    os.kill(pid, signal.SIGUSR1)
+                failed_on = set()
+                deadline = time.monotonic() + 30
+                with httpx.Client(base_url=service.url, timeout=5, trust_env=False) as client:
+                    while len(failed_on) < len(pods):
+                        assert time.monotonic() < deadline, f"only {{sorted(failed_on)}} failed within 30s"
+                        response = client.get("/api/items")
+                        if response.status_code == 500:
+                            failed_on.add(response.headers["X-Pod"])
+        """)
+
     # -- a cluster that outlives the run, so the tests can look at the target afterwards -------------
     def start_background_cluster(self) -> None:
         # From the project's folder, as a user would: the run directory resolves from the project root.

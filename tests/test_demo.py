@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,8 +24,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from releasegate.demo.__main__ import main
-from releasegate.demo.app import create_app
+from releasegate.demo.__main__ import FAST_FORWARD_S, FastForwardClock, main, seed_from_environment
+from releasegate.demo.app import Faults, create_app
 from releasegate.demo.profiles import (
     SHIPPED_PROFILES,
     EndpointProfile,
@@ -33,6 +36,8 @@ from releasegate.demo.profiles import (
     resolve_profiles_path,
     validate_version,
 )
+from tests.local_cluster import DEMO_SEED, TEST_PROFILES
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKOUT = {"item_id": 1, "quantity": 2}
@@ -247,6 +252,55 @@ def test_seed_makes_draws_reproducible() -> None:
     runs = [statuses(get(make_app(profile, seed=99), "/api/items", times=50)) for _ in range(2)]
     assert runs[0] == runs[1]
     assert 0 < runs[0].count(500) < 50
+
+
+IN_FLIGHT = 5  # the most users of a load in the tests: requests a pod drew that the load never counted
+
+
+def counted_failures(failures_before: list[int], start: int, counted: int) -> tuple[int, int]:
+    """The fewest and the most injected failures among `counted` requests of a load that began at draw `start`.
+
+    The pod drew `counted` + f times, f <= IN_FLIGHT requests being in flight when the load stopped; those f
+    are among its last 2 * IN_FLIGHT draws. `failures_before[n]` counts the failures among the first n draws.
+    """
+    fewest, most = counted, 0
+    for in_flight in range(IN_FLIGHT + 1):
+        end = start + counted + in_flight
+        drawn = failures_before[end] - failures_before[start]
+        recent = failures_before[end] - failures_before[max(start, end - 2 * IN_FLIGHT)]
+        fewest = min(fewest, drawn - min(in_flight, recent))
+        most = max(most, drawn)
+    return fewest, most
+
+
+def test_the_demo_seed_of_the_tests_keeps_v2_errors_out_of_smoke_and_within_2_to_9_percent(tmp_path: Path) -> None:
+    """What the release and verifier tests rely on when they run v2-errors with DEMO_SEED (tests/local_cluster.py).
+
+    A pod draws once per /api request, in the order the requests arrive, so which of its requests fail depends
+    on the seed and the request count only. Smoke sends a pod at most 2 /api requests; a load then counts 25
+    to 10,000 per pod. A change to the demo's draws that breaks these bounds fails here, with the numbers,
+    instead of making those tests fail by chance.
+    """
+    profile = load_profiles(write_profiles(tmp_path, TEST_PROFILES)).for_version("v2-errors")
+    assert profile.error_rate == 0.05
+    # Latency 0 skips the sleep only: the latency draw (gauss) takes the same random numbers at any spread.
+    instant = dataclasses.replace(profile, latency_ms=0.0, latency_spread_ms=0.0)
+    faults = Faults("v2-errors", instant, rng=random.Random(DEMO_SEED), clock=FakeClock())
+
+    async def draw(count: int) -> list[bool]:
+        return [await faults.inject(path) is not None for path in itertools.islice(itertools.cycle(
+            ("/api/items", "/api/items", "/api/items", "/api/checkout")), count)]
+
+    failed = asyncio.run(draw(10_000 + 2 + IN_FLIGHT))
+    assert True not in failed[:13], f"request {failed.index(True) + 1} of a pod fails: smoke could meet it"
+    failures_before = list(itertools.accumulate(map(int, failed), initial=0))
+    for start in (0, 1, 2):  # /api requests before the load: none (verifier tests), or smoke's 1 or 2
+        for counted in range(25, 10_001):
+            fewest, most = counted_failures(failures_before, start, counted)
+            # Above 2%: error_rate < 1% fails, and a stop_on_breach sees its clear breach (2x the limit).
+            assert fewest / counted > 0.02, (start, counted, fewest)
+            if counted >= 50:  # what the tests that print the measured rate count at least
+                assert most / counted < 0.09, (start, counted, most)
 
 
 def test_endpoint_overrides_apply_to_their_endpoint_only(tmp_path: Path) -> None:
@@ -561,6 +615,81 @@ def test_profile_errors_name_file_key_problem_and_fix(tmp_path: Path, text: str,
     assert str(caught.value) == f"{path}{separator}{message}"
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "[versions.v2]\nlatency_ms = inf\n",
+            "versions.v2.latency_ms = inf is not a finite number; "
+            "set a number of milliseconds, 0 or more, such as 20",
+            id="infinite",
+        ),
+        pytest.param(
+            "defaults = 3\n",
+            "defaults = 3 is an integer, expected a table; write it as [defaults] with its keys on the lines below",
+            id="defaults-not-a-table",
+        ),
+        pytest.param(
+            "versions = 3\n",
+            "versions = 3 is an integer, expected a table; "
+            "write it as [versions.v2] with its keys on the lines below",
+            id="versions-not-a-table",
+        ),
+        pytest.param(
+            "[versions.v2]\ndescription = 1979-05-27\n",
+            'versions.v2.description = 1979-05-27 is a date, expected a string; set a quoted string such as "what '
+            'this version does"',
+            id="date-for-string",
+        ),
+        pytest.param(
+            '[defaults.endpoints."/api/items"]\nlatency_spread_ms = true\n',
+            'defaults.endpoints."/api/items".latency_spread_ms = true is a boolean, expected a number; '
+            "set a number of milliseconds, 0 or more, such as 20",
+            id="bool-in-a-defaults-endpoint",
+        ),
+        pytest.param(
+            "[versions.endpoints]\nerror_rat = 0.1\n",
+            "versions.endpoints.error_rat is an unknown key (did you mean error_rate?); "
+            f"known keys are {VERSION_KEYS}",
+            id="a-version-named-endpoints-is-a-version",
+        ),
+        pytest.param(
+            '[versions.v2.endpoints."/api/items"]\nerror_rate_after = 0.5\n',
+            "versions.v2.error_rate_after has no effect without errors_after_s; "
+            "add errors_after_s = <seconds> to [versions.v2] or remove error_rate_after",
+            id="endpoint-rate-after-without-errors-after",
+        ),
+        pytest.param(
+            "[versions.v2]\nerror_rate = 1.5\nlatency_ms = -1\n",
+            "versions.v2.error_rate = 1.5 is outside 0..1; set a fraction such as 0.05 (and 1 more problem(s))",
+            id="the-first-of-several-problems-and-their-count",
+        ),
+    ],
+)
+def test_more_profile_errors_name_file_key_problem_and_fix(tmp_path: Path, text: str, message: str) -> None:
+    path = write_profiles(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profiles(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_error_rate_after_from_an_endpoint_table_may_rely_on_errors_after_s_in_defaults(tmp_path: Path) -> None:
+    path = write_profiles(
+        tmp_path, '[defaults]\nerrors_after_s = 5\n[versions.v2.endpoints."/api/items"]\nerror_rate_after = 0.5\n'
+    )
+    profile = load_profiles(path).for_version("v2")
+    assert profile.errors_after_s == 5.0
+    assert profile.endpoint("/api/items").error_rate_after == 0.5
+    assert profile.endpoint("/api/checkout").error_rate_after == 1.0
+
+
+def test_integers_in_the_file_are_floats_in_the_profile(tmp_path: Path) -> None:
+    profile = load_profiles(write_profiles(tmp_path, "[versions.v2]\nlatency_ms = 20\ncrash_after_s = 3\n"))
+    v2 = profile.for_version("v2")
+    assert (v2.latency_ms, v2.crash_after_s) == (20.0, 3.0)
+    assert isinstance(v2.latency_ms, float) and isinstance(v2.crash_after_s, float)
+
+
 def test_profile_error_shows_the_path_relative_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -632,6 +761,27 @@ def test_cli_usage_errors_exit_4(argv: list[str], capsys: pytest.CaptureFixture[
     assert "python -m releasegate.demo: error:" in capsys.readouterr().err
 
 
+def test_the_seed_comes_from_the_option_else_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RELEASEGATE_DEMO_SEED", " 42 ")
+    assert (seed_from_environment(7), seed_from_environment(None)) == (7, 42)
+    monkeypatch.setenv("RELEASEGATE_DEMO_SEED", "")
+    assert seed_from_environment(None) is None
+    monkeypatch.setenv("RELEASEGATE_DEMO_SEED", "seven")
+    assert main(["--port", "1", "--version", "v2"]) == 4
+    assert capsys.readouterr().err == (
+        "$RELEASEGATE_DEMO_SEED = 'seven' is not an integer; set a whole number such as 7, or unset it\n")
+
+
+def test_a_fast_forward_makes_a_late_failure_begin_now() -> None:
+    clock = FastForwardClock()
+    app = make_app(Profile(errors_after_s=3600.0), clock=clock)
+    assert set(statuses(get(app, "/api/items", times=20))) == {200}
+    clock.skip_ahead()  # what SIGUSR1 does in the real process
+    assert clock.skipped_s == FAST_FORWARD_S
+    assert set(statuses(get(app, "/api/items", times=20))) == {500}
+
+
 # --- the real process ---------------------------------------------------------------------------------------
 
 
@@ -667,7 +817,7 @@ def demo_process(*args: str, env: dict[str, str] | None = None) -> Iterator[subp
             proc.communicate(timeout=10)
 
 
-def wait_ready(base: str, proc: subprocess.Popen[str], deadline_s: float = 15.0) -> None:
+def wait_ready(base: str, proc: subprocess.Popen[str], deadline_s: float = 60.0) -> None:
     """Poll /readyz until 200; fail early if the process dies, and at the deadline."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -711,7 +861,7 @@ def test_real_process_crashes_with_exit_1_while_serving(tmp_path: Path) -> None:
         tmp_path,
         """
         [versions.v2-crashloop]
-        crash_after_s = 1.5
+        crash_after_s = 4.0
         [versions.v2-crashloop.endpoints."/api/items"]
         latency_ms = 20000
         """,
@@ -719,13 +869,31 @@ def test_real_process_crashes_with_exit_1_while_serving(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with demo_process("--port", str(port), "--version", "v2-crashloop", "--profiles", str(path)) as proc:
+        # The crash timer starts before uvicorn binds: 4 s leaves a loaded machine time to get ready first.
         wait_ready(base, proc)
         # A request in flight when the crash comes: the process must die anyway, not wait for it.
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(httpx.TransportError) as dropped:
             httpx.get(f"{base}/api/items", timeout=15.0)
+        assert not isinstance(dropped.value, httpx.ConnectError), "the request was not in flight at the crash"
         assert proc.wait(timeout=10) == 1
         _, stderr = proc.communicate(timeout=5)
-    assert "demo v2-crashloop: simulated crash after 1.5s (profile crash_after_s)\n" in stderr
+    assert "demo v2-crashloop: simulated crash after 4.0s (profile crash_after_s)\n" in stderr
+
+
+def test_real_process_starts_its_late_failure_on_sigusr1(tmp_path: Path) -> None:
+    path = write_profiles(tmp_path, "[versions.v2-late-failure]\nerrors_after_s = 3600.0\nerror_rate_after = 1.0\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with demo_process("--port", str(port), "--version", "v2-late-failure", "--profiles", str(path)) as proc:
+        wait_ready(base, proc)
+        with httpx.Client(base_url=base, timeout=5.0) as http:
+            assert http.get("/api/items").status_code == 200
+            proc.send_signal(signal.SIGUSR1)
+            # Python runs the handler when the main thread next runs: wait for it, with a deadline.
+            wait_until(lambda: http.get("/api/items").status_code == 500, timeout_s=30,
+                       what="the late failure to begin after SIGUSR1")
+            assert set(statuses([http.get("/api/items") for _ in range(5)])) == {500}
+        assert proc.poll() is None, "SIGUSR1 ended the process"
 
 
 def test_real_cli_exits_4_on_bad_profile_from_env_and_on_invalid_version(tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ def test_up_status_down(tmp_path: Path, run_dir: Path) -> None:
         [local]
         replicas = 1
     """)
-    up = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "up", "--version", "v3")
+    cli = ("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir))
+    up = run_module(*cli, "up", "--version", "v3")
     assert up.returncode == 0, up.stderr
     assert "blue   v3" in up.stdout
-    status = run_module("releasegate.targets.local", "--config", str(config), "--run-dir", str(run_dir), "status", "--json")
+    status = run_module(*cli, "status", "--json")
     state = json.loads(status.stdout)
     pids = cluster_pids(state)
     assert state["persistent"] and alive(pids) == pids

@@ -177,7 +177,8 @@ def test_a_test_without_a_stage_is_a_usage_error(project: ReleaseProject) -> Non
     report = json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())
     assert report["exit_code"] == 4 and report["decision"] == "not-promoted"
     assert "1 test(s) belong to no stage" in report["reason"]
-    assert "why: 1 test(s) belong to no stage" in (project.path / "reports" / "latest" / "release-report.md").read_text()
+    markdown = (project.path / "reports" / "latest" / "release-report.md").read_text()
+    assert "why: 1 test(s) belong to no stage" in markdown
 
 
 def test_collect_only_runs_no_release_and_writes_no_report(project: ReleaseProject) -> None:

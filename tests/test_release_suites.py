@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.local_cluster import DEMO_SEED
 from tests.release_project import ReleaseProject, copy_shipped_suites
 
 pytestmark = pytest.mark.slow
@@ -63,8 +64,13 @@ def test_a_version_with_5_percent_errors_is_rolled_back(project: ReleaseProject)
     project.start_background_cluster()
     result = project.release("--release", "v2-errors")
     assert result.ret == 1
+    # The pod is seeded (DEMO_SEED): its first 13 requests never fail, so smoke passes, and its error rate
+    # over any load of 50 to 10,000 requests after them is 2-9%: the load stage fails, with that rate.
+    green_logs = [path.read_text() for path in (project.path / "run" / "logs").glob("demo-green-*.log")]
+    assert green_logs and all(f"seed {DEMO_SEED}; " in log for log in green_logs), green_logs
     junit = project.junit()
     assert junit.suite_properties["release.decision"] == "rolled-back"
+    assert junit.case("test_items_and_checkout_work")["outcome"] == "passed"
     failure = junit.case("test_candidate_meets_its_slos_under_load")
     assert failure["outcome"] == "failure"
     first_line = failure["message"].splitlines()[0]
@@ -82,13 +88,17 @@ def test_a_version_with_5_percent_errors_is_rolled_back(project: ReleaseProject)
 
 
 def test_a_version_failing_after_the_switch_is_switched_back(project: ReleaseProject) -> None:
-    project.write_config(FAST_VARS.format(post_switch_s=45))
+    # The errors begin when the first post_switch test sends the candidate SIGUSR1, never by a timer that
+    # the stages before the switch could outrun on a slow machine; the post_switch load then stops early.
+    project.write_config(FAST_VARS.format(post_switch_s=30))
     project.start_background_cluster()
+    project.write_late_failure_trigger(pods_parent=project.cluster_state()["pid"])
     result = project.release("--release", "v2-late-failure")
     assert result.ret == 1, result.stdout.str()
     junit = project.junit()
     assert junit.case("test_candidate_meets_its_slos_under_load")["outcome"] == "passed"
     assert junit.case("switch")["outcome"] == "passed"
+    assert junit.case("test_the_late_failure_begins_after_the_switch")["outcome"] == "passed"
     failure = junit.case("test_service_holds_up_under_load")
     assert failure["outcome"] == "failure" and failure["message"].startswith("error_rate ")
     reason = dict(junit.case("rollback")["properties"])["release.rollback.reason"]

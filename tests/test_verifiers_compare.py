@@ -6,6 +6,7 @@ Synthetic samples use fixed seeds; the last test compares two real load runs (he
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -133,8 +134,10 @@ def test_a_slow_checkout_fails_the_comparison_of_two_real_runs(
         compare_loads(candidate, baseline)
     lines = str(caught.value).splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith(
-        "latency on /api/checkout (candidate v2-slow vs baseline v1): candidate median 4")
+    # At least the injected 400 ms, however busy the machine (which only adds to it).
+    median = re.match(r"latency on /api/checkout \(candidate v2-slow vs baseline v1\): candidate median (\d+)ms ",
+                      lines[0])
+    assert median is not None and int(median.group(1)) >= 400, lines[0]
     assert lines[0].endswith("worse beyond the max(10%, 5ms) tolerance")
     # Every outcome reached the candidate's recorder: latency and errors for both endpoints.
     assert [(o.check, o.verdict) for o in recorded] == [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import subprocess
 import sys
 import time
@@ -69,12 +71,30 @@ def locustfile(directory: Path, text: str, name: str = "locustfile.py") -> Path:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DemoService]]:
-    profiles = write_profiles(tmp_path_factory.mktemp("profiles"))
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_profiles(tmp_path_factory.mktemp("profiles"))
+
+
+@pytest.fixture(scope="module")
+def services(profiles: Path) -> Iterator[dict[str, DemoService]]:
     with demo_service("v1", profiles, slot="blue") as healthy, \
-            demo_service("v2-errors", profiles, slot="green") as errors, \
             demo_service("v2-slow", profiles, slot="green") as slow:
-        yield {"v1": healthy, "v2-errors": errors, "v2-slow": slow}
+        yield {"v1": healthy, "v2-slow": slow}
+
+
+@pytest.fixture
+def errors(profiles: Path) -> Iterator[DemoService]:
+    """v2-errors, fresh for each test: its seeded draws start at the first request of the test's load, so the
+    error rate a load measures is certain to lie within 2-9% (tests/local_cluster.py, DEMO_SEED)."""
+    with demo_service("v2-errors", profiles, slot="green") as service:
+        yield service
+
+
+def shop_checkouts_are_a_quarter(items: int, checkouts: int) -> bool:
+    """The shop locustfile picks each task at random, 3:1: checkouts ~ Binomial(n, 1/4). Within 6 standard
+    deviations (a miss once in 10^9 runs) whatever the request count the machine managed."""
+    total = items + checkouts
+    return abs(checkouts - total / 4) <= 6 * math.sqrt(total * 3 / 16) + 1
 
 
 def test_counts_per_endpoint_and_version_and_a_passing_check(services: dict[str, DemoService]) -> None:
@@ -85,13 +105,17 @@ def test_counts_per_endpoint_and_version_and_a_passing_check(services: dict[str,
     assert result.endpoints == ("/api/checkout", "/api/items")
     assert result.versions == {"v1": result.requests}
     items, checkouts = result.stats("/api/items").count, result.stats("/api/checkout").count
-    assert items + checkouts == result.requests > 100
-    assert 1.5 < items / checkouts < 6  # the locustfile's 3:1 task weights
+    # Several hundred requests on an idle machine; the checks below need the profile's 50.
+    assert items + checkouts == result.requests >= 50
+    assert shop_checkouts_are_a_quarter(items, checkouts), (items, checkouts)  # the 3:1 task weights
     assert (result.failures, result.error_rate, result.aborted_early) == (0, 0.0, False)
-    assert 2.9 < result.duration_s < 4.5
+    # Stopped by the collector at 3 s (a missed stop would run into the 33 s timeout); the upper bound
+    # leaves a loaded machine time to stop the users.
+    assert 2.9 < result.duration_s < 10
     assert result.rps == pytest.approx(result.requests / result.duration_s)
 
-    outcomes = result.check("p(95) < 300ms", "error_rate < 1%", "rps > 20")
+    # rps > 5, not the suites' 20: a throughput check that passes on a busy CI machine too.
+    outcomes = result.check("p(95) < 300ms", "error_rate < 1%", "rps > 5")
     assert [o.verdict for o in outcomes] == [Verdict.PASS] * 3
     assert recorded == list(outcomes)
     assert outcomes[0].subject == "all endpoints (candidate v1)"
@@ -106,22 +130,22 @@ def test_a_slow_checkout_fails_its_p95_with_one_readable_line(services: dict[str
                           min_requests=30)
     result = run_load(profile, services["v2-slow"].endpoint(Role.CANDIDATE))
     p95 = result.stats("/api/checkout").quantile(0.95)
-    assert p95 is not None and 0.3 < p95 < 1.0
+    # At least the injected 400 ms; the upper bound only catches a wrong unit or quantile, not a slow machine.
+    assert p95 is not None and 0.39 < p95 < 4.0
 
     with pytest.raises(CheckFailed) as caught:
         result.check("p(95) < 300ms", "error_rate < 1%", endpoint="/api/checkout")
     message = str(caught.value)
     count = result.stats("/api/checkout").count
-    assert message.startswith("p(95) 4") and "\n" not in message
-    assert message.endswith(f"ms > 300ms over {count:,} requests on /api/checkout (candidate v2-slow)")
+    assert re.fullmatch(rf"p\(95\) ([3-9]\d\dms|\d+(\.\d+)?s) > 300ms over {count:,} requests on /api/checkout "
+                        r"\(candidate v2-slow\)", message), message
 
 
-def test_a_five_percent_error_version_fails_error_rate_with_the_measured_rate(
-        services: dict[str, DemoService]) -> None:
+def test_a_five_percent_error_version_fails_error_rate_with_the_measured_rate(errors: DemoService) -> None:
     recorded: list[CheckOutcome] = []
-    profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=3, min_requests=100)
-    result = run_load(profile, services["v2-errors"].endpoint(Role.CANDIDATE), record=recorded.append)
-    assert result.error_rate is not None and 0.02 < result.error_rate < 0.09
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=3, min_requests=50)
+    result = run_load(profile, errors.endpoint(Role.CANDIDATE), record=recorded.append)
+    assert result.error_rate is not None and 0.02 < result.error_rate < 0.09  # certain with DEMO_SEED
 
     with pytest.raises(CheckFailed) as caught:
         result.check("error_rate < 1%", "p(95) < 300ms")
@@ -145,9 +169,9 @@ def test_fewer_requests_than_the_minimum_is_no_data_never_a_pass(services: dict[
 
 
 def test_per_version_results_of_a_run_that_reached_two_versions(services: dict[str, DemoService],
-                                                                 tmp_path: Path,
+                                                                 errors: DemoService, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VERIFIERS_TEST_SECOND_URL", services["v2-errors"].url)
+    monkeypatch.setenv("VERIFIERS_TEST_SECOND_URL", errors.url)
     profile = LoadProfile(locustfile(tmp_path, TWO_SERVICES), users=4, spawn_rate=4, duration_s=3,
                           min_requests=50)
     result = run_load(profile, services["v1"].url)
@@ -161,13 +185,15 @@ def test_per_version_results_of_a_run_that_reached_two_versions(services: dict[s
         result.check("error_rate < 1%", version="v2-errors")
 
 
-def test_early_abort_stops_a_run_well_before_its_duration(services: dict[str, DemoService]) -> None:
+def test_early_abort_stops_a_run_well_before_its_duration(errors: DemoService) -> None:
     profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=30, min_requests=100,
                           stop_on_breach=("error_rate < 1%",))
     started = time.monotonic()
-    result = run_load(profile, services["v2-errors"].endpoint(Role.CANDIDATE))
-    assert time.monotonic() - started < 15
-    assert result.aborted_early and result.duration_s < 10
+    result = run_load(profile, errors.endpoint(Role.CANDIDATE))
+    # The first check after 100 requests sees more than 2% (DEMO_SEED), about 1-2 s in on an idle machine;
+    # the bounds only say "well before the 30 s", with room for a loaded one.
+    assert time.monotonic() - started < 30
+    assert result.aborted_early and result.duration_s < 20
     assert result.abort_reason is not None
     assert result.abort_reason.startswith("stopped early after ")
     assert "of 30s: clear breach of error_rate < 1% (beyond 2x the limit): error_rate " in result.abort_reason
@@ -213,7 +239,7 @@ def test_a_run_over_its_timeout_is_killed_with_its_process_group(services: dict[
     with pytest.raises(LoadError, match=r"^locust did not finish within 2s \(locust .*\); its process group "
                                         "was killed"):
         run_load(profile, services["v1"].url, timeout_s=2)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # 2 s, then SIGTERM and at most 5 s before SIGKILL: not the 60 s
     assert not processes_mentioning(str(path))
 
 

@@ -5,19 +5,34 @@ The traffic is known (counted by the test), so the measured values are checked a
 
 from __future__ import annotations
 
+import socket
+import socketserver
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
+from releasegate.core.config import parse_config
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import MetricsScope, Role
+from releasegate.plugins.controller import ReleaseController, ReleaseOptions
+from releasegate.plugins.ledger import Ledger
 from releasegate.verifiers.metrics import Metrics, MetricsError
+from releasegate.verifiers.prometheus_client import (
+    PrometheusClient,
+    PrometheusMalformed,
+    PrometheusRejected,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+)
 from tests.verifiers_services import DemoService, demo_service, free_port, prometheus, write_profiles
 from tests.waiting import wait_until
 
@@ -67,10 +82,11 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
             warmup["v2-errors"] += 1
             return send(client, "GET", f"{errors.url}/api/items") == 500
 
-        wait_until(first_error, timeout_s=10, interval_s=0, what="a first injected 500 from v2-errors")
+        # The 14th request with DEMO_SEED; the deadline only guards against a hang.
+        wait_until(first_error, timeout_s=60, interval_s=0, what="a first injected 500 from v2-errors")
         series = 'count(http_requests_total{app="demo",handler=~"/api/.*"})'
         wait_until(lambda: (r := metrics.instant(series, time.time())) and float(r[0]["value"][1]) >= 7,
-                   timeout_s=20, what="Prometheus scraping the warm-up series of all three services")
+                   timeout_s=60, what="Prometheus scraping the warm-up series of all three services")
 
         with ThreadPoolExecutor(8) as pool:
             healthy_codes = pool.map(lambda _: send(client, "GET", f"{healthy.url}/api/items"), range(300))
@@ -83,7 +99,7 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
             counts = {v: metrics.request_count(version=v, window_s=WINDOW_S).samples or 0 for v in sent}
             return all(counts[v] >= 0.97 * sent[v] for v in sent)
 
-        wait_until(all_scraped, timeout_s=20, interval_s=0.25, what="Prometheus scraping the counted traffic")
+        wait_until(all_scraped, timeout_s=60, interval_s=0.25, what="Prometheus scraping the counted traffic")
         scrapes = {v: metrics.instant(f'timestamp(up{{app="demo",version="{v}"}})', time.time())
                    for v in sent}
         yield Traffic(url=url, healthy=healthy, errors=errors, slow=slow, sent=sent, warmup=warmup,
@@ -135,9 +151,11 @@ def test_latency_quantile_of_a_slow_checkout(traffic: Traffic) -> None:
         slow = metrics.latency_quantile(0.95, version="v2-slow", window_s=WINDOW_S,
                                         handler_regex="/api/checkout", at=traffic.at["v2-slow"])
         fast = metrics.latency_quantile(0.95, version="v1", window_s=WINDOW_S, at=traffic.at["v1"])
-        assert slow.value is not None and 0.4 < slow.value <= 0.5  # 400 ms + spread, in the 0.4-0.5 bucket
+        # 400 ms + spread lands in the 0.4-0.5 bucket; up to 0.75 lets a stalled event loop on a busy machine
+        # push a few requests into the next bucket. A wrong handler (the fast items) or unit fails either way.
+        assert slow.value is not None and 0.4 < slow.value <= 0.75
         assert fast.value is not None and fast.value < 0.05
-        with pytest.raises(CheckFailed, match=r"^p\(95\) 4\d\dms > 300ms over \d+ requests on /api/checkout "
+        with pytest.raises(CheckFailed, match=r"^p\(95\) [4-7]\d\dms > 300ms over \d+ requests on /api/checkout "
                                               r"\(version v2-slow\)$"):
             slow.check("p(95) < 300ms")
         assert fast.check("p(95) < 300ms").passed
@@ -353,3 +371,144 @@ def test_template_and_query_usage_errors(traffic: Traffic) -> None:
             metrics.query("up{ {{ selector }} }", window_s=60)
     with pytest.raises(ConfigError, match="timeout must be positive"):
         Metrics(MetricsScope(traffic.url, "demo"), timeout_s=0)
+
+
+# --- one client path to Prometheus, typed errors ---------------------------------------------------------------
+
+
+class _CannedAnswer(socketserver.StreamRequestHandler):
+    """Reads one request's head, writes the server's canned bytes, closes: a server that is not Prometheus."""
+
+    def handle(self) -> None:
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        self.wfile.write(self.server.answer)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def canned_server(answer: bytes) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every request with `answer` (raw bytes, status line included)."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CannedAnswer) as server:
+        server.daemon_threads = True
+        server.answer = answer  # type: ignore[attr-defined]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A port that accepts connections (the kernel's backlog does) and never answers a byte."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def http_answer(status: str, content_type: str, body: bytes) -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+def test_a_closed_port_is_prometheus_unreachable() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with PrometheusClient(url, timeout_s=2) as prometheus, pytest.raises(PrometheusUnreachable) as caught:
+        prometheus.query("up")
+    assert isinstance(caught.value, MetricsError)
+    assert (caught.value.url, caught.value.reason) == (url, "connection refused or host unknown")
+    with Metrics(MetricsScope(url, "demo"), timeout_s=2) as metrics, pytest.raises(PrometheusUnreachable):
+        metrics.targets_up(version="v1")
+
+
+def test_a_server_that_never_answers_is_a_timeout_at_the_timeout() -> None:
+    with silent_server() as url, Metrics(MetricsScope(url, "demo"), timeout_s=0.5) as metrics:
+        started = time.monotonic()
+        with pytest.raises(PrometheusTimeout) as caught:
+            metrics.success_rate(window_s=60)
+        waited = time.monotonic() - started
+    assert 0.5 <= waited < 3, waited
+    assert caught.value.reason == "no answer within 0.5s, waiting for the answer"
+    assert str(caught.value) == (f"Prometheus at {url} timed out (no answer within 0.5s, waiting for the answer); "
+                                 "check that it runs and is not overloaded, or allow it a longer timeout")
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        pytest.param(http_answer("200 OK", "text/html", b"<html><body>Grafana</body></html>"),
+                     "HTTP 200, text/html: '<html><body>Grafana</body></html>'", id="html"),
+        pytest.param(http_answer("404 Not Found", "text/plain; charset=utf-8", b"404 page not found\n"),
+                     "HTTP 404, text/plain; charset=utf-8: '404 page not found'", id="wrong-path"),
+        pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", "not an HTTP answer: ", id="not-http"),
+        pytest.param(http_answer("200 OK", "application/json",
+                                 b'{"status": "success", "data": {"resultType": "vector", "result": [{"v": 1}]}}'),
+                     "data.result (vector).0.metric: Field required", id="wrong-shape"),
+        pytest.param(http_answer("200 OK", "application/json", b'{"status": "success"}'),
+                     "data: not a JSON object", id="no-data"),
+    ],
+)
+def test_an_answer_that_is_not_the_prometheus_api_is_malformed(answer: bytes, detail: str) -> None:
+    with canned_server(answer) as url, Metrics(MetricsScope(url, "demo"), timeout_s=2) as metrics, \
+            pytest.raises(PrometheusMalformed) as caught:
+        metrics.query("sum(up{ {{ selector }} })", window_s=60)
+    message = str(caught.value)
+    assert message.startswith(f"Prometheus at {url} answered something that is not the Prometheus API ({detail}")
+    assert message.endswith("); check the configured Prometheus URL")
+    assert caught.value.reason.startswith(f"not the Prometheus API: {detail}")
+
+
+def test_a_rejected_query_keeps_prometheus_error_type_and_error(traffic: Traffic) -> None:
+    promql = 'sum(rate(http_requests_total{app="demo"}[60s])'
+    with PrometheusClient(traffic.url, timeout_s=5) as prometheus, pytest.raises(PrometheusRejected) as caught:
+        prometheus.query(promql)
+    rejected = caught.value
+    assert isinstance(rejected, MetricsError)
+    assert (rejected.http_status, rejected.error_type, rejected.query) == (400, "bad_data", promql)
+    assert "parse error" in rejected.error
+    assert str(rejected) == f"Prometheus at {traffic.url} rejected the query (bad_data: {rejected.error}); " \
+                            f"fix the PromQL: {promql}"
+
+
+def test_an_error_answer_of_the_server_is_rejected_with_its_status() -> None:
+    body = b'{"status": "error", "errorType": "timeout", "error": "query timed out in expression evaluation"}'
+    with canned_server(http_answer("503 Service Unavailable", "application/json", body)) as url, \
+            PrometheusClient(url, timeout_s=2) as prometheus, pytest.raises(PrometheusRejected) as caught:
+        prometheus.query("up")
+    assert (caught.value.http_status, caught.value.error_type) == (503, "timeout")
+    assert str(caught.value) == (f"Prometheus at {url} failed the query with HTTP 503 (timeout: query timed out in "
+                                 "expression evaluation); check the server and the query: up")
+
+
+def test_scalars_are_one_series_and_range_vectors_a_usage_error(traffic: Traffic) -> None:
+    with PrometheusClient(traffic.url, timeout_s=5) as prometheus:
+        prometheus.check_reachable()
+        ((scalar),) = prometheus.query("2 * 21", at=1_700_000_000)
+        assert scalar == {"metric": {}, "value": (1_700_000_000.0, "42")}
+        assert prometheus.targets_up('app="demo"') == 3
+        with pytest.raises(ConfigError, match=r"returns a matrix, not an instant vector"):
+            prometheus.query("up[1m]")
+
+
+def test_the_controller_reachability_check_is_a_config_error_naming_the_cause(tmp_path: Path) -> None:
+    config = parse_config({"prometheus": {"timeout_s": 0.5}}, source="test config", base_dir=tmp_path,
+                          project_root=tmp_path)
+    options = ReleaseOptions(version="v2", strategy="blue-green", target="local", dry_run=False, run_id="run-a")
+    controller = ReleaseController(config, options, Ledger(tmp_path / "ledger"))
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError) as caught:
+        controller._check_prometheus(closed)
+    assert str(caught.value) == (f"Prometheus at {closed} is unreachable (connection refused or host unknown); "
+                                 "start it or set prometheus.url to a reachable server")
+    with silent_server() as url, pytest.raises(ConfigError) as caught:
+        controller._check_prometheus(url)
+    assert str(caught.value) == (f"Prometheus at {url} is unreachable (no answer within 0.5s, waiting for the "
+                                 "answer); start it or set prometheus.url to a reachable server")
+    with canned_server(http_answer("404 Not Found", "text/plain", b"404 page not found\n")) as url, \
+            pytest.raises(ConfigError) as caught:
+        controller._check_prometheus(url)
+    assert str(caught.value) == (f"Prometheus at {url} is unreachable (not the Prometheus API: HTTP 404, text/plain: "
+                                 "'404 page not found'); start it or set prometheus.url to a reachable server")

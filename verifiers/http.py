@@ -17,6 +17,7 @@ from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_c
 from releasegate.core.types import Endpoint
 from releasegate.verifiers.thresholds import format_seconds
 
+
 def client_for(endpoint: Endpoint, *, timeout_s: float = 5.0) -> httpx.Client:
     """A client whose relative URLs go to `endpoint`; close it (or use it in a `with` block)."""
     return httpx.Client(base_url=endpoint.url, timeout=httpx.Timeout(timeout_s), trust_env=False,

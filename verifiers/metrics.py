@@ -3,12 +3,13 @@
 Every query is an instant query at an explicit evaluation time over an explicit `[window]`, with an
 explicit timeout; when the caller gives no time, "now" is taken once and the CheckOutcome's window says
 so (`60s ending 2026-11-27T16:41:05Z (now)`). An empty result or NaN is NO DATA, never a pass; an
-unreachable Prometheus or a rejected query is a MetricsError, never a silent NO DATA.
+unreachable Prometheus or a rejected query is a MetricsError, never a silent NO DATA. The requests go
+through `verifiers/prometheus_client.py`, whose typed errors (PrometheusUnreachable, PrometheusTimeout,
+PrometheusRejected, PrometheusMalformed) are MetricsErrors.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
@@ -18,14 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import requests
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from prometheus_api_client.prometheus_connect import PrometheusConnect
-from urllib3.util.retry import Retry
-
 from releasegate.core.checks import CheckOutcome, RecordCheck, ignore_check, require
-from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.errors import ConfigError
 from releasegate.core.types import Endpoint, MetricsScope, Slot
+from releasegate.verifiers.prometheus_client import MetricsError as MetricsError  # defined there, public here
+from releasegate.verifiers.prometheus_client import PrometheusClient
 from releasegate.verifiers.thresholds import Kind, Threshold, parse_threshold
 
 DEFAULT_HANDLERS = "/api/.*"
@@ -33,10 +31,6 @@ DEFAULT_HANDLERS = "/api/.*"
 When = datetime | float | None
 """An evaluation time: a datetime, epoch seconds, or None for "now" (which the window then says)."""
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-
-
-class MetricsError(ReleasegateError):
-    """Prometheus could not answer: unreachable, timed out, or it rejected the query. Nothing was measured."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +105,6 @@ class Metrics:
                  requests_metric: str = "http_requests_total",
                  latency_metric: str = "http_request_duration_seconds",
                  handler_label: str = "handler", status_label: str = "status") -> None:
-        if timeout_s <= 0:
-            raise ConfigError(f"Prometheus timeout must be positive, got {timeout_s}s")
         self.scope = scope
         self.timeout_s = timeout_s
         self.record = record
@@ -123,13 +115,7 @@ class Metrics:
         self.latency_metric = latency_metric
         self.handler_label = handler_label
         self.status_label = status_label
-        session = requests.Session()
-        session.trust_env = False  # a proxy from the environment must not reroute an in-cluster Prometheus
-        # One quick retry for a Prometheus that is restarting; the library's default (3 retries with
-        # backoff) would hide an unreachable server for many seconds.
-        retry = Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504), raise_on_status=False)
-        self._prometheus = PrometheusConnect(url=scope.prometheus_url.rstrip("/"), session=session,
-                                             retry=retry, timeout=cast(int, timeout_s))  # float is fine
+        self._prometheus = PrometheusClient(scope.prometheus_url, timeout_s=timeout_s)  # checks timeout_s
 
     def close(self) -> None:
         self._prometheus.close()
@@ -245,27 +231,14 @@ class Metrics:
 
     def targets_up(self, *, slot: Slot | None = None, version: str | None = None) -> int:
         """How many scrape targets of this scope Prometheus scraped successfully at its last scrape."""
-        promql = f"count(up{{{self.scope.selector(slot=slot, version=version)}}} == 1)"
-        result = self.instant(promql, time.time())
-        return int(float(result[0]["value"][1])) if result else 0
+        return self._prometheus.targets_up(self.scope.selector(slot=slot, version=version))
 
     def instant(self, promql: str, at: float) -> list[dict[str, Any]]:
-        """The raw result vector of an instant query evaluated at `at` (epoch seconds)."""
-        try:
-            result = self._prometheus.custom_query(
-                # Prometheus takes both as float seconds; its own evaluation timeout matches ours.
-                promql, params={"time": f"{at:.3f}", "timeout": f"{self.timeout_s:g}"},
-                timeout=cast(int, self.timeout_s))
-        except requests.RequestException as exc:
-            raise MetricsError(
-                f"Prometheus at {self.scope.prometheus_url} is unreachable ({_reason(exc)}); check that it "
-                "runs and that the configured Prometheus URL is right") from None
-        except PrometheusApiClientException as exc:
-            raise _rejected(self.scope.prometheus_url, promql, exc) from None
-        except (ValueError, KeyError, TypeError) as exc:  # not the API's JSON: something else on that port
-            raise MetricsError(f"Prometheus at {self.scope.prometheus_url} answered something that is not "
-                               f"the Prometheus API ({exc}); check the configured Prometheus URL") from None
-        return cast(list[dict[str, Any]], result)
+        """The raw result vector of an instant query evaluated at `at` (epoch seconds).
+
+        Each series is `{"metric": {labels}, "value": (time, "value")}`; a scalar result is one series.
+        """
+        return cast(list[dict[str, Any]], self._prometheus.query(promql, at=at))
 
     # --- internals ---------------------------------------------------------------------------------------
 
@@ -369,30 +342,3 @@ def _constant(value: str) -> Callable[[], str]:
 def _escape(regex: str) -> str:
     """A Python string as the body of a PromQL double-quoted string."""
     return regex.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def _reason(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection refused or host unknown"
-    return type(exc).__name__
-
-
-def _rejected(url: str, promql: str, exc: PrometheusApiClientException) -> MetricsError:
-    """The library only gives `HTTP Status Code 400 (b'{...json...}')`: dig out Prometheus' own message."""
-    text = str(exc)
-    status, detail = "?", text
-    match = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.DOTALL)
-    if match:
-        status = match.group(1)
-        try:
-            body = ast.literal_eval(match.group(2))
-            body = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-            detail = str(json.loads(body).get("error", body))
-        except (ValueError, SyntaxError, AttributeError):
-            detail = match.group(2)
-    if status == "400":
-        return MetricsError(f"Prometheus at {url} rejected the query ({detail}); fix the PromQL: {promql}")
-    return MetricsError(f"Prometheus at {url} failed the query with HTTP {status} ({detail}); check the "
-                        f"server and the query: {promql}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
+import threading
+from collections import deque
 from collections.abc import Callable
 
 from releasegate.core.config import Config
@@ -14,6 +15,66 @@ from releasegate.core.types import Endpoint, LiveState, Role, Slot
 from releasegate.targets.kubernetes.layout import Layout
 
 PORT_FORWARD_TIMEOUT_S = 20.0
+_FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
+
+
+class PortForward:
+    """A running `kubectl port-forward`, its output read by a thread for the whole life of the process.
+
+    kubectl prints a line per connection ("Handling connection for 8080"). A pipe that nobody reads fills
+    after some thousand connections, and kubectl then blocks on its next write and forwards nothing more.
+    The thread reads until the process ends and keeps the last lines, for error messages.
+    """
+
+    KEPT_LINES = 20
+
+    def __init__(self, argv: list[str], *, what: str) -> None:
+        self.what = what
+        # errors="replace": a byte that is not UTF-8 must not kill the reader (and so stall the pipe again).
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, errors="replace")
+        self.url: str | None = None
+        self._lines: deque[str] = deque(maxlen=self.KEPT_LINES)
+        self._lock = threading.Lock()
+        self._started_or_ended = threading.Event()
+        self._reader = threading.Thread(target=self._read, name=f"reader of {what}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                with self._lock:
+                    self._lines.append(line.rstrip())
+                if self.url is None and (match := _FORWARDING.search(line)):
+                    self.url = f"http://127.0.0.1:{match.group(1)}"
+                    self._started_or_ended.set()
+        self._started_or_ended.set()  # end of output: the process ended (the waiter then reads its code)
+
+    def last_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def wait_started(self, timeout_s: float) -> str:
+        """The local URL once kubectl forwards; else stop it and raise TargetError: it exited, or timed out."""
+        if self._started_or_ended.wait(timeout_s) and self.url is not None:
+            return self.url
+        timed_out = self.process.poll() is None and not self._started_or_ended.is_set()
+        self.close()  # also lets the reader take a last line that had no newline
+        output = " / ".join(self.last_lines()[-5:]) or "no output"
+        if timed_out:
+            raise TargetError(f"{self.what} did not start forwarding within {timeout_s:g}s: {output}")
+        raise TargetError(f"{self.what} exited with code {self.process.returncode} before forwarding: {output}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._reader.join(10)
 
 
 class EndpointResolver:
@@ -24,7 +85,7 @@ class EndpointResolver:
         self.kube = config.kubernetes
         self.layout = layout
         self.service_port = service_port
-        self._forwards: dict[str, tuple[subprocess.Popen[str], str]] = {}
+        self._forwards: dict[str, tuple[PortForward, str]] = {}
 
     def _values(self, slot: Slot | None) -> dict[str, str]:
         return {"app": self.layout.app, "namespace": self.layout.namespace, "service": self.layout.service,
@@ -78,23 +139,12 @@ class EndpointResolver:
             argv += ["--kubeconfig", self.kube.kubeconfig]
         if self.kube.context:
             argv += ["--context", self.kube.context]
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + PORT_FORWARD_TIMEOUT_S
-        assert process.stdout is not None
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            match = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
-            if match:
-                url = f"http://127.0.0.1:{match.group(1)}"
-                self._forwards[service] = (process, url)
-                return url
-            if not line and process.poll() is not None:
-                break
-        process.kill()
-        raise TargetError(f"kubectl port-forward to svc/{service} did not start: {line.strip()}")
+        forward = PortForward(argv, what=f"kubectl port-forward to svc/{service}")
+        url = forward.wait_started(PORT_FORWARD_TIMEOUT_S)
+        self._forwards[service] = (forward, url)
+        return url
 
     def close(self) -> None:
-        for process, _ in self._forwards.values():
-            process.terminate()
-            process.wait(10)
+        for forward, _ in self._forwards.values():
+            forward.close()
         self._forwards.clear()

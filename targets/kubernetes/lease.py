@@ -21,7 +21,7 @@ from typing import Any
 
 from kubernetes.client import CoordinationV1Api
 
-from releasegate.core.errors import LockHeldError
+from releasegate.core.errors import LockHeldError, LockLostError
 from releasegate.core.types import LockHolder
 from releasegate.targets.kubernetes.api import ConflictError, KubeApi, NotFoundError, retry_on_conflict
 
@@ -126,7 +126,7 @@ class ReleaseLease:
 
     # -- acquire, renew, release --------------------------------------------------------------------
     def acquire(self, holder: LockHolder, ttl_s: float) -> None:
-        """Take (or take over, once expired) the lease for `holder`; LockHeldError when another live release holds it."""
+        """Take (or take over, once expired) the lease; LockHeldError when another live release holds it."""
         retry_on_conflict(lambda: self._acquire_once(holder, ttl_s))
 
     def _acquire_once(self, holder: LockHolder, ttl_s: float) -> None:
@@ -163,13 +163,13 @@ class ReleaseLease:
         self._replace(lease)
 
     def renew(self, holder: LockHolder, ttl_s: float) -> None:
-        """Move renewTime to now if `holder` still holds the lease; LockHeldError (lost) when it does not."""
+        """Move renewTime to now if `holder` still holds the lease; LockLostError when it does not."""
         def renew_once() -> None:
             now = self.now()
             lease = self._read()
             current = self.holder_of(lease)
             if lease is None or current is None or current.run_id != holder.run_id:
-                raise LockHeldError(self._lost(holder, lease, current, now))
+                raise LockLostError(self._lost(holder, lease, current, now))
             lease["spec"]["renewTime"] = microtime(now)
             lease["spec"]["leaseDurationSeconds"] = lease_duration(ttl_s)
             self._replace(lease)

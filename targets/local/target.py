@@ -1,8 +1,8 @@
 """The embedded local target: the Target protocol on top of a local cluster process.
 
 With a cluster already running in the run directory (`python -m releasegate.targets.local up`), the
-target attaches to it and leaves it running. Otherwise it starts an ephemeral one with the configured initial version and
-stops it in close(), so a release run leaves no process behind.
+target attaches to it and leaves it running. Otherwise it starts an ephemeral one with the configured
+initial version and stops it in close(), so a release run leaves no process behind.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from releasegate.core.config import Config
-from releasegate.core.errors import LockHeldError, TargetError
+from releasegate.core.errors import LockHeldError, LockLostError, TargetError
 from releasegate.core.types import (
     Endpoint,
     LiveState,
@@ -134,11 +134,11 @@ class LocalTarget:
         except TargetError:
             current = self._lock_holder()  # a TargetError too when the cluster is gone: the caller retries
             if current is None:
-                raise LockHeldError(f"the release lock of {self.config.app.name} was released: run "
+                raise LockLostError(f"the release lock of {self.config.app.name} was released: run "
                                     f"{holder.run_id} no longer holds it") from None
             if current[0].run_id != holder.run_id:
                 other, expires_at = current
-                raise LockHeldError(f"the release lock of {self.config.app.name} was taken over by "
+                raise LockLostError(f"the release lock of {self.config.app.name} was taken over by "
                                     f"{other.held_until(expires_at, time.time())}: run {holder.run_id} no "
                                     "longer holds it") from None
             raise
