@@ -1,7 +1,7 @@
 """The outcome of one verification check, as every verifier reports it and every report shows it.
 
 A check has three outcomes, not two: NO_DATA (nothing measured, or fewer samples than the minimum) is
-a failure with its own label, never a pass (DESIGN.md: fail closed).
+a failure with its own label, never a pass (fail closed).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class ReleaseConfig(_Section):
 
 
 class StageDeadlines(_Section):
-    """Seconds each stage may take before it fails (DESIGN.md: a stage that overruns fails)."""
+    """Seconds each stage may take before it fails (a stage that overruns fails)."""
 
     preflight: float = Field(default=60.0, gt=0)
     provision: float = Field(default=300.0, gt=0)

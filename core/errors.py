@@ -1,4 +1,4 @@
-"""Error types with the exit code each one maps to (DESIGN.md: exit codes follow pytest's meanings)."""
+"""Error types with the exit code each one maps to (README: exit codes follow pytest's meanings)."""
 
 from __future__ import annotations
 

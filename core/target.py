@@ -56,6 +56,11 @@ class Target(Protocol):
         ...
 
     # -- acting (release controller only) -------------------------------------------------------
+    def prepare_image(self, version: str) -> None:
+        """Make `version`'s image available where the target runs it (kind builds and loads it);
+        called in preflight, before the lock, so a broken build changes nothing. Most targets: no-op."""
+        ...
+
     def acquire_lock(self, holder: LockHolder, ttl_s: float) -> None:
         """Take the per-app release lock for `ttl_s` seconds, storing who holds it (run, version, host, pid).
 

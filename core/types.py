@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -76,9 +76,6 @@ class TrafficSplit:
         live = [slot for slot, weight in self.weights.items() if weight == 100]
         return live[0] if live else None
 
-    def weight_of(self, slot: Slot) -> int:
-        return int(self.weights.get(slot, 0))
-
     def describe(self) -> str:
         return ", ".join(f"{slot} {w}%" for slot, w in sorted(self.weights.items()) if w)
 
@@ -124,7 +121,6 @@ class SwitchResult:
     traffic: TrafficSplit
     previous: TrafficSplit
     converged_ms: float
-    effective_weights: Mapping[Slot, float] = field(default_factory=dict)
 
 
 class Phase(StrEnum):

@@ -19,24 +19,10 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.target import Target
 from releasegate.core.types import Endpoint, LockHolder, Phase, ReleaseState, Role, TrafficSplit, other_slot
-from releasegate.plugins.ledger import ItemRecord, Ledger
+from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
 from releasegate.plugins.lock_keeper import LockKeeper
+from releasegate.plugins.options import ReleaseOptions
 from releasegate.plugins.targets import open_target
-
-
-@dataclass(frozen=True)
-class ReleaseOptions:
-    version: str
-    strategy: str
-    target: str
-    dry_run: bool
-    run_id: str
-
-
-class Decision:
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled-back"
-    NOT_PROMOTED = "not-promoted"
 
 
 @dataclass
@@ -82,8 +68,7 @@ class ReleaseController:
 
     def _publish(self, endpoints: dict[Role, Endpoint], **context: Any) -> None:
         """Tell the verification items (any process) where the candidate, baseline and service are now."""
-        self.ledger.update_context(**context, endpoints={
-            role.value: {"url": e.url, "slot": e.slot, "version": e.version} for role, e in endpoints.items()})
+        self.ledger.update_context(**context, endpoints=dict(endpoints))
 
     def run(self, stage: str) -> ActionResult:
         action: Callable[[], ActionResult] = getattr(self, stage)
@@ -110,9 +95,7 @@ class ReleaseController:
         scope = target.metrics_scope()
         self._check_prometheus(scope.prometheus_url)
         # Targets that build images (kind) do it now: a broken build stops the release before the lock.
-        prepare_image = getattr(target, "prepare_image", None)
-        if prepare_image is not None:
-            prepare_image(self.options.version)
+        target.prepare_image(self.options.version)
         ttl_s, asked_at = self.config.release.lock_ttl_s, time.monotonic()
         target.acquire_lock(self.lock_holder, ttl_s)
         self.locked = True
@@ -124,9 +107,7 @@ class ReleaseController:
         self.ledger.update_context(
             previous_version=self.previous_version, live_slot=self.live_slot,
             candidate_slot=self.candidate_slot, app=live.app,
-            metrics_scope={"prometheus_url": scope.prometheus_url, "app": scope.app,
-                           "app_label": scope.app_label, "slot_label": scope.slot_label,
-                           "version_label": scope.version_label})
+            metrics_scope=scope)
         properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
                       ("release.candidate_slot", self.candidate_slot),
                       ("release.target_detail", target.describe())]
@@ -257,8 +238,7 @@ class ReleaseController:
 
     def rollback(self, failures: list[ItemRecord]) -> ActionResult:
         """Put everything back as it was before this release; skipped when the release was promoted."""
-        context = self.ledger.read_context()
-        if context.get("decision") == Decision.PROMOTED:
+        if self.ledger.read_context().decision is Decision.PROMOTED:
             return ActionResult(skipped="release promoted; nothing to roll back")
         if self.options.dry_run and not failures and self.provisioned:
             self._undo()
@@ -311,8 +291,7 @@ class ReleaseController:
         """
         if self.target is None:
             return None
-        context = self.ledger.read_context()
-        if context.get("decision") is not None:
+        if self.ledger.read_context().decision is not None:
             return None
         try:
             if self.provisioned or self.switched:

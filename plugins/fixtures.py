@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import pytest
 
 from releasegate.core.checks import CheckOutcome, RecordCheck
 from releasegate.core.config import Config
-from releasegate.core.types import Endpoint, MetricsScope, Role
-from releasegate.plugins.ledger import Ledger
+from releasegate.core.types import Endpoint, Role
+from releasegate.plugins.ledger import Ledger, ReleaseContext
 
 
 @dataclass(frozen=True)
@@ -94,24 +94,28 @@ class SuiteFixtures:
         self.config = config
         self.prometheus_timeout_s = config.prometheus.timeout_s
 
-    def _context(self) -> dict[str, Any]:
+    def _context(self) -> ReleaseContext:
         return self.ledger.read_context()
 
+    def _endpoints(self) -> dict[Role, Endpoint]:
+        """The endpoints the target gives now, with the configured version header."""
+        return {role: replace(endpoint, version_header=self.config.release.version_header)
+                for role, endpoint in self._context().endpoints.items()}
+
     def _endpoint(self, role: Role) -> Endpoint:
-        data = (self._context().get("endpoints") or {}).get(role.value)
-        if not data:
+        endpoint = self._endpoints().get(role)
+        if endpoint is None:
             raise RuntimeError(f"no {role.value} endpoint: the release was not provisioned (see release::provision)")
-        return Endpoint(role, data["url"], data["slot"], data["version"],
-                        version_header=self.config.release.version_header)
+        return endpoint
 
     @pytest.fixture
     def release(self) -> ReleaseInfo:
         context = self._context()
         return ReleaseInfo(
-            version=context["version"], previous_version=context.get("previous_version"),
-            strategy=context["strategy"], run_id=context["run_id"], target=context["target"],
-            dry_run=bool(context.get("dry_run")), candidate_slot=context.get("candidate_slot"),
-            live_slot=context.get("live_slot"), switched=bool(context.get("switched")),
+            version=context.version, previous_version=context.previous_version,
+            strategy=context.strategy, run_id=context.run_id, target=context.target,
+            dry_run=context.dry_run, candidate_slot=context.candidate_slot,
+            live_slot=context.live_slot, switched=context.switched,
             version_header=self.config.release.version_header,
             vars=dict(self.config.vars))
 
@@ -146,21 +150,19 @@ class SuiteFixtures:
     @pytest.fixture
     def load(self, request: pytest.FixtureRequest) -> LoadRunner:
         # Only the roles the target gives now: after a switch on kubernetes there may be no baseline.
-        available = self._context().get("endpoints") or {}
-        endpoints = {role: self._endpoint(role) for role in Role if role.value in available}
-        return LoadRunner(endpoints, recorder_for(request.node), Path(request.node.path).parent)
+        return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent)
 
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:
         """Prometheus queries scoped by the target's labels; every check is recorded in JUnit."""
         from releasegate.verifiers.metrics import Metrics
 
-        scope = self._context().get("metrics_scope")
-        if not scope:
+        scope = self._context().metrics_scope
+        if scope is None:
             raise RuntimeError("no Prometheus scope: preflight did not run (see release::preflight)")
-        candidate = self._endpoint(Role.CANDIDATE)
-        baseline = self._context().get("endpoints", {}).get(Role.BASELINE.value)
-        with Metrics(MetricsScope(**scope), timeout_s=self.prometheus_timeout_s, record=recorder_for(request.node),
-                     candidate=candidate,
-                     baseline=self._endpoint(Role.BASELINE) if baseline else None) as metrics:
+        endpoints = self._endpoints()
+        if Role.CANDIDATE not in endpoints:
+            raise RuntimeError("no candidate endpoint: the release was not provisioned (see release::provision)")
+        with Metrics(scope, timeout_s=self.prometheus_timeout_s, record=recorder_for(request.node),
+                     candidate=endpoints[Role.CANDIDATE], baseline=endpoints.get(Role.BASELINE)) as metrics:
             yield metrics

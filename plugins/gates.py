@@ -40,7 +40,7 @@ def wait_for_turn(ledger: Ledger, *, before: int, timeout_s: float) -> Turn:
         records = ledger.finished_items()
         aborted = ledger.aborted()
         if aborted or all(index in records for index in range(before)):
-            failures = sorted((r for r in records.values() if r.outcome == "failed"), key=lambda r: r.index)
+            failures = sorted((r for r in records.values() if r.outcome.is_failure), key=lambda r: r.index)
             return Turn(failures=failures, aborted=aborted)
         if time.monotonic() > deadline:
             missing = [index for index in range(before) if index not in records]

@@ -10,7 +10,8 @@ import pytest
 class ReleasegateHookspecs:
     @pytest.hookspec(firstresult=False)
     def pytest_releasegate_decision(self, config: pytest.Config, decision: str, summary: dict[str, Any]) -> None:
-        """Called once per release, on the controller process, after the decision is known.
+        """Called once per release, after the decision is known, on the reporting process (the only
+        pytest process, or the xdist controller).
 
         `decision` is promoted, rolled-back or not-promoted; `summary` is the release report's data
         (version, previous, per-stage outcomes and times, failing checks). Use it to notify a chat, open

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,18 @@ class ReleaseNode(pytest.Collector):
 
 
 class ActionItem(pytest.Item):
-    """One plugin action (preflight, provision, switch, finalize, rollback) as a test item of its own."""
+    """One plugin action (preflight, provision, switch, finalize, rollback) as a test item of its own.
 
-    def __init__(self, *, stage: Stage, **kwargs: Any) -> None:
+    `run_action` is the release's action runner (it owns the controller), given when the item is made.
+    """
+
+    def __init__(self, *, stage: Stage, run_action: Callable[[ActionItem], None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stage = stage
+        self._run_action = run_action
 
     def runtest(self) -> None:
-        from releasegate.plugins.release import run_action  # the plugin object owns the controller
-
-        run_action(self)
+        self._run_action(self)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"release action: {self.stage.label}"
@@ -47,8 +49,9 @@ class ActionItem(pytest.Item):
         return super().repr_failure(excinfo)
 
 
-def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: list[Stage],
-                suites_root: Path) -> tuple[list[pytest.Item], dict[str, int]]:
+def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: Sequence[Stage],
+                suites_root: Path, run_action: Callable[[ActionItem], None],
+                ) -> tuple[list[pytest.Item], dict[str, int]]:
     """Give every test its stage, add the action items, and sort everything into stage order.
 
     Returns the ordered items and the number of verification tests per stage.
@@ -75,7 +78,7 @@ def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: l
     actions = []
     for stage in stages:
         if stage.kind is Kind.ACTION:
-            item = ActionItem.from_parent(parent, name=stage.name, stage=stage)
+            item = ActionItem.from_parent(parent, name=stage.name, stage=stage, run_action=run_action)
             item.stash[STAGE_KEY] = stage
             actions.append((position[stage.name], -1, item))
     ordered = [item for _, _, item in sorted(actions + verify, key=lambda entry: (entry[0], entry[1]))]

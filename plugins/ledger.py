@@ -4,17 +4,86 @@ Under pytest-xdist, verification items run in several worker processes and the a
 They coordinate through this directory: the action that provisions writes the endpoints, every item
 writes when it started and how it ended, and an item waits for the stages before it by reading those
 records (see plugins/gates.py). Files are written whole and renamed into place, so a reader never sees
-half a record.
+half a record. The records are typed (ReleaseContext, ItemRecord): a misspelt field is an error at the
+writer, not a silent None at a reader in another process.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from releasegate.core.files import write_atomically
+from releasegate.core.types import Endpoint, MetricsScope, Role
+
+
+class Decision(StrEnum):
+    """What a release ended in, as the exit code, the JUnit and the report say it."""
+
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+    NOT_PROMOTED = "not-promoted"
+
+
+class Outcome(StrEnum):
+    """How one test item ended. ERROR: its setup or teardown failed (a fixture), not its checks."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (Outcome.FAILED, Outcome.ERROR)
+
+
+@dataclass(frozen=True)
+class ReleaseContext:
+    """The release as every process sees it; written by the process that runs the actions."""
+
+    run_id: str
+    version: str
+    strategy: str
+    target: str
+    dry_run: bool = False
+    target_detail: str | None = None  # which cluster: run directory, API server and namespace
+    phase: str | None = None
+    app: str | None = None
+    previous_version: str | None = None
+    live_slot: str | None = None
+    candidate_slot: str | None = None
+    metrics_scope: MetricsScope | None = None
+    endpoints: dict[Role, Endpoint] = field(default_factory=dict)
+    switched: bool = False
+    decision: Decision | None = None
+    # Why the release stopped when no test failed: each says a different kind of stop.
+    usage_error: str | None = None  # bad input found after the run started (a test in no stage)
+    not_promoted_reason: str | None = None  # e.g. a required stage with no test
+    interrupted: str | None = None  # Ctrl-C, a dead worker, a lost lock
+    cleanup_problem: str | None = None  # something the emergency stop could not undo
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["endpoints"] = {role.value: {"url": e.url, "slot": e.slot, "version": e.version}
+                             for role, e in self.endpoints.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReleaseContext:
+        known = {f.name for f in fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        values["endpoints"] = {Role(role): Endpoint(Role(role), e["url"], e["slot"], e["version"])
+                               for role, e in (data.get("endpoints") or {}).items()}
+        if data.get("metrics_scope"):
+            values["metrics_scope"] = MetricsScope(**data["metrics_scope"])
+        if data.get("decision"):
+            values["decision"] = Decision(data["decision"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -22,17 +91,19 @@ class ItemRecord:
     index: int
     nodeid: str
     stage: str
-    outcome: str  # passed | failed | skipped
+    outcome: Outcome
     message: str  # one line: why it failed or was skipped
     started: float
     finished: float
     usage_error: bool = False  # a ConfigError: the run ends with exit code 4
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ItemRecord:
+        return cls(**{**data, "outcome": Outcome(data["outcome"])})
+
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, sort_keys=True))
 
 
 def _read_json(path: Path) -> Any:
@@ -49,12 +120,19 @@ class Ledger:
         self.items_dir.mkdir(parents=True, exist_ok=True)
 
     # -- the release context (written by the process that runs the actions) -----------------------
-    def read_context(self) -> dict[str, Any]:
-        return dict(_read_json(self.root / "context.json") or {})
+    def start(self, context: ReleaseContext) -> None:
+        _write_json(self.root / "context.json", context.to_json())
 
-    def update_context(self, **fields: Any) -> dict[str, Any]:
-        context = {**self.read_context(), **fields}
-        _write_json(self.root / "context.json", context)
+    def read_context(self) -> ReleaseContext:
+        data = _read_json(self.root / "context.json")
+        if data is None:
+            raise RuntimeError(f"no release context in {self.root}: the release controller never started it")
+        return ReleaseContext.from_json(data)
+
+    def update_context(self, **changes: Any) -> ReleaseContext:
+        """Change fields of the context by name; an unknown name is a TypeError (dataclasses.replace)."""
+        context = replace(self.read_context(), **changes)
+        _write_json(self.root / "context.json", context.to_json())
         return context
 
     # -- item records -------------------------------------------------------------------------------
@@ -69,7 +147,7 @@ class Ledger:
         for path in self.items_dir.glob("*.json"):
             data = _read_json(path)
             if data is not None:
-                records[int(data["index"])] = ItemRecord(**data)
+                records[int(data["index"])] = ItemRecord.from_json(data)
         return records
 
     def stage_started_at(self, stage: str) -> float | None:

@@ -1,6 +1,6 @@
 """The outcome of a release: the decision, the exit code, JUnit suite properties and the release report.
 
-Everything here runs on the controller (the single pytest process, or the xdist controller), from the
+Everything here runs on the reporting process (the only pytest process, or the xdist controller), from the
 test reports it receives and the ledger, so the report is the same with or without `-n`.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from releasegate.core.errors import ExitCode
-from releasegate.plugins.controller import Decision, ReleaseOptions
-from releasegate.plugins.ledger import Ledger
+from releasegate.plugins.ledger import Decision, Ledger, Outcome
+from releasegate.plugins.options import ReleaseOptions
 
 CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
 
@@ -24,7 +24,7 @@ CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", 
 class TestOutcome:
     nodeid: str
     stage: str
-    outcome: str  # passed | failed | skipped | error
+    outcome: Outcome
     duration_s: float
     message: str
     properties: list[tuple[str, str]] = field(default_factory=list)
@@ -55,7 +55,7 @@ def one_line(report: pytest.TestReport) -> str:
 
 
 class ReleaseReporter:
-    """Collects the test reports on the controller and turns them into the release's outcome."""
+    """Collects the test reports on the reporting process and turns them into the release's outcome."""
 
     def __init__(self, options: ReleaseOptions, ledger: Ledger) -> None:
         self.options = options
@@ -67,43 +67,43 @@ class ReleaseReporter:
         stage = next((v for k, v in properties if k == "stage"), "")
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
-            outcome = self.outcomes[report.nodeid] = TestOutcome(report.nodeid, stage, "passed", 0.0, "")
+            outcome = self.outcomes[report.nodeid] = TestOutcome(report.nodeid, stage, Outcome.PASSED, 0.0, "")
         outcome.duration_s += report.duration
         outcome.properties = properties or outcome.properties
         outcome.stage = stage or outcome.stage
-        if report.failed and outcome.outcome not in ("failed", "error"):
-            outcome.outcome = "failed" if report.when == "call" else "error"
+        if report.failed and not outcome.outcome.is_failure:
+            outcome.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
             outcome.message = one_line(report)
-        elif report.skipped and outcome.outcome == "passed":
-            outcome.outcome = "skipped"
+        elif report.skipped and outcome.outcome is Outcome.PASSED:
+            outcome.outcome = Outcome.SKIPPED
             outcome.message = one_line(report)
 
     # -- the decision -------------------------------------------------------------------------------
-    def decision(self) -> str:
-        return str(self.ledger.read_context().get("decision") or Decision.NOT_PROMOTED)
+    def decision(self) -> Decision:
+        return self.ledger.read_context().decision or Decision.NOT_PROMOTED
 
     def failures(self) -> list[TestOutcome]:
-        return [o for o in self.outcomes.values() if o.outcome in ("failed", "error")]
+        return [o for o in self.outcomes.values() if o.outcome.is_failure]
 
     def exit_code(self, pytest_status: int) -> int:
         records = self.ledger.finished_items().values()
         rollback = self.outcomes.get("release::rollback")
         if (pytest_status == ExitCode.USAGE_ERROR or any(r.usage_error for r in records)
-                or self.ledger.read_context().get("usage_error")):
+                or self.ledger.read_context().usage_error):
             return ExitCode.USAGE_ERROR
         if pytest_status == ExitCode.INTERRUPTED or self.ledger.aborted():
             return ExitCode.INTERRUPTED
-        if rollback is not None and rollback.outcome in ("failed", "error"):
+        if rollback is not None and rollback.outcome.is_failure:
             return ExitCode.INTERNAL_ERROR  # the release could not be undone: a person must look
         if pytest_status == ExitCode.INTERNAL_ERROR:
             return ExitCode.INTERNAL_ERROR
         if self.failures():
             return ExitCode.VERIFICATION_FAILED
         verified = [o for o in self.outcomes.values()
-                    if not o.nodeid.startswith("release::") and o.outcome == "passed"]
+                    if not o.nodeid.startswith("release::") and o.outcome is Outcome.PASSED]
         if not verified:
             return ExitCode.NO_VERIFICATION
-        if self.decision() == Decision.PROMOTED or self.options.dry_run:
+        if self.decision() is Decision.PROMOTED or self.options.dry_run:
             return ExitCode.PROMOTED
         return ExitCode.NO_VERIFICATION
 
@@ -124,18 +124,18 @@ class ReleaseReporter:
         return {
             "run_id": self.options.run_id,
             "version": self.options.version,
-            "previous": context.get("previous_version"),
+            "previous": context.previous_version,
             "strategy": self.options.strategy,
             "target": self.options.target,
             "dry_run": self.options.dry_run,
-            "decision": self.decision(),
+            "decision": self.decision().value,
             "exit_code": int(exit_code),
-            "target_detail": context.get("target_detail"),
-            "reason": (context.get("usage_error")
+            "target_detail": context.target_detail,
+            "reason": (context.usage_error
                        or (f"{failures[0].stage} failed: {failures[0].message}" if failures else None)
-                       or context.get("not_promoted_reason") or context.get("interrupted")),
+                       or context.not_promoted_reason or context.interrupted),
             "phase_times_s": self.phase_times(),
-            "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome,
+            "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome.value,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
                       for o in self.outcomes.values()],
         }

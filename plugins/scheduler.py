@@ -10,24 +10,23 @@ worker, which is therefore the only process that changes the target.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from releasegate.plugins.items import ACTION_PREFIX
-
-if TYPE_CHECKING:
-    from releasegate.plugins.release import ReleasePlugin
+from releasegate.plugins.ledger import Ledger
+from releasegate.plugins.run import LEDGER_INPUT, RUN_ID_INPUT
 
 
 class StageScheduling:
     """The xdist scheduler protocol (see xdist.scheduler.EachScheduling) for a release run."""
 
-    def __init__(self, config: pytest.Config, plugin: ReleasePlugin, log: Any = None) -> None:
+    def __init__(self, config: pytest.Config, ledger: Ledger, log: Any = None) -> None:
         from xdist.workermanage import parse_tx_spec_config
 
         self.config = config
-        self.plugin = plugin
+        self.ledger = ledger  # a dead worker or a disagreement between workers aborts the release here
         self.numnodes = len(parse_tx_spec_config(config))
         self.node2collection: dict[Any, list[str]] = {}
         self.node2pending: dict[Any, list[int]] = {}
@@ -69,7 +68,7 @@ class StageScheduling:
             return None
         crashed = self.node2collection[node][pending[0]]
         # The items of a dead worker will never finish: stop the release rather than wait for them.
-        self.plugin.ledger.abort(f"worker {node.gateway.id} died while running {crashed}")
+        self.ledger.abort(f"worker {node.gateway.id} died while running {crashed}")
         return crashed
 
     def schedule(self) -> None:
@@ -79,7 +78,7 @@ class StageScheduling:
         collections = list(self.node2collection.values())
         if any(c != collections[0] for c in collections[1:]):
             # Workers must agree on the items, or the indices in the ledger mean different things.
-            self.plugin.ledger.abort("xdist workers collected different items")
+            self.ledger.abort("xdist workers collected different items")
         nodes = self.nodes
         collection = collections[0]
         action_node = nodes[0]
@@ -99,12 +98,13 @@ class StageScheduling:
 class XdistControllerHooks:
     """Registered on the xdist controller only."""
 
-    def __init__(self, plugin: ReleasePlugin) -> None:
-        self.plugin = plugin
+    def __init__(self, run_id: str, ledger: Ledger) -> None:
+        self.run_id = run_id
+        self.ledger = ledger
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["releasegate_run_id"] = self.plugin.options.run_id
-        node.workerinput["releasegate_ledger"] = str(self.plugin.ledger.root)
+        node.workerinput[RUN_ID_INPUT] = self.run_id
+        node.workerinput[LEDGER_INPUT] = str(self.ledger.root)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> StageScheduling:
-        return StageScheduling(config, self.plugin, log)
+        return StageScheduling(config, self.ledger, log)

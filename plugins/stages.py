@@ -21,11 +21,10 @@ class Kind(StrEnum):
 class Stage:
     name: str
     kind: Kind
-    step: int | None = None  # the canary weight this stage runs at
 
     @property
     def label(self) -> str:
-        return self.name if self.step is None else f"{self.name}[{self.step}%]"
+        return self.name
 
 
 def blue_green_stages() -> list[Stage]:

@@ -194,7 +194,8 @@ def test_the_candidate_image_is_built_and_loaded_before_the_deployment(
         green = fake_kube.get_object("deployments", "default", "demo-green")
         assert green["spec"]["template"]["spec"]["containers"][0]["image"] == "releasegate-demo:v2"
         # Prepared once per version and process: preflight and deploy may both ask.
-        assert target.prepare_image("v2") == "releasegate-demo:v2"
+        assert target.cluster is not None and target.cluster.prepare_image("v2") == "releasegate-demo:v2"
+        target.prepare_image("v2")
         assert len(tools.calls()) == 2
     finally:
         target.close()

@@ -21,6 +21,7 @@ import gevent
 from locust import events
 from locust.env import Environment
 
+from releasegate.core.files import write_atomically
 from releasegate.verifiers.load import OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
 from releasegate.verifiers.stats import LatencyRecorder, Stats
 from releasegate.verifiers.thresholds import ERROR_BREACH_FACTOR, LATENCY_BREACH_FACTOR, Kind, parse_threshold
@@ -76,10 +77,8 @@ class Collector:
             "cells": [{"endpoint": name, "version": version, **recorder.snapshot(duration_s=0).to_json()}
                       for (name, version), recorder in sorted(self.cells.items())],
         }
-        # Written whole, then renamed: the parent never reads half a file.
-        partial = self.output.with_suffix(".partial")
-        partial.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(partial, self.output)
+        # The parent never reads half a file.
+        write_atomically(self.output, json.dumps(data))
 
     def _stop(self, environment: Environment, reason: str | None = None) -> None:
         if self.stopped_at is not None or environment.runner is None:

@@ -19,17 +19,16 @@ Settings come from the `[kind]` section of the config (core.config.KindConfig).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import releasegate
 from releasegate.core.config import Config, KindConfig
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.files import write_atomically
 from releasegate.core.types import Slot
 from releasegate.core.versions import validate_version
 from releasegate.targets.kubernetes.target import KubernetesTarget
@@ -154,15 +153,8 @@ class KindCluster:
         text = self.run([self.tools.kind, "get", "kubeconfig", "--name", self.name])
         path = self.kubeconfig_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written whole and renamed into place: another process may be reading the previous one.
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp creates it with mode 0600
-                handle.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        # Whole and private (mode 0600): another process may be reading the previous one.
+        write_atomically(path, text)
         return path
 
     def prepare_image(self, version: str) -> str:
@@ -211,11 +203,11 @@ class KindTarget(KubernetesTarget):
         name = self.cluster.name if self.cluster is not None else "?"
         return f"kind cluster {name}: {super().describe()}"
 
-    def prepare_image(self, version: str) -> str:
+    def prepare_image(self, version: str) -> None:
         """Build and load the image of `version`; call before the release provisions it (idempotent)."""
         if self.cluster is None:
             raise TargetError("this KindTarget was not opened with open_kind_target; it has no cluster")
-        return self.cluster.prepare_image(version)
+        self.cluster.prepare_image(version)
 
     def deploy(self, slot: Slot, version: str) -> None:
         # Without the image in the nodes the candidate would sit in ErrImagePull until the deadline.

@@ -1,4 +1,4 @@
-"""The Target protocol on a Kubernetes cluster, in the blue-green layout of DESIGN.md.
+"""The Target protocol on a Kubernetes cluster, in the blue-green layout of charts/bluegreen-app.
 
 Deployments `<app>-blue` and `<app>-green` carry a slot label; the Service `<app>` selects the live slot
 and `<app>-preview` the candidate. Release state is kept in annotations on the Service, the lock in a
@@ -78,6 +78,9 @@ class KubernetesTarget:
         target = cls(config, api)
         target.check_layout()
         return target
+
+    def prepare_image(self, version: str) -> None:
+        """Images come from the cluster's registry: nothing to prepare here."""
 
     def describe(self) -> str:
         context = self.config.kubernetes.context or "the kubeconfig's current context"
@@ -296,8 +299,7 @@ class KubernetesTarget:
                       _content_type=CONTENT_TYPES["strategic"])
         self._wait_endpoints(slot)
         converged_ms = (time.monotonic() - started) * 1000
-        return SwitchResult(traffic=split, previous=previous, converged_ms=converged_ms,
-                            effective_weights={slot: 100.0})
+        return SwitchResult(traffic=split, previous=previous, converged_ms=converged_ms)
 
     def _wait_endpoints(self, slot: Slot) -> None:
         """Until the Service's EndpointSlices list exactly the ready pods of `slot` (nothing of the old slot)."""

@@ -20,10 +20,11 @@ from typing import Any
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
+from releasegate.core.files import write_atomically
 from releasegate.targets.local import httpwire
 from releasegate.targets.local.httpwire import Request, Response, json_response
 from releasegate.targets.local.pods import Pod, PodSpec
-from releasegate.targets.local.prometheus import PrometheusServer, write_atomically
+from releasegate.targets.local.prometheus import PrometheusServer
 from releasegate.targets.local.router import Router, RouterMetrics, Upstream
 
 SLOTS = ("blue", "green")

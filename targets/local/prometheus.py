@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import time
@@ -13,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.files import write_atomically
 from releasegate.targets.local import httpwire
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
@@ -28,13 +28,6 @@ def find_prometheus(binary: str) -> str:
             "(Debian: apt-get install prometheus) or set prometheus.url to an existing Prometheus server"
         )
     return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers (Prometheus' file watcher, other processes) must never see half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class PrometheusServer:

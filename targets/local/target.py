@@ -52,6 +52,9 @@ class LocalTarget:
     def ephemeral(self) -> bool:
         return self._owned_process is not None
 
+    def prepare_image(self, version: str) -> None:
+        """The local target runs the demo (or local.command) for any version: nothing to prepare."""
+
     def describe(self) -> str:
         state = self.client.state()
         kind = ("ephemeral local cluster (started for this run, stopped at its end)" if self.ephemeral
@@ -165,8 +168,7 @@ class LocalTarget:
         previous = TrafficSplit({k: int(v) for k, v in answer["previous"].items()}) if answer["previous"] \
             else split
         # The router applies the new table before it answers: the round trip bounds the convergence.
-        return SwitchResult(traffic=split, previous=previous, converged_ms=elapsed_ms,
-                            effective_weights={k: float(v) for k, v in split.weights.items()})
+        return SwitchResult(traffic=split, previous=previous, converged_ms=elapsed_ms)
 
     def remove(self, slot: Slot) -> None:
         self.client.call("DELETE", f"/slots/{slot}")

@@ -1,0 +1,161 @@
+"""Running a release's items: stage barriers, stage deadlines, the actions, and each item's record."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import pytest
+
+from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.plugins.controller import ReleaseController
+from releasegate.plugins.gates import wait_for_turn
+from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
+from releasegate.plugins.ledger import ItemRecord, Outcome
+from releasegate.plugins.run import ReleaseRun
+from releasegate.plugins.stages import Stage
+
+
+class StageDeadlineExceeded(AssertionError):
+    """A stage ran past its configured deadline: a failure, and the release stops."""
+
+
+@dataclass
+class ItemRun:
+    """What one item's run gathers between its setup and its end, for its ledger record."""
+
+    started: float
+    failures: list[ItemRecord] = field(default_factory=list)  # of earlier items (a rollback reads them)
+    outcome: Outcome | None = None
+    message: str = ""
+    usage_error: bool = False
+
+
+ITEM_RUN_KEY = pytest.StashKey[ItemRun]()
+
+
+class ReleaseRuntime:
+    def __init__(self, run: ReleaseRun) -> None:
+        self.run = run
+        self.items: list[pytest.Item] = []
+        self.controller: ReleaseController | None = None
+
+    def _first_index_of_stage(self, stage: Stage) -> int:
+        return next(item.stash[INDEX_KEY] for item in self.items if item.stash[STAGE_KEY] == stage)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if STAGE_KEY not in item.stash:
+            return
+        stage, index = item.stash[STAGE_KEY], item.stash[INDEX_KEY]
+        item.user_properties.append(("stage", stage.label))
+        before = index if stage.name == "rollback" else self._first_index_of_stage(stage)
+        turn = wait_for_turn(self.run.ledger, before=before, timeout_s=self.run.total_deadline_s())
+        item.stash[ITEM_RUN_KEY] = ItemRun(started=time.time(), failures=turn.failures)
+        self.run.ledger.item_started(index, stage.name)
+        if stage.name != "rollback" and turn.stop_reason:
+            pytest.skip(turn.stop_reason)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        if STAGE_KEY not in item.stash:
+            return (yield)
+        stage = item.stash[STAGE_KEY]
+        limit = float(getattr(self.run.release_config.stages, stage.name))
+        started = self.run.ledger.stage_started_at(stage.name) or time.time()
+        with _deadline(limit - (time.time() - started), f"stage {stage.label} overran its deadline of "
+                                                        f"{limit:g}s (stages.{stage.name})"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None],
+                                  ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if call.excinfo is not None and isinstance(call.excinfo.value, (ReleasegateError, AssertionError)):
+            # JUnit's failure message is the crash line: make it the check's own sentence, without the
+            # exception's type in front, so a reader sees "p(95) 412ms > 300ms over ..." and nothing else.
+            crash = getattr(report.longrepr, "reprcrash", None)
+            if crash is not None:
+                text = str(call.excinfo.value).split("\nassert ", 1)[0].strip()
+                crash.message = text or crash.message
+        item_run = item.stash.get(ITEM_RUN_KEY, None)
+        if item_run is not None and item_run.outcome is None:
+            if report.failed:
+                item_run.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
+                item_run.message = _exception_line(call) or report.when
+                item_run.usage_error = call.excinfo is not None and isinstance(call.excinfo.value, ConfigError)
+            elif report.skipped:
+                item_run.outcome = Outcome.SKIPPED
+                item_run.message = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item,
+                                nextitem: pytest.Item | None) -> Generator[None, object, object]:
+        try:
+            return (yield)
+        finally:
+            item_run = item.stash.get(ITEM_RUN_KEY, None)
+            if item_run is not None:
+                self.run.ledger.item_finished(ItemRecord(
+                    index=item.stash[INDEX_KEY], nodeid=item.nodeid, stage=item.stash[STAGE_KEY].name,
+                    outcome=item_run.outcome or Outcome.PASSED, message=item_run.message,
+                    started=item_run.started, finished=time.time(), usage_error=item_run.usage_error))
+
+    def run_action(self, item: ActionItem) -> None:
+        """Run one action item; the first one creates the controller (in the process that runs actions)."""
+        if self.controller is None:
+            self.controller = ReleaseController(self.run.release_config, self.run.options, self.run.ledger)
+        if item.stage.name == "rollback":
+            result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
+        else:
+            result = self.controller.run(item.stage.name)
+        item.user_properties.extend(result.properties)
+        if result.skipped:
+            pytest.skip(result.skipped)
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.run.ledger.abort("interrupted (Ctrl-C)")
+
+    def stop_controller(self) -> None:
+        """At the end of the run: whatever did not finish is undone, best effort, and the target closed."""
+        if self.controller is None:
+            return
+        problem = self.controller.emergency_stop(self.run.ledger.aborted() or "the run ended early")
+        self.controller.close()
+        if problem:
+            self.run.ledger.update_context(cleanup_problem=problem)
+
+
+def _exception_line(call: pytest.CallInfo[None]) -> str:
+    if call.excinfo is None:
+        return ""
+    value = call.excinfo.value
+    text = str(value) if isinstance(value, (ReleasegateError, AssertionError)) else f"{call.excinfo.typename}: {value}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else call.excinfo.typename
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, message: str) -> Generator[None, None, None]:
+    """Fail the running test when `seconds` pass (SIGALRM; only the main thread can be interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if seconds <= 0:
+        raise StageDeadlineExceeded(message)
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise StageDeadlineExceeded(message)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
