@@ -19,6 +19,7 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.target import Target
 from releasegate.core.types import Endpoint, LockHolder, Phase, ReleaseState, Role, TrafficSplit, other_slot
+from releasegate.core.waiting import poll_until
 from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
 from releasegate.plugins.lock_keeper import LockKeeper
 from releasegate.plugins.options import ReleaseOptions
@@ -153,16 +154,19 @@ class ReleaseController:
 
         scope = self._target().metrics_scope()
         timeout = self.config.prometheus.discovery_timeout_s
-        deadline = time.monotonic() + timeout
+        up = 0
         with Metrics(scope, timeout_s=self.config.prometheus.timeout_s) as metrics:
-            while (up := metrics.targets_up(version=self.options.version)) < replicas:
-                if time.monotonic() > deadline:
-                    raise NotReadyError(
-                        f"Prometheus at {scope.prometheus_url} scrapes {up}/{replicas} candidate pods "
-                        f"(up{{{scope.selector(version=self.options.version)}}}) after {timeout:g}s; the analysis "
-                        "would have no data: check the scrape config or ServiceMonitor and the label settings "
-                        "prometheus.app_label/version_label")
-                time.sleep(0.2)
+            def all_scraped() -> bool | None:
+                nonlocal up
+                up = metrics.targets_up(version=self.options.version)
+                return True if up >= replicas else None
+
+            if poll_until(all_scraped, timeout_s=timeout, interval_s=0.2) is None:
+                raise NotReadyError(
+                    f"Prometheus at {scope.prometheus_url} scrapes {up}/{replicas} candidate pods "
+                    f"(up{{{scope.selector(version=self.options.version)}}}) after {timeout:g}s; the analysis "
+                    "would have no data: check the scrape config or ServiceMonitor and the label settings "
+                    "prometheus.app_label/version_label")
 
     def switch(self) -> ActionResult:
         if self.options.dry_run:
@@ -192,24 +196,25 @@ class ReleaseController:
         if not settings.version_header:
             return None
         started = time.monotonic()
-        deadline = started + self.config.stages.switch
-        in_a_row = 0
         last = "no answer"
         with httpx.Client(base_url=service_url, timeout=5.0, trust_env=False) as client:
-            while in_a_row < settings.confirm_responses:
-                if time.monotonic() > deadline:
-                    raise TargetError(
-                        f"the service at {service_url} still does not answer as {version} "
-                        f"{self.config.stages.switch:g}s after the switch (last answer: {last}); traffic is "
-                        "not where the target says it is")
-                try:
-                    served = client.get(settings.version_path).headers.get(settings.version_header)
-                    last = f"{settings.version_header}: {served}"
-                except httpx.HTTPError as exc:
-                    served, last = None, type(exc).__name__
-                in_a_row = in_a_row + 1 if served == version else 0
-                if in_a_row == 0:
-                    time.sleep(0.05)
+            def answers_in_a_row() -> bool | None:
+                nonlocal last
+                for _ in range(settings.confirm_responses):
+                    try:
+                        served = client.get(settings.version_path).headers.get(settings.version_header)
+                        last = f"{settings.version_header}: {served}"
+                    except httpx.HTTPError as exc:
+                        served, last = None, type(exc).__name__
+                    if served != version:
+                        return None
+                return True
+
+            if poll_until(answers_in_a_row, timeout_s=self.config.stages.switch, interval_s=0.05) is None:
+                raise TargetError(
+                    f"the service at {service_url} still does not answer as {version} "
+                    f"{self.config.stages.switch:g}s after the switch (last answer: {last}); traffic is "
+                    "not where the target says it is")
         return (time.monotonic() - started) * 1000
 
     def finalize(self) -> ActionResult:
@@ -230,11 +235,9 @@ class ReleaseController:
                              ("release.finalize.scaled_down", f"{old_slot} ({self.previous_version})")])
 
     def _wait_keep_warm(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self.ledger.aborted():
-                raise TargetError(f"release aborted during the keep-warm delay: {self.ledger.aborted()}")
-            time.sleep(min(left, 0.2))
+        aborted = poll_until(self.ledger.aborted, timeout_s=seconds, interval_s=0.2)
+        if aborted is not None:
+            raise TargetError(f"release aborted during the keep-warm delay: {aborted}")
 
     def rollback(self, failures: list[ItemRecord]) -> ActionResult:
         """Put everything back as it was before this release; skipped when the release was promoted."""

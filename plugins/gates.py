@@ -8,9 +8,9 @@ already stopped, in which case the item is skipped with the reason.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
+from releasegate.core.waiting import poll_until
 from releasegate.plugins.ledger import ItemRecord, Ledger
 
 POLL_S = 0.05
@@ -35,15 +35,20 @@ class Turn:
 
 def wait_for_turn(ledger: Ledger, *, before: int, timeout_s: float) -> Turn:
     """Wait until items 0..before-1 have all finished (or the run was aborted)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def turn() -> Turn | None:
         records = ledger.finished_items()
         aborted = ledger.aborted()
         if aborted or all(index in records for index in range(before)):
             failures = sorted((r for r in records.values() if r.outcome.is_failure), key=lambda r: r.index)
             return Turn(failures=failures, aborted=aborted)
-        if time.monotonic() > deadline:
-            missing = [index for index in range(before) if index not in records]
-            ledger.abort(f"items {missing[:5]} did not finish within {timeout_s:.0f}s")
-            continue
-        time.sleep(POLL_S)
+        return None
+
+    answer = poll_until(turn, timeout_s=timeout_s, interval_s=POLL_S)
+    if answer is not None:
+        return answer
+    missing = [index for index in range(before) if index not in ledger.finished_items()]
+    ledger.abort(f"items {missing[:5]} did not finish within {timeout_s:.0f}s")
+    answer = turn()
+    assert answer is not None  # aborted now
+    return answer

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from releasegate.core.waiting import poll_until
 
 T = TypeVar("T")
 
 
 def wait_until(condition: Callable[[], T], *, timeout_s: float, what: str, interval_s: float = 0.05) -> T:
     """Return the first truthy value of `condition()`, or fail the test naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last value: {last!r})")
+    last: list[T] = []
+
+    def truthy() -> T | None:
+        value = condition()
+        last[:] = [value]
+        return value if value else None
+
+    answer = poll_until(truthy, timeout_s=timeout_s, interval_s=interval_s)
+    if answer is None:
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what} "
+                             f"(last value: {last[0] if last else None!r})")
+    return answer

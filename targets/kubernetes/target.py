@@ -30,6 +30,7 @@ from releasegate.core.types import (
     WorkloadStatus,
     other_slot,
 )
+from releasegate.core.waiting import poll_until
 from releasegate.targets.kubernetes import rollout
 from releasegate.targets.kubernetes.access import EndpointResolver
 from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
@@ -254,38 +255,50 @@ class KubernetesTarget:
         here, with the pods' reasons, instead of as a puzzling smoke-test failure.
         """
         timeout_s = min(timeout_s, self.config.kubernetes.ready_timeout_s)
-        deadline = time.monotonic() + timeout_s
+        min_ready_s = self.config.kubernetes.min_ready_s
         started = time.monotonic()
         stable_since: float | None = None
         restarts_then: int | None = None
-        while True:
+        seen: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
+
+        def not_ready(when: str) -> NotReadyError:
+            assert seen is not None
+            deployment, pods = seen
+            problems = rollout.pod_problems(pods, self._events_for(pods))
+            ready_for_s = None if stable_since is None else time.monotonic() - stable_since
+            return NotReadyError(
+                f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) {when}: "
+                f"{rollout.describe_progress(deployment)}; "
+                + rollout.still_waiting_for(deployment, pods, problems, ready_for_s=ready_for_s,
+                                            min_ready_s=min_ready_s))
+
+        def available() -> WorkloadStatus | None:
+            nonlocal stable_since, restarts_then, seen
             deployment = self._get_deployment(slot)
             if deployment is None:
                 raise NotReadyError(f"Deployment {self.layout.deployment(slot)} disappeared while waiting for it")
             pods = self._pods(slot)
+            seen = (deployment, pods)
             restarts = rollout.restart_count(pods)
             if rollout.rollout_complete(deployment) and restarts_then in (None, restarts):
                 stable_since = stable_since or time.monotonic()
                 restarts_then = restarts
-                if time.monotonic() - stable_since >= self.config.kubernetes.min_ready_s:
+                if time.monotonic() - stable_since >= min_ready_s:
                     return self.workload_status(slot)
             else:
                 stable_since, restarts_then = None, None
             stalled = rollout.deadline_exceeded(deployment)
-            hopeless = rollout.hopeless_reason(pods)
-            if stalled or hopeless or time.monotonic() > deadline:
-                problems = rollout.pod_problems(pods, self._events_for(pods))
+            if stalled:
+                raise not_ready(f"progress deadline exceeded ({stalled})")
+            if rollout.hopeless_reason(pods):
                 waited = time.monotonic() - started
-                when = (f"progress deadline exceeded ({stalled})" if stalled
-                        else f"gave up after {waited:.0f}s, a pod will not recover by waiting" if hopeless
-                        else f"not ready after {waited:.0f}s")
-                ready_for_s = None if stable_since is None else time.monotonic() - stable_since
-                raise NotReadyError(
-                    f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) {when}: "
-                    f"{rollout.describe_progress(deployment)}; "
-                    + rollout.still_waiting_for(deployment, pods, problems, ready_for_s=ready_for_s,
-                                                min_ready_s=self.config.kubernetes.min_ready_s))
-            time.sleep(POLL_S)
+                raise not_ready(f"gave up after {waited:.0f}s, a pod will not recover by waiting")
+            return None
+
+        status = poll_until(available, timeout_s=timeout_s, interval_s=POLL_S)
+        if status is None:
+            raise not_ready(f"not ready after {time.monotonic() - started:.0f}s")
+        return status
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
         slot = split.single_slot
@@ -303,22 +316,23 @@ class KubernetesTarget:
 
     def _wait_endpoints(self, slot: Slot) -> None:
         """Until the Service's EndpointSlices list exactly the ready pods of `slot` (nothing of the old slot)."""
-        deadline = time.monotonic() + self.config.kubernetes.endpoints_timeout_s
         wanted = {pod["metadata"]["name"] for pod in self._pods(slot)
                   if not rollout.pod_problems([pod], [])}
-        while True:
+        listed: set[str] = set()
+
+        def converged() -> bool | None:
+            nonlocal listed
             slices = self.api.call("list", "endpointslices", self.discovery.list_namespaced_endpoint_slice,
                                    self._ns(), label_selector=f"kubernetes.io/service-name={self.layout.service}")
             listed = {str((endpoint.get("targetRef") or {}).get("name"))
                       for item in slices.get("items") or [] for endpoint in item.get("endpoints") or []
                       if (endpoint.get("conditions") or {}).get("ready", True)}
-            if listed and listed == wanted:
-                return
-            if time.monotonic() > deadline:
-                raise TargetError(f"Service {self.layout.service} endpoints did not converge on slot {slot} within "
-                                  f"{self.config.kubernetes.endpoints_timeout_s:.0f}s: listed {sorted(listed)}, "
-                                  f"expected {sorted(wanted)}")
-            time.sleep(POLL_S / 5)
+            return True if listed and listed == wanted else None
+
+        timeout_s = self.config.kubernetes.endpoints_timeout_s
+        if poll_until(converged, timeout_s=timeout_s, interval_s=POLL_S / 5) is None:
+            raise TargetError(f"Service {self.layout.service} endpoints did not converge on slot {slot} within "
+                              f"{timeout_s:.0f}s: listed {sorted(listed)}, expected {sorted(wanted)}")
 
     def remove(self, slot: Slot) -> None:
         with contextlib.suppress(NotFoundError):  # already gone: removing is idempotent

@@ -16,6 +16,7 @@ import httpx
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.waiting import poll_until
 from releasegate.targets.local.cluster import STATE_FILE
 from releasegate.targets.local.daemon import CONFIG_FILE
 from releasegate.targets.local.pods import why_not_ready
@@ -72,31 +73,42 @@ class LocalClusterClient:
 
         `min_ready_s` plays minReadySeconds: a pod that answers its probe and then crashes is not available.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
+        started = time.monotonic()
+        last: dict[str, Any] = {}
+
+        def not_ready(crash_looping: list[dict[str, Any]]) -> NotReadyError:
+            pods, now = last["pods"], time.time()
+            reasons = "; ".join(filter(None, (why_not_ready(pod) for pod in crash_looping or pods)))
+            ready = sum(pod["ready"] for pod in pods)
+            if not pods:
+                detail = f"{ready}/{len(pods)} pods ready; no pod was created"
+            elif reasons:
+                detail = f"{ready}/{len(pods)} pods ready; {reasons}"
+            elif crash_looping:  # up again for now, but it keeps dying
+                detail = f"{ready}/{len(pods)} pods ready, but " + ", ".join(
+                    f"pod {pod['name']} restarted {pod['restarts']} times" for pod in crash_looping)
+            else:  # every pod is ready, the deadline fell inside min_ready_s
+                ready_for = now - max(pod["ready_since"] for pod in pods)
+                detail = (f"{ready}/{len(pods)} pods ready but not yet for min_ready_s={min_ready_s:g}s "
+                          f"(ready for {ready_for:.1f}s)")
+            waited = min(timeout_s, time.monotonic() - started)
+            return NotReadyError(f"slot {slot} ({last['version']}) not ready after {waited:.1f}s: {detail}")
+
+        def available() -> dict[str, Any] | None:
             slot_state = self.state()["slots"][slot]
-            pods = slot_state["pods"]
-            now = time.time()
+            last.update(slot_state)
+            pods, now = slot_state["pods"], time.time()
             if pods and all(pod["ready"] and now - pod["ready_since"] >= min_ready_s for pod in pods):
                 return dict(slot_state)
             crash_looping = [pod for pod in pods if pod["restarts"] >= CRASHLOOP_RESTARTS]
-            if crash_looping or time.monotonic() > deadline:
-                waited = timeout_s - max(0.0, deadline - time.monotonic())
-                reasons = "; ".join(filter(None, (why_not_ready(pod) for pod in crash_looping or pods)))
-                ready = sum(pod["ready"] for pod in pods)
-                if not pods:
-                    detail = f"{ready}/{len(pods)} pods ready; no pod was created"
-                elif reasons:
-                    detail = f"{ready}/{len(pods)} pods ready; {reasons}"
-                elif crash_looping:  # up again for now, but it keeps dying
-                    detail = f"{ready}/{len(pods)} pods ready, but " + ", ".join(
-                        f"pod {pod['name']} restarted {pod['restarts']} times" for pod in crash_looping)
-                else:  # every pod is ready, the deadline fell inside min_ready_s
-                    ready_for = now - max(pod["ready_since"] for pod in pods)
-                    detail = (f"{ready}/{len(pods)} pods ready but not yet for min_ready_s={min_ready_s:g}s "
-                              f"(ready for {ready_for:.1f}s)")
-                raise NotReadyError(f"slot {slot} ({slot_state['version']}) not ready after {waited:.1f}s: {detail}")
-            time.sleep(POLL_S)
+            if crash_looping:  # it will not get better by waiting out the deadline
+                raise not_ready(crash_looping)
+            return None
+
+        ready = poll_until(available, timeout_s=timeout_s, interval_s=POLL_S)
+        if ready is None:
+            raise not_ready([])
+        return ready
 
     def close(self) -> None:
         self._http.close()
@@ -175,17 +187,18 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
 
 
 def _wait_started(process: subprocess.Popen[bytes], run_dir: Path, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def running() -> bool | None:
         code = process.poll()
         if code is not None:
             lines = [line for line in tail_lines(log_path, 20) if line.startswith("releasegate: ")]
             message = lines[-1].removeprefix("releasegate: ") if lines else " | ".join(tail_lines(log_path, 3))
             raise (ConfigError if code == 4 else TargetError)(message)
         state = read_state_file(run_dir)
-        if state is not None and state.get("pid") == process.pid and state.get("status") == "running":
-            return
-        time.sleep(POLL_S)
+        return True if state is not None and state.get("pid") == process.pid and \
+            state.get("status") == "running" else None
+
+    if poll_until(running, timeout_s=STARTUP_TIMEOUT_S, interval_s=POLL_S) is not None:
+        return
     raise TargetError(f"the local cluster did not start within {STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
 
 

@@ -8,9 +8,10 @@ import errno
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from releasegate.core.waiting import poll_until
 
 _PR_SET_PDEATHSIG = 1
 
@@ -62,14 +63,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_pid_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
+    def gone() -> bool | None:
         with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    return True
+            os.waitpid(pid, os.WNOHANG)  # reap our own child, or it stays a zombie
+        return None if pid_alive(pid) else True
+
+    return poll_until(gone, timeout_s=timeout_s, interval_s=0.02) is not None
 
 
 def tail_lines(path: Path, count: int = 5, max_bytes: int = 8192) -> list[str]:
