@@ -63,7 +63,7 @@ def cluster_pids(state: dict[str, Any]) -> list[int]:
 
 
 def alive(pids: list[int]) -> list[int]:
-    from releasegate.targets.local.procs import pid_alive
+    from releasegate.core.processes import pid_alive
 
     return [pid for pid in pids if pid_alive(pid)]
 

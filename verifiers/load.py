@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.processes import stop_pid
 from releasegate.core.types import DEFAULT_VERSION_HEADER, Endpoint, Role
 from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
 from releasegate.verifiers.thresholds import format_count, parse_threshold
@@ -290,14 +290,8 @@ def _run_locust(command: Sequence[str], env: Mapping[str, str], stderr_path: Pat
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    stop_pid(process.pid, grace_s=_KILL_GRACE_S, group=True)
+    process.wait()
 
 
 def _tail(path: Path) -> str:

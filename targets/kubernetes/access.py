@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.processes import stop_pid
 from releasegate.core.types import Endpoint, LiveState, Role, Slot
 from releasegate.targets.kubernetes.layout import Layout
 
@@ -68,12 +69,8 @@ class PortForward:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_pid(self.process.pid, grace_s=10)
+            self.process.wait()
         self._reader.join(10)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,11 +14,12 @@ import httpx
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.processes import pid_alive, stop_pid
 from releasegate.core.waiting import poll_until
 from releasegate.targets.local.cluster import STATE_FILE
 from releasegate.targets.local.daemon import CONFIG_FILE
 from releasegate.targets.local.pods import why_not_ready
-from releasegate.targets.local.procs import die_with_parent, pid_alive, port_in_use, tail_lines, wait_pid_gone
+from releasegate.targets.local.procs import die_with_parent, port_in_use, tail_lines
 from releasegate.targets.local.prometheus import find_prometheus
 
 STARTUP_TIMEOUT_S = 60.0
@@ -204,12 +203,7 @@ def _wait_started(process: subprocess.Popen[bytes], run_dir: Path, log_path: Pat
 
 def stop_process(pid: int, timeout_s: float = 15.0) -> None:
     """SIGTERM the cluster process (it stops its pods and Prometheus), SIGKILL if it hangs."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not wait_pid_gone(pid, timeout_s):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_pid_gone(pid, 5.0)
+    stop_pid(pid, grace_s=timeout_s)
 
 
 def stop_cluster(run_dir: Path, timeout_s: float = 15.0) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
@@ -10,8 +9,6 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
-
-from releasegate.core.waiting import poll_until
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,30 +42,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
         libc.prctl(_PR_SET_PDEATHSIG, sig)
 
     return _set
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def wait_pid_gone(pid: int, timeout_s: float) -> bool:
-    def gone() -> bool | None:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)  # reap our own child, or it stays a zombie
-        return None if pid_alive(pid) else True
-
-    return poll_until(gone, timeout_s=timeout_s, interval_s=0.02) is not None
 
 
 def tail_lines(path: Path, count: int = 5, max_bytes: int = 8192) -> list[str]:
