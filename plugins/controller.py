@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 
 from releasegate.core.config import Config
-from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.target import Target
 from releasegate.core.types import Endpoint, LockHolder, Phase, ReleaseState, Role, TrafficSplit, other_slot
 from releasegate.core.waiting import poll_until
 from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
 from releasegate.plugins.lock_keeper import LockKeeper
 from releasegate.plugins.options import ReleaseOptions
+from releasegate.plugins.prometheus_gate import LivePrometheusGate, PrometheusGate
 from releasegate.plugins.targets import open_target
 
 
@@ -36,11 +37,13 @@ class ActionResult:
 
 class ReleaseController:
     def __init__(self, config: Config, options: ReleaseOptions, ledger: Ledger,
-                 target_factory: Callable[[Config, str], Target] = open_target) -> None:
+                 target_factory: Callable[[Config, str], Target] = open_target,
+                 prometheus: PrometheusGate | None = None) -> None:
         self.config = config
         self.options = options
         self.ledger = ledger
         self._target_factory = target_factory
+        self.prometheus = prometheus or LivePrometheusGate(config.prometheus)
         self.target: Target | None = None
         self.live_slot: str | None = None
         self.candidate_slot: str | None = None
@@ -94,7 +97,7 @@ class ReleaseController:
         self.candidate_slot = other_slot(live.live_slot)
         self.previous_version = live.live_version
         scope = target.metrics_scope()
-        self._check_prometheus(scope.prometheus_url)
+        self.prometheus.check_reachable(scope.prometheus_url)
         # Targets that build images (kind) do it now: a broken build stops the release before the lock.
         target.prepare_image(self.options.version)
         ttl_s, asked_at = self.config.release.lock_ttl_s, time.monotonic()
@@ -117,16 +120,6 @@ class ReleaseController:
                                                     f"phase {earlier.phase.value}"))
         return ActionResult(properties)
 
-    def _check_prometheus(self, url: str) -> None:
-        from releasegate.verifiers.prometheus_client import PrometheusClient, PrometheusError
-
-        try:
-            with PrometheusClient(url, timeout_s=self.config.prometheus.timeout_s) as prometheus:
-                prometheus.check_reachable()
-        except PrometheusError as exc:
-            raise ConfigError(f"Prometheus at {url} is unreachable ({exc.reason}); start it or "
-                              "set prometheus.url to a reachable server") from None
-
     def provision(self) -> ActionResult:
         target, slot = self._target(), self.candidate_slot
         assert slot is not None
@@ -135,7 +128,7 @@ class ReleaseController:
         self.provisioned = True  # from here on a rollback must remove the candidate
         target.deploy(slot, self.options.version)
         status = target.wait_ready(slot, self.config.stages.provision)
-        self._wait_until_scraped(status.ready_replicas)
+        self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
         self._publish(endpoints)
@@ -143,30 +136,6 @@ class ReleaseController:
         return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
                              ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
-
-    def _wait_until_scraped(self, replicas: int) -> None:
-        """Analysis needs the candidate's metrics: wait until Prometheus scrapes every candidate pod.
-
-        Service discovery (file_sd, a ServiceMonitor) applies new targets in batches, seconds after the
-        pods are ready; an analysis started before that would find no data and fail a healthy release.
-        """
-        from releasegate.verifiers.metrics import Metrics
-
-        scope = self._target().metrics_scope()
-        timeout = self.config.prometheus.discovery_timeout_s
-        up = 0
-        with Metrics(scope, timeout_s=self.config.prometheus.timeout_s) as metrics:
-            def all_scraped() -> bool | None:
-                nonlocal up
-                up = metrics.targets_up(version=self.options.version)
-                return True if up >= replicas else None
-
-            if poll_until(all_scraped, timeout_s=timeout, interval_s=0.2) is None:
-                raise NotReadyError(
-                    f"Prometheus at {scope.prometheus_url} scrapes {up}/{replicas} candidate pods "
-                    f"(up{{{scope.selector(version=self.options.version)}}}) after {timeout:g}s; the analysis "
-                    "would have no data: check the scrape config or ServiceMonitor and the label settings "
-                    "prometheus.app_label/version_label")
 
     def switch(self) -> ActionResult:
         if self.options.dry_run:

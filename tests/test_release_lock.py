@@ -32,9 +32,10 @@ from releasegate.core.types import (
     TrafficSplit,
 )
 from releasegate.plugins import controller as controller_module
-from releasegate.plugins.controller import ReleaseController, ReleaseOptions
-from releasegate.plugins.ledger import Ledger
+from releasegate.plugins.controller import ReleaseController
+from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.lock_keeper import LockKeeper
+from releasegate.plugins.options import ReleaseOptions
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import TEST_PROFILES
 from tests.release_project import BASE_CONFIG, ReleaseProject
@@ -223,13 +224,24 @@ class LockTarget:
         self.events.append("close")
 
 
+class ReachablePrometheus:
+    """The controller's Prometheus checks, always satisfied: these tests are about the lock."""
+
+    def check_reachable(self, url: str) -> None:
+        pass
+
+    def wait_until_scraped(self, scope: object, version: str, replicas: int) -> None:
+        pass
+
+
 def controller_for(tmp_path: Path, target: LockTarget, monkeypatch: pytest.MonkeyPatch) -> ReleaseController:
     config = parse_config({"release": {"lock_ttl_s": 0.3, "keep_warm_s": 0}}, source="test config",
                           base_dir=tmp_path, project_root=tmp_path)
     options = ReleaseOptions(version="v2", strategy="blue-green", target="fake", dry_run=False, run_id="run-a")
-    controller = ReleaseController(config, options, Ledger(tmp_path / "ledger"),
-                                   target_factory=lambda config, kind: cast(Target, target))
-    monkeypatch.setattr(controller, "_check_prometheus", lambda url: None)
+    ledger = Ledger(tmp_path / "ledger")
+    ledger.start(ReleaseContext(run_id="run-a", version="v2", strategy="blue-green", target="fake"))
+    controller = ReleaseController(config, options, ledger, target_factory=lambda config, kind: cast(Target, target),
+                                   prometheus=ReachablePrometheus())
     # The controller's keeper renews on its thread every 0.1 s; its lock must not expire on a busy machine.
     monkeypatch.setattr(controller_module, "LockKeeper", functools.partial(LockKeeper, clock=frozen_clock))
     return controller

@@ -23,8 +23,7 @@ from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
 from releasegate.core.config import parse_config
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import MetricsScope, Role
-from releasegate.plugins.controller import ReleaseController, ReleaseOptions
-from releasegate.plugins.ledger import Ledger
+from releasegate.plugins.prometheus_gate import LivePrometheusGate
 from releasegate.verifiers.metrics import Metrics, MetricsError
 from releasegate.verifiers.prometheus_client import (
     PrometheusClient,
@@ -496,19 +495,18 @@ def test_scalars_are_one_series_and_range_vectors_a_usage_error(traffic: Traffic
 def test_the_controller_reachability_check_is_a_config_error_naming_the_cause(tmp_path: Path) -> None:
     config = parse_config({"prometheus": {"timeout_s": 0.5}}, source="test config", base_dir=tmp_path,
                           project_root=tmp_path)
-    options = ReleaseOptions(version="v2", strategy="blue-green", target="local", dry_run=False, run_id="run-a")
-    controller = ReleaseController(config, options, Ledger(tmp_path / "ledger"))
+    controller = LivePrometheusGate(config.prometheus)
     closed = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConfigError) as caught:
-        controller._check_prometheus(closed)
+        controller.check_reachable(closed)
     assert str(caught.value) == (f"Prometheus at {closed} is unreachable (connection refused or host unknown); "
                                  "start it or set prometheus.url to a reachable server")
     with silent_server() as url, pytest.raises(ConfigError) as caught:
-        controller._check_prometheus(url)
+        controller.check_reachable(url)
     assert str(caught.value) == (f"Prometheus at {url} is unreachable (no answer within 0.5s, waiting for the "
                                  "answer); start it or set prometheus.url to a reachable server")
     with canned_server(http_answer("404 Not Found", "text/plain", b"404 page not found\n")) as url, \
             pytest.raises(ConfigError) as caught:
-        controller._check_prometheus(url)
+        controller.check_reachable(url)
     assert str(caught.value) == (f"Prometheus at {url} is unreachable (not the Prometheus API: HTTP 404, text/plain: "
                                  "'404 page not found'); start it or set prometheus.url to a reachable server")
