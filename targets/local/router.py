@@ -4,25 +4,77 @@ Traffic changes swap one immutable routing table, so a switch is atomic: every r
 table that was current when it arrived, and requests already in flight finish on the pod they reached.
 Weights are exact, not random (smooth weighted round-robin, as nginx does it), so a 90/10 split is 90/10
 over any hundred requests.
+
+HTTP/1.1 is h11's, on both sides. What a pod does wrong becomes an answer, never a dropped connection:
+no answer within `upstream_timeout_s` is a 504, an answer that is not HTTP/1.1 (a malformed chunk size or
+Content-Length) or a connection closed before the answer is a 502, each counted by kind in
+`releasegate_router_upstream_errors_total`. Answers up to BUFFER_BYTES are read whole before the client
+sees a byte, so a failure anywhere in them is a clean 502/504; longer ones are streamed, and a failure in
+their middle ends the client's connection before the end of the message, which every client detects
+(chunked or Content-Length framing) instead of taking half a body for a whole one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import itertools
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from releasegate.targets.local import httpwire
-from releasegate.targets.local.httpwire import ProtocolError, Request, Response
+import h11
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from releasegate.targets.local.httpwire import Headers, HTTPConnection, end_to_end
 
 # uvicorn closes keep-alive connections idle for 5 s; dropping ours earlier avoids sending a request into a
 # connection the pod is closing at that moment (a POST there could not be retried safely).
 IDLE_CONNECTION_MAX_S = 4.0
+MAX_IDLE_CONNECTIONS_PER_POD = 64
+DEFAULT_UPSTREAM_TIMEOUT_S = 30.0
+# Answers up to this size are buffered whole (the services behind the router answer small JSON documents);
+# longer ones are streamed to the client as they arrive.
+BUFFER_BYTES = 256 * 1024
+MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
+# RFC 9110 9.2.2: a request with one of these methods may be sent again when a connection fails before its
+# answer. POST and PATCH never are once their bytes were written: the pod may have acted on them.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_REASONS = {400: b"Bad Request", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+            502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
+
+
+class UpstreamError(Exception):
+    """A request the router could not deliver to a pod, or whose answer it could not read.
+
+    `kind` is the metric label: connect, closed, malformed or timeout.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _ClosedWithoutAnswer(Exception):
+    """The pod closed the connection (or reset it) before sending a byte of an answer."""
+
+
+@dataclass
+class ProxyRequest:
+    """A request as it goes to a pod: end-to-end headers (Host included), the body read whole."""
+
+    method: bytes
+    target: bytes
+    headers: Headers
+    body: bytes
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in IDEMPOTENT_METHODS
 
 
 @dataclass(eq=False)
@@ -34,44 +86,140 @@ class Upstream:
     version: str
     host: str
     port: int
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = field(default_factory=list)
+    idle: list[tuple[HTTPConnection, float]] = field(default_factory=list)
     in_flight: int = 0
 
-    async def exchange(self, request: Request, extra_headers: httpwire.Headers) -> Response:
-        """Send one request and read the answer, retrying once when a pooled connection went stale."""
-        payload = httpwire.serialize_request(request, extra_headers=extra_headers)
-        while self.idle:
-            reader, writer, idle_since = self.idle.pop()
-            if time.monotonic() - idle_since > IDLE_CONNECTION_MAX_S:
-                writer.close()
-                continue
-            try:
-                return await self._send(reader, writer, payload, request.method)
-            except (ConnectionError, asyncio.IncompleteReadError, ProtocolError):
-                # The pod closed an idle connection (keep-alive timeout): nothing reached it, try another.
-                writer.close()
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        return await self._send(reader, writer, payload, request.method)
+    async def exchange(self, request: ProxyRequest, timeout_s: float) -> UpstreamAnswer:
+        """Send `request` and read the answer's head and up to BUFFER_BYTES of its body within `timeout_s`.
 
-    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes,
-                    method: str) -> Response:
+        A pooled connection found closed before use is dropped unused. One that fails after the request was
+        written, with no byte of an answer, is retried once on a fresh connection for idempotent methods
+        only: the pod may have closed it as a keep-alive timeout, or it may have acted on the request.
+        """
+        conn = self._take_idle()
+        may_retry = conn is not None and request.idempotent
         try:
-            writer.write(payload)
-            await writer.drain()
-            response = await httpwire.read_response(reader, request_method=method)
-        except BaseException:
-            writer.close()
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    if conn is None:
+                        conn = await self._connect()
+                    try:
+                        return await self._round_trip(conn, request, timeout_s)
+                    except _ClosedWithoutAnswer:
+                        conn.close()
+                        conn = None
+                        if not may_retry:
+                            raise UpstreamError("closed", "closed the connection without answering") from None
+                        may_retry = False
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError("timeout", f"did not answer within {timeout_s:g}s") from None
             raise
-        if response.keep_alive and len(self.idle) < 64:
-            self.idle.append((reader, writer, time.monotonic()))
+
+    def _take_idle(self) -> HTTPConnection | None:
+        now = time.monotonic()
+        while self.idle:
+            conn, idle_since = self.idle.pop()
+            if now - idle_since > IDLE_CONNECTION_MAX_S or conn.stale:
+                conn.close()  # nothing was sent on it: dropping it needs no retry rule
+                continue
+            return conn
+        return None
+
+    async def _connect(self) -> HTTPConnection:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError as exc:
+            raise UpstreamError("connect", f"refused the connection ({exc.strerror or exc!r})") from None
+        return HTTPConnection(h11.CLIENT, reader, writer)
+
+    async def _round_trip(self, conn: HTTPConnection, request: ProxyRequest, timeout_s: float) -> UpstreamAnswer:
+        received_before = conn.bytes_received
+        try:
+            conn.send(h11.Request(method=request.method, target=request.target, headers=request.headers))
+            if request.body:
+                conn.send(h11.Data(data=request.body))
+            conn.send(h11.EndOfMessage())
+            await conn.drain()
+            while not isinstance(event := await conn.next_event(), h11.Response):
+                pass  # 1xx answers (100 Continue) come before the real one
+        except (ConnectionError, h11.RemoteProtocolError) as exc:
+            if conn.bytes_received == received_before and (conn.peer_closed or isinstance(exc, ConnectionError)):
+                raise _ClosedWithoutAnswer from None
+            raise _failure(conn, exc) from None
+        answer = UpstreamAnswer(self, conn, event, timeout_s)
+        await answer.buffer(BUFFER_BYTES)
+        return answer
+
+    def pool(self, conn: HTTPConnection) -> None:
+        if conn.reusable and len(self.idle) < MAX_IDLE_CONNECTIONS_PER_POD:
+            conn.h11.start_next_cycle()
+            self.idle.append((conn, time.monotonic()))
         else:
-            writer.close()
-        return response
+            conn.close()
 
     def close_idle(self) -> None:
-        for _, writer, _ in self.idle:
-            writer.close()
+        for conn, _ in self.idle:
+            conn.close()
         self.idle.clear()
+
+
+def _failure(conn: HTTPConnection, exc: Exception) -> UpstreamError:
+    if conn.peer_closed or isinstance(exc, ConnectionError):
+        return UpstreamError("closed", "closed the connection in the middle of its answer")
+    return UpstreamError("malformed", f"sent a malformed answer ({exc})")
+
+
+class UpstreamAnswer:
+    """A pod's answer: the head, the body read so far, and the connection until the body's end."""
+
+    def __init__(self, upstream: Upstream, conn: HTTPConnection, response: h11.Response, timeout_s: float) -> None:
+        self.upstream = upstream
+        self.response = response
+        self.body: list[bytes] = []
+        self.complete = False
+        self._conn: HTTPConnection | None = conn
+        self._timeout_s = timeout_s
+
+    async def buffer(self, limit: int) -> None:
+        """Read the body until its end or until more than `limit` bytes are in hand."""
+        size = 0
+        while size <= limit and (chunk := await self._next_chunk()) is not None:
+            self.body.append(chunk)
+            size += len(chunk)
+
+    async def read_more(self) -> bytes | None:
+        """The next piece of a streamed body, None at its end; each must come within the timeout."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._next_chunk()
+        except TimeoutError:
+            self.discard()
+            raise UpstreamError("timeout", f"sent nothing more of its answer for {self._timeout_s:g}s") from None
+
+    async def _next_chunk(self) -> bytes | None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            event = await conn.next_event()
+        except (ConnectionError, h11.RemoteProtocolError) as exc:
+            self.discard()
+            raise _failure(conn, exc) from None
+        if isinstance(event, h11.Data):
+            return bytes(event.data)
+        # EndOfMessage (trailers are dropped); a close-delimited body ends here at the pod's EOF.
+        self.complete = True
+        self._conn = None
+        self.upstream.pool(conn)
+        return None
+
+    def discard(self) -> None:
+        """Close the connection of an answer that will not be read to its end."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class SmoothWeightedPicker:
@@ -104,70 +252,54 @@ class RoutingTable:
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-@dataclass
 class RouterMetrics:
-    """Counters in Prometheus text format, labelled by listener, slot, version and status code."""
+    """The router's Prometheus series, in a registry of their own (one per router process or test)."""
 
-    app: str
-    requests: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    upstream_errors: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    latency: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
-    switches: int = 0
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "releasegate_router_requests", "Requests answered by the router.",
+            ("listener", "slot", "version", "code"), registry=self.registry)
+        self._upstream_errors = Counter(
+            "releasegate_router_upstream_errors",
+            "Requests the router could not deliver to a pod, by kind: no_ready_pod, connect (refused), closed "
+            "(the pod closed the connection before the end of its answer), malformed (an answer that is not "
+            "HTTP/1.1), timeout (no answer within local.upstream_timeout_s).",
+            ("listener", "slot", "version", "kind"), registry=self.registry)
+        self._latency = Histogram(
+            "releasegate_router_request_duration_seconds", "Time from request to response at the router.",
+            ("listener", "slot", "version"), buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._switches = Counter("releasegate_router_traffic_switches", "Routing table changes.",
+                                 registry=self.registry)
+        # labels() validates and locks on every call; the data path looks its children up here instead.
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def observe(self, listener: str, slot: str, version: str, status: int, seconds: float) -> None:
-        self.requests[(listener, slot, version, str(status))] += 1
-        key = (listener, slot, version)
-        buckets = self.latency.get(key)
-        if buckets is None:
-            buckets = self.latency[key] = [0.0] * (len(_LATENCY_BUCKETS) + 2)  # buckets, +Inf, sum
-        buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
-        buckets[-1] += seconds
+        key = (listener, slot, version, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self._requests.labels(*key),
+                                               self._latency.labels(listener, slot, version))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def upstream_error(self, listener: str, slot: str, version: str, kind: str) -> None:
+        self._upstream_errors.labels(listener, slot, version, kind).inc()
+
+    def switched(self) -> None:
+        self._switches.inc()
 
     def render(self) -> str:
-        lines = [
-            "# HELP releasegate_router_requests_total Requests answered by the router.",
-            "# TYPE releasegate_router_requests_total counter",
-        ]
-        for (listener, slot, version, code), n in sorted(self.requests.items()):
-            lines.append(
-                f'releasegate_router_requests_total{{listener="{listener}",slot="{slot}",'
-                f'version="{version}",code="{code}"}} {n}'
-            )
-        lines += [
-            "# HELP releasegate_router_upstream_errors_total Requests the router could not deliver to a pod.",
-            "# TYPE releasegate_router_upstream_errors_total counter",
-        ]
-        for (listener, slot, version, kind), n in sorted(self.upstream_errors.items()):
-            lines.append(
-                f'releasegate_router_upstream_errors_total{{listener="{listener}",slot="{slot}",'
-                f'version="{version}",kind="{kind}"}} {n}'
-            )
-        lines += [
-            "# HELP releasegate_router_request_duration_seconds Time from request to response at the router.",
-            "# TYPE releasegate_router_request_duration_seconds histogram",
-        ]
-        for (listener, slot, version), buckets in sorted(self.latency.items()):
-            labels = f'listener="{listener}",slot="{slot}",version="{version}"'
-            running = 0.0
-            for bound, count in zip((*_LATENCY_BUCKETS, "+Inf"), buckets[:-1], strict=True):
-                running += count
-                lines.append(f'releasegate_router_request_duration_seconds_bucket{{{labels},le="{bound}"}} '
-                             f"{int(running)}")
-            lines.append(f"releasegate_router_request_duration_seconds_sum{{{labels}}} {buckets[-1]:.6f}")
-            lines.append(f"releasegate_router_request_duration_seconds_count{{{labels}}} {int(running)}")
-        lines += [
-            "# HELP releasegate_router_traffic_switches_total Routing table changes.",
-            "# TYPE releasegate_router_traffic_switches_total counter",
-            f"releasegate_router_traffic_switches_total {self.switches}",
-        ]
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
 
 
 class Router:
     """Routes the service listener by weight and each preview listener to one slot."""
 
-    def __init__(self, metrics: RouterMetrics) -> None:
+    def __init__(self, metrics: RouterMetrics, *, upstream_timeout_s: float = DEFAULT_UPSTREAM_TIMEOUT_S) -> None:
         self.metrics = metrics
+        self.upstream_timeout_s = upstream_timeout_s
         self.table = RoutingTable(weights={}, pods={}, versions={})
         self._picker = SmoothWeightedPicker({})
         self._round_robin: dict[str, itertools.count[int]] = defaultdict(itertools.count)
@@ -186,7 +318,7 @@ class Router:
         )
         if weights is not None:
             self._picker = SmoothWeightedPicker(self.table.weights)
-            self.metrics.switches += 1
+            self.metrics.switched()
         return old
 
     # -- data path ----------------------------------------------------------------------------------
@@ -204,54 +336,106 @@ class Router:
                     slot: str | None) -> None:
         """Serve one client connection; `slot` None means route by weight (the service listener)."""
         self._connections.add(writer)
+        client = HTTPConnection(h11.SERVER, reader, writer)
         peer = writer.get_extra_info("peername")
-        forwarded = [("X-Forwarded-For", str(peer[0]))] if peer else []
+        peer_address = str(peer[0]).encode() if peer else b""
         try:
             while True:
                 try:
-                    request = await httpwire.read_request(reader)
-                except (ProtocolError, ValueError):
-                    writer.write(httpwire.serialize_response(
-                        httpwire.text_response(400, "bad request\n"), keep_alive=False))
+                    request = await self._read_request(client)
+                except h11.RemoteProtocolError as exc:
+                    await _answer(client, exc.error_status_hint, f"bad request: {exc}\n")
                     return
                 if request is None:
                     return
-                response = await self._forward(request, listener, slot, forwarded)
-                keep_alive = request.keep_alive
-                writer.write(httpwire.serialize_response(response, keep_alive=keep_alive))
-                await writer.drain()
-                if not keep_alive:
+                await self._forward(client, *request, listener, slot, peer_address)
+                if not client.reusable:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+                client.h11.start_next_cycle()
+        except (ConnectionError, _ClientAborted):
+            return  # the client went away, or must be told that its answer broke off
         finally:
             self._connections.discard(writer)
             writer.close()
 
-    async def _forward(self, request: Request, listener: str, fixed_slot: str | None,
-                       forwarded: httpwire.Headers) -> Response:
+    async def _read_request(self, client: HTTPConnection) -> tuple[h11.Request, bytes] | None:
+        """The next request and its whole body, or None when the client closed between requests."""
+        event = await client.next_event()
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)
+        if client.h11.they_are_waiting_for_100_continue:
+            client.send(h11.InformationalResponse(status_code=100, headers=[]))
+        chunks: list[bytes] = []
+        size = 0
+        while isinstance(part := await client.next_event(), h11.Data):
+            size += len(part.data)
+            if size > MAX_REQUEST_BODY_BYTES:
+                raise h11.RemoteProtocolError(f"request body larger than {MAX_REQUEST_BODY_BYTES} bytes", 413)
+            chunks.append(bytes(part.data))
+        return event, b"".join(chunks)
+
+    async def _forward(self, client: HTTPConnection, request: h11.Request, body: bytes, listener: str,
+                       fixed_slot: str | None, peer_address: bytes) -> None:
         started = time.perf_counter()
         table = self.table
         slot, upstream = self._choose(table, fixed_slot)
-        version = table.versions.get(slot or "", "none")
         if upstream is None:
-            self.metrics.upstream_errors[(listener, slot or "none", version, "no_ready_pod")] += 1
-            response = httpwire.text_response(503, f"no ready pod in slot {slot or '-'}\n")
+            version = table.versions.get(slot or "", "none")
+            self.metrics.upstream_error(listener, slot or "none", version, "no_ready_pod")
+            await _answer(client, 503, f"no ready pod in slot {slot or '-'}\n")
             self.metrics.observe(listener, slot or "none", version, 503, time.perf_counter() - started)
-            return response
+            return
         upstream.in_flight += 1
         try:
-            response = await upstream.exchange(request, forwarded)
-        except (OSError, asyncio.IncompleteReadError, ProtocolError) as exc:
-            kind = "connect" if isinstance(exc, ConnectionRefusedError) else "exchange"
-            self.metrics.upstream_errors[(listener, slot or "none", version, kind)] += 1
-            response = httpwire.text_response(502, f"upstream {upstream.pod} failed: {exc!r}\n")
+            status = await self._relay(client, upstream, request, body, listener, peer_address)
         finally:
             upstream.in_flight -= 1
-        response.headers.append(("X-Releasegate-Slot", upstream.slot))
-        self.metrics.observe(listener, upstream.slot, upstream.version, response.status,
-                             time.perf_counter() - started)
-        return response
+        self.metrics.observe(listener, upstream.slot, upstream.version, status, time.perf_counter() - started)
+
+    async def _relay(self, client: HTTPConnection, upstream: Upstream, request: h11.Request, body: bytes,
+                     listener: str, peer_address: bytes) -> int:
+        """Send the request to `upstream` and its answer to the client; the status the client got."""
+        slot_header = (b"X-Releasegate-Slot", upstream.slot.encode())
+        proxied = ProxyRequest(request.method, request.target, _headers_to_pod(request, body, upstream,
+                                                                               peer_address), body)
+        try:
+            answer = await upstream.exchange(proxied, self.upstream_timeout_s)
+        except UpstreamError as exc:
+            self.metrics.upstream_error(listener, upstream.slot, upstream.version, exc.kind)
+            status = 504 if exc.kind == "timeout" else 502
+            await _answer(client, status, f"upstream pod {upstream.pod} ({upstream.host}:{upstream.port}) {exc}\n",
+                          slot_header)
+            return status
+        response = answer.response
+        headers = end_to_end(response)
+        length = _content_length(response)
+        if request.method == b"HEAD" or response.status_code == 304:
+            if length is not None:  # the length of the body a GET would have had
+                headers.append((b"Content-Length", length))
+        elif answer.complete:
+            headers.append((b"Content-Length", str(sum(map(len, answer.body))).encode()))
+        elif length is not None:
+            headers.append((b"Content-Length", length))  # streamed with the pod's own framing
+        headers.append(slot_header)
+        try:
+            client.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason),
+                        *(h11.Data(data=chunk) for chunk in answer.body))
+            if not answer.complete:
+                await client.drain()
+                try:
+                    while (chunk := await answer.read_more()) is not None:
+                        client.send(h11.Data(data=chunk))
+                        await client.drain()
+                except UpstreamError as exc:
+                    # The head went out already: ending the connection mid-message is all a proxy can say.
+                    self.metrics.upstream_error(listener, upstream.slot, upstream.version, exc.kind)
+                    raise _ClientAborted from None
+            client.send(h11.EndOfMessage())
+            await client.drain()
+        finally:
+            answer.discard()  # a no-op once the body was read to its end
+        return response.status_code
 
     async def drain(self, upstreams: list[Upstream], timeout_s: float) -> bool:
         """Wait until no request is in flight on `upstreams` (they must already be out of the table)."""
@@ -268,3 +452,57 @@ class Router:
         for writer in list(self._connections):
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+class _ClientAborted(Exception):
+    """The client's connection must end without finishing the message it was being sent."""
+
+
+def _headers_to_pod(request: h11.Request, body: bytes, upstream: Upstream, peer_address: bytes) -> Headers:
+    headers: Headers = []
+    forwarded_for = peer_address
+    has_host = False
+    for name, value in end_to_end(request):
+        lowered = name.lower()
+        if lowered == b"x-forwarded-for":  # a proxy appends its client to the chain
+            forwarded_for = value + b", " + peer_address if peer_address else value
+            continue
+        has_host = has_host or lowered == b"host"
+        headers.append((name, value))
+    if not has_host:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
+        headers.append((b"Host", f"{upstream.host}:{upstream.port}".encode()))
+    if forwarded_for:
+        headers.append((b"X-Forwarded-For", forwarded_for))
+    if body or request.method in (b"POST", b"PUT", b"PATCH"):
+        headers.append((b"Content-Length", str(len(body)).encode()))
+    return headers
+
+
+def _content_length(response: h11.Response) -> bytes | None:
+    """The Content-Length that frames the pod's answer; none when it is chunked (which wins)."""
+    length = None
+    for name, value in response.headers:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            length = value
+    return length
+
+
+async def _answer(client: HTTPConnection, status: int, text: str,
+                  *extra_headers: tuple[bytes, bytes]) -> None:
+    """The router's own answer (an error): plain text, and the connection closes after it unless it is
+    still in step with the client (then the next request may follow)."""
+    if client.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    body = text.encode()
+    headers = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Content-Length", str(len(body)).encode()),
+               *extra_headers]
+    if client.h11.their_state is not h11.DONE:  # we refused it before reading all of it
+        headers.append((b"Connection", b"close"))
+    try:
+        client.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b"")),
+                    h11.Data(data=body), h11.EndOfMessage())
+        await client.drain()
+    except (h11.LocalProtocolError, ConnectionError):
+        pass
