@@ -149,7 +149,7 @@ def test_every_action_goes_to_one_worker_and_the_tests_are_spread(pytester: pyte
 
 def test_a_worker_that_dies_with_items_pending_aborts_the_release(pytester: pytest.Pytester,
                                                                   tmp_path: Path) -> None:
-    scheduler, (gw0, gw1), ledger = _scheduler(pytester, tmp_path)
+    scheduler, (_, gw1), ledger = _scheduler(pytester, tmp_path)
     scheduler.schedule()
     crashed = scheduler.remove_node(gw1)
     assert crashed == COLLECTION[gw1.sent[0]]
