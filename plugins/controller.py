@@ -61,14 +61,13 @@ class ReleaseController:
         return self.target
 
     def _record(self, phase: Phase) -> None:
-        """Write the release state on the target (before and after each action) and in the ledger."""
+        """Write the release state on the target (before and after each action): a later run reads it."""
         state = ReleaseState(
             run_id=self.options.run_id, version=self.options.version, previous_version=self.previous_version,
             live_slot=self.live_slot if not self.switched else self.candidate_slot,
             live_version=self.previous_version if not self.switched else self.options.version,
             candidate_slot=self.candidate_slot, phase=phase, updated_at=time.time())
         self._target().record_release_state(state)
-        self.ledger.update_context(phase=phase.value)
 
     def _publish(self, endpoints: dict[Role, Endpoint], **context: Any) -> None:
         """Tell the verification items (any process) where the candidate, baseline and service are now."""
@@ -110,7 +109,7 @@ class ReleaseController:
         self._record(Phase.STARTED)
         self.ledger.update_context(
             previous_version=self.previous_version, live_slot=self.live_slot,
-            candidate_slot=self.candidate_slot, app=live.app,
+            candidate_slot=self.candidate_slot,
             metrics_scope=scope)
         properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
                       ("release.candidate_slot", self.candidate_slot),

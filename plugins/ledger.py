@@ -52,8 +52,6 @@ class ReleaseContext:
     target: str
     dry_run: bool = False
     target_detail: str | None = None  # which cluster: run directory, API server and namespace
-    phase: str | None = None
-    app: str | None = None
     previous_version: str | None = None
     live_slot: str | None = None
     candidate_slot: str | None = None
