@@ -7,6 +7,7 @@ a wrong type or an impossible value is a ConfigError naming the file, the key an
 from __future__ import annotations
 
 import difflib
+import itertools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,7 @@ class AppConfig(_Section):
 
 
 class ReleaseConfig(_Section):
-    strategy: Literal["blue-green"] = "blue-green"  # canary: not built yet
+    strategy: Literal["blue-green", "canary"] = "blue-green"
     target: Literal["local", "kubernetes", "kind"] = "local"
     keep_warm_s: float = Field(default=30.0, ge=0)
     lock_ttl_s: float = Field(default=900.0, gt=0)
@@ -60,6 +61,8 @@ class StageDeadlines(_Section):
     load: float = Field(default=600.0, gt=0)
     analysis: float = Field(default=600.0, gt=0)
     switch: float = Field(default=120.0, gt=0)
+    shift: float = Field(default=120.0, gt=0, description="canary: moving traffic to one step's weight")
+    promote: float = Field(default=600.0, gt=0, description="canary: all traffic to the new version")
     post_switch: float = Field(default=600.0, gt=0)
     finalize: float = Field(default=600.0, gt=0)
     rollback: float = Field(default=120.0, gt=0)
@@ -73,6 +76,26 @@ def _check_min_ready_below_timeout(section: str, min_ready_s: float, ready_timeo
             f"{section}.min_ready_s = {min_ready_s:g} is not below {section}.ready_timeout_s = {ready_timeout_s:g}: "
             "pods must become ready and then stay ready for min_ready_s within ready_timeout_s, so the wait can "
             f"never succeed; lower {section}.min_ready_s or raise {section}.ready_timeout_s")
+
+
+class CanaryConfig(_Section):
+    """The canary strategy: traffic moves to the candidate in steps, with analysis at each step."""
+
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100],
+                             description="percent of traffic on the candidate, step by step")
+    # A step passes only after its whole window: a short step cannot see a slow leak or a rare error.
+    step_window_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_increase_to_at_most_100(cls, steps: list[int]) -> list[int]:
+        if not steps:
+            raise ValueError("give at least one step, such as [10, 50, 100]")
+        if any(not 0 < weight <= 100 for weight in steps):
+            raise ValueError(f"every step is a percent in 1..100, got {steps}")
+        if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+            raise ValueError(f"steps must increase, got {steps}; write them in order such as [10, 50, 100]")
+        return steps
 
 
 class LocalConfig(_Section):
@@ -93,6 +116,7 @@ class LocalConfig(_Section):
     prometheus_binary: str = "prometheus"
     scrape_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    upstream_timeout_s: float = Field(default=30.0, gt=0, description="the router's wait for a pod's answer")
 
     @field_validator("initial_version")
     @classmethod
@@ -176,6 +200,7 @@ class Config(_Section):
     vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     stages: StageDeadlines = Field(default_factory=StageDeadlines)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)

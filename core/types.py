@@ -130,6 +130,7 @@ class Phase(StrEnum):
     PROVISIONING = "provisioning"
     PROVISIONED = "provisioned"
     VERIFYING = "verifying"
+    SHIFTING = "shifting"  # canary: traffic split between the stable version and the candidate
     SWITCHING = "switching"
     SWITCHED = "switched"
     ROLLING_BACK = "rolling-back"

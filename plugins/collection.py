@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from releasegate.plugins.items import ActionItem, order_items
+from releasegate.plugins.items import CANARY_PARAM, ActionItem, order_items
 from releasegate.plugins.run import ReleaseRun
 from releasegate.plugins.runtime import ReleaseRuntime
+from releasegate.plugins.stages import stage_of_path
 
 
 class ReleaseCollection:
@@ -21,6 +22,20 @@ class ReleaseCollection:
         if collection_path == self.run.config.rootpath / "tests":
             return True
         return None
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Canary: every analysis test runs once per step, after that step's shift (`[10%]` in its id)."""
+        if self.run.options.strategy != "canary":
+            return
+        marker = metafunc.definition.get_closest_marker("stage")
+        stage = marker.args[0] if marker is not None and marker.args else stage_of_path(
+            metafunc.definition.path, self.run.suites_root)
+        if stage != "analysis" or (CANARY_PARAM in metafunc.fixturenames and _already_parametrized(metafunc)):
+            return
+        if CANARY_PARAM not in metafunc.fixturenames:
+            metafunc.fixturenames.append(CANARY_PARAM)
+        steps = self.run.release_config.canary.steps
+        metafunc.parametrize(CANARY_PARAM, steps, ids=[f"{weight}%" for weight in steps])
 
     @pytest.hookimpl(trylast=True)  # after -k/-m deselection: the actions are added back afterwards
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
@@ -47,6 +62,11 @@ class ReleaseCollection:
         items[:] = ordered
         self.runtime.items = ordered
         _count_action_items(session, [item for item in ordered if isinstance(item, ActionItem)])
+
+
+def _already_parametrized(metafunc: pytest.Metafunc) -> bool:
+    return any(CANARY_PARAM in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+               if marker.args and isinstance(marker.args[0], str))
 
 
 def _count_action_items(session: pytest.Session, actions: list[pytest.Item | pytest.Collector]) -> None:

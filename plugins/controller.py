@@ -24,6 +24,7 @@ from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
 from releasegate.plugins.lock_keeper import LockKeeper
 from releasegate.plugins.options import ReleaseOptions
 from releasegate.plugins.prometheus_gate import LivePrometheusGate, PrometheusGate
+from releasegate.plugins.stages import Stage
 from releasegate.plugins.targets import open_target
 
 
@@ -49,7 +50,10 @@ class ReleaseController:
         self.candidate_slot: str | None = None
         self.previous_version: str | None = None
         self.provisioned = False
-        self.switched = False
+        self.switched = False  # traffic moved off the live version (a switch, or a canary shift)
+        self.last_shift_at: float | None = None
+        self.back_on_stable_at = 0.0
+        self.first_exposed_at: float | None = None  # when users first reached the candidate
         self.locked = False
         self.lock_holder = LockHolder.this_process(options.run_id, options.version)
         self.lock_keeper: LockKeeper | None = None
@@ -73,8 +77,12 @@ class ReleaseController:
         """Tell the verification items (any process) where the candidate, baseline and service are now."""
         self.ledger.update_context(**context, endpoints=dict(endpoints))
 
-    def run(self, stage: str) -> ActionResult:
-        action: Callable[[], ActionResult] = getattr(self, stage)
+    def run(self, stage: Stage | str) -> ActionResult:
+        """The action of one stage (`shift` takes its step's weight)."""
+        if isinstance(stage, Stage) and stage.name == "shift":
+            assert stage.step is not None
+            return self.shift(stage.step)
+        action: Callable[[], ActionResult] = getattr(self, stage if isinstance(stage, str) else stage.name)
         return action()
 
     # -- actions ------------------------------------------------------------------------------------
@@ -155,6 +163,48 @@ class ReleaseController:
             properties.append(("release.switch.served_ms", f"{served_ms:.1f}"))
         return ActionResult(properties)
 
+    # -- canary -------------------------------------------------------------------------------------
+    def shift(self, weight: int) -> ActionResult:
+        """Canary: give the candidate `weight` percent of the service's traffic, the stable version the rest.
+
+        The step before must have lasted its whole window (canary.step_window_s) with every check passing;
+        a failed check stops the release before this action runs.
+        """
+        if self.options.dry_run:
+            return ActionResult(skipped=f"dry run: traffic stays on {self.previous_version}; the analysis runs on "
+                                        "the candidate's own endpoint")
+        target, stable, canary = self._target(), self.live_slot, self.candidate_slot
+        assert stable is not None and canary is not None
+        self._wait_step_window()
+        self._require_lock()
+        self._record(Phase.SHIFTING)
+        self.switched = True  # from here on a rollback must move traffic back
+        result = target.set_traffic(TrafficSplit.split(stable, canary, weight))
+        self.last_shift_at = time.monotonic()
+        self.first_exposed_at = self.first_exposed_at or time.time()
+        self._publish(target.endpoints(canary), switched=False, canary_weight=weight)
+        effective = result.traffic.weights.get(canary, 0)
+        return ActionResult([("release.shift.requested_weight", str(weight)),
+                             ("release.shift.effective_weight", str(effective)),
+                             ("release.shift.traffic", result.traffic.describe()),
+                             ("release.shift.converged_ms", f"{result.converged_ms:.1f}")])
+
+    def promote(self) -> ActionResult:
+        """Canary: after the last step's window, all traffic to the new version (like a blue-green switch)."""
+        if self.options.dry_run:
+            return ActionResult(skipped="dry run: traffic stays where it is")
+        self._wait_step_window()
+        return self.switch()
+
+    def _wait_step_window(self) -> None:
+        """The rest of the last step's window; a failure or an interrupt meanwhile stops the wait."""
+        if self.last_shift_at is None:
+            return
+        left = self.config.canary.step_window_s - (time.monotonic() - self.last_shift_at)
+        aborted = poll_until(self.ledger.aborted, timeout_s=max(0.0, left), interval_s=0.2)
+        if aborted is not None:
+            raise TargetError(f"release aborted during the canary step: {aborted}")
+
     def _confirm_served(self, service_url: str, version: str) -> float | None:
         """Wait until the public service answers as `version` N times in a row; the time it took, in ms.
 
@@ -219,20 +269,28 @@ class ReleaseController:
             self._release_lock()
             self.ledger.update_context(decision=Decision.NOT_PROMOTED)
             return ActionResult(skipped="nothing was provisioned; nothing to roll back")
+        users_saw_it = self.switched
         self._undo()
         self.ledger.update_context(decision=Decision.ROLLED_BACK)
         why = failures[0] if failures else None
         reason = f"{why.stage} failed: {why.message}" if why else "release did not complete"
-        return ActionResult([("release.rollback.reason", reason)])
+        properties = [("release.rollback.reason", reason)]
+        if why is not None and users_saw_it:
+            # From the failing check's end to all traffic on the stable version: what users were exposed to.
+            properties.append(("release.rollback.to_stable_s", f"{self.back_on_stable_at - why.finished:.2f}"))
+        if self.first_exposed_at is not None and users_saw_it:
+            properties.append(("release.rollback.exposed_s", f"{self.back_on_stable_at - self.first_exposed_at:.2f}"))
+        return ActionResult(properties)
 
     def _undo(self) -> None:
         target = self._target()
         self._record(Phase.ROLLING_BACK)
         if self.switched and self.live_slot is not None:
-            target.set_traffic(TrafficSplit.all_to(self.live_slot))
+            target.set_traffic(TrafficSplit.all_to(self.live_slot))  # one move, whatever the step was
+            self.back_on_stable_at = time.time()
             self.switched = False
             endpoints = target.endpoints(None)
-            self._publish(endpoints, switched=False)
+            self._publish(endpoints, switched=False, canary_weight=None)
             if self.previous_version is not None:
                 self._confirm_served(endpoints[Role.SERVICE].url, self.previous_version)
         if self.candidate_slot is not None:

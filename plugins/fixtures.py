@@ -56,6 +56,11 @@ class LoadRunner:
         self._record = record
         self._base_dir = base_dir
 
+    @property
+    def record(self) -> RecordCheck:
+        """Where this test's check outcomes go (its JUnit testcase), for checks on a load's result."""
+        return self._record
+
     def run(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0, duration_s: float = 10.0,
             target: Role | str = Role.CANDIDATE, min_requests: int = 100, stop_on_breach: Sequence[str] = (),
             extra_args: Sequence[str] = ()) -> Any:
@@ -118,6 +123,12 @@ class SuiteFixtures:
             live_slot=context.live_slot, switched=context.switched,
             version_header=self.config.release.version_header,
             vars=dict(self.config.vars))
+
+    @pytest.fixture
+    def canary_weight(self) -> int | None:
+        """The candidate's percent of the service's traffic in this canary step; None outside a canary
+        (a canary's analysis tests are parametrized with it, one run per step: `test_x[10%]`)."""
+        return self._context().canary_weight
 
     @pytest.fixture
     def candidate(self) -> Endpoint:

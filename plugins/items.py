@@ -49,6 +49,16 @@ class ActionItem(pytest.Item):
         return super().repr_failure(excinfo)
 
 
+CANARY_PARAM = "canary_weight"
+"""The parameter that runs an analysis test once per canary step; also the fixture that tells the weight."""
+
+
+def canary_step_of(item: pytest.Item) -> int | None:
+    callspec = getattr(item, "callspec", None)
+    step = callspec.params.get(CANARY_PARAM) if callspec is not None else None
+    return int(step) if step is not None else None
+
+
 def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: Sequence[Stage],
                 suites_root: Path, run_action: Callable[[ActionItem], None],
                 ) -> tuple[list[pytest.Item], dict[str, int]]:
@@ -56,19 +66,20 @@ def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: S
 
     Returns the ordered items and the number of verification tests per stage.
     """
-    by_name = {stage.name: stage for stage in stages}
-    position = {stage.name: number for number, stage in enumerate(stages)}
+    by_key = {(stage.name, stage.step): stage for stage in stages}
+    position = {stage: number for number, stage in enumerate(stages)}
     unstaged = []
     counts = {stage.name: 0 for stage in stages if stage.kind is Kind.VERIFY}
     verify: list[tuple[int, int, pytest.Item]] = []
     for order, item in enumerate(items):
         name = stage_of_item(item, suites_root)
-        if name is None or name not in by_name:
+        stage = by_key.get((name, canary_step_of(item))) if name is not None else None
+        if stage is None:
             unstaged.append(item.nodeid)
             continue
-        item.stash[STAGE_KEY] = by_name[name]
-        counts[name] += 1
-        verify.append((position[name], order, item))
+        item.stash[STAGE_KEY] = stage
+        counts[stage.name] += 1
+        verify.append((position[stage], order, item))
     if unstaged:
         raise pytest.UsageError(
             f"{len(unstaged)} test(s) belong to no stage, e.g. {unstaged[0]}; put them under "
@@ -78,9 +89,9 @@ def order_items(session: pytest.Session, items: Sequence[pytest.Item], stages: S
     actions = []
     for stage in stages:
         if stage.kind is Kind.ACTION:
-            item = ActionItem.from_parent(parent, name=stage.name, stage=stage, run_action=run_action)
+            item = ActionItem.from_parent(parent, name=stage.label, stage=stage, run_action=run_action)
             item.stash[STAGE_KEY] = stage
-            actions.append((position[stage.name], -1, item))
+            actions.append((position[stage], -1, item))
     ordered = [item for _, _, item in sorted(actions + verify, key=lambda entry: (entry[0], entry[1]))]
     for index, item in enumerate(ordered):
         item.stash[INDEX_KEY] = index

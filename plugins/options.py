@@ -13,7 +13,7 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
 from releasegate.core.versions import validate_version
 
-STRATEGIES = ("blue-green",)  # canary: not built yet; the config refuses it with the same message
+STRATEGIES = ("blue-green", "canary")
 TARGETS = ("local", "kubernetes", "kind")
 
 
@@ -33,7 +33,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--release", metavar="VERSION", default=None,
                     help="release VERSION: provision it, verify it stage by stage, then switch or roll back")
     group.addoption("--release-strategy", dest="release_strategy", default=None, metavar="STRATEGY",
-                    help="blue-green (default: release.strategy in the config)")
+                    help="blue-green or canary (default: release.strategy in the config)")
     group.addoption("--release-target", dest="release_target", default=None, metavar="TARGET",
                     help="local, kubernetes or kind (default: release.target in the config, else local)")
     group.addoption("--release-config", dest="release_config", default=None, metavar="PATH",
@@ -58,10 +58,14 @@ def release_options(config: pytest.Config, release_config: Config, version: str,
     """The command line over the config file; ConfigError for a value that is not one of ours."""
     strategy = config.getoption("release_strategy") or release_config.release.strategy
     if strategy not in STRATEGIES:
-        raise ConfigError(f"--release-strategy {strategy!r} is not a strategy; use blue-green")
+        raise ConfigError(f"--release-strategy {strategy!r} is not a strategy; use one of: "
+                          f"{', '.join(STRATEGIES)}")
     target = config.getoption("release_target") or release_config.release.target
     if target not in TARGETS:
         raise ConfigError(f"--release-target {target!r} is not a target; use one of: {', '.join(TARGETS)}")
+    if strategy == "canary" and target != "local":
+        raise ConfigError(f"the canary strategy runs on the local target so far; on {target} it is not built yet "
+                          "(use --release-strategy blue-green there, or --release-target local)")
     return ReleaseOptions(version=validate_version(version, source="--release"), strategy=strategy,
                           target=target, dry_run=bool(config.getoption("release_dry_run")), run_id=run_id)
 

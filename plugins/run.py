@@ -12,7 +12,7 @@ import pytest
 from releasegate.core.config import Config, load_config
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.options import ReleaseOptions, project_path, release_options
-from releasegate.plugins.stages import Stage, blue_green_stages
+from releasegate.plugins.stages import Stage, stages_for
 
 RUNS_DIR = ".releasegate/runs"
 JUNIT_NAME = "junit.xml"
@@ -56,7 +56,8 @@ class ReleaseRun:
             ledger.start(ReleaseContext(run_id=run_id, version=options.version, strategy=options.strategy,
                                         target=options.target, dry_run=options.dry_run))
         return cls(config=config, release_config=release_config, options=options, ledger=ledger,
-                   stages=tuple(blue_green_stages()), suites_root=project_path(config, "releasegate_suites"),
+                   stages=tuple(stages_for(options.strategy, release_config.canary.steps)),
+                   suites_root=project_path(config, "releasegate_suites"),
                    report_dir=project_path(config, "releasegate_reports") / run_id,
                    is_worker=workerinput is not None)
 

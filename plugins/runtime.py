@@ -56,7 +56,7 @@ class ReleaseRuntime:
         before = index if stage.name == "rollback" else self._first_index_of_stage(stage)
         turn = wait_for_turn(self.run.ledger, before=before, timeout_s=self.run.total_deadline_s())
         item.stash[ITEM_RUN_KEY] = ItemRun(started=time.time(), failures=turn.failures)
-        self.run.ledger.item_started(index, stage.name)
+        self.run.ledger.item_started(index, stage.label)
         if stage.name != "rollback" and turn.stop_reason:
             pytest.skip(turn.stop_reason)
 
@@ -66,7 +66,7 @@ class ReleaseRuntime:
             return (yield)
         stage = item.stash[STAGE_KEY]
         limit = float(getattr(self.run.release_config.stages, stage.name))
-        started = self.run.ledger.stage_started_at(stage.name) or time.time()
+        started = self.run.ledger.stage_started_at(stage.label) or time.time()
         with _deadline(limit - (time.time() - started), f"stage {stage.label} overran its deadline of "
                                                         f"{limit:g}s (stages.{stage.name})"):
             return (yield)
@@ -102,7 +102,7 @@ class ReleaseRuntime:
             item_run = item.stash.get(ITEM_RUN_KEY, None)
             if item_run is not None:
                 self.run.ledger.item_finished(ItemRecord(
-                    index=item.stash[INDEX_KEY], nodeid=item.nodeid, stage=item.stash[STAGE_KEY].name,
+                    index=item.stash[INDEX_KEY], nodeid=item.nodeid, stage=item.stash[STAGE_KEY].label,
                     outcome=item_run.outcome or Outcome.PASSED, message=item_run.message,
                     started=item_run.started, finished=time.time(), usage_error=item_run.usage_error))
 
@@ -113,7 +113,7 @@ class ReleaseRuntime:
         if item.stage.name == "rollback":
             result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
         else:
-            result = self.controller.run(item.stage.name)
+            result = self.controller.run(item.stage)
         item.user_properties.extend(result.properties)
         if result.skipped:
             pytest.skip(result.skipped)

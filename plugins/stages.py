@@ -21,10 +21,12 @@ class Kind(StrEnum):
 class Stage:
     name: str
     kind: Kind
+    step: int | None = None  # canary: the candidate's percent of traffic during this stage
 
     @property
     def label(self) -> str:
-        return self.name
+        """`analysis`, or `analysis[10%]` for a canary step: the name ledger records and reports use."""
+        return self.name if self.step is None else f"{self.name}[{self.step}%]"
 
 
 def blue_green_stages() -> list[Stage]:
@@ -40,6 +42,21 @@ def blue_green_stages() -> list[Stage]:
         Stage("finalize", Kind.ACTION),
         Stage("rollback", Kind.ACTION),
     ]
+
+
+def canary_stages(steps: list[int]) -> list[Stage]:
+    """preflight -> provision -> smoke -> load -> [shift[w] -> analysis[w]] per step -> promote ->
+    post_switch -> finalize (+rollback). The candidate reaches users only from the first shift on."""
+    stages = [Stage("preflight", Kind.ACTION), Stage("provision", Kind.ACTION), Stage("smoke", Kind.VERIFY),
+              Stage("load", Kind.VERIFY)]
+    for weight in steps:
+        stages += [Stage("shift", Kind.ACTION, weight), Stage("analysis", Kind.VERIFY, weight)]
+    return [*stages, Stage("promote", Kind.ACTION), Stage("post_switch", Kind.VERIFY),
+            Stage("finalize", Kind.ACTION), Stage("rollback", Kind.ACTION)]
+
+
+def stages_for(strategy: str, canary_steps: list[int]) -> list[Stage]:
+    return canary_stages(canary_steps) if strategy == "canary" else blue_green_stages()
 
 
 def stage_of_path(path: Path, suites_root: Path) -> str | None:

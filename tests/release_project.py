@@ -23,6 +23,7 @@ SHIPPED_SUITES = (
     "load/locustfile.py",
     "analysis/test_slo.py",
     "analysis/test_compare.py",
+    "analysis/test_canary.py",
     "post_switch/test_service.py",
 )
 

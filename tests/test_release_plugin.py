@@ -143,7 +143,7 @@ def test_a_failing_fixture_stops_the_release(project: ReleaseProject) -> None:
     ("args", "config", "expected"),
     [
         (["--release", "v2", "--release-strategy", "rainbow"], "",
-         "ERROR: --release-strategy 'rainbow' is not a strategy; use blue-green"),
+         "ERROR: --release-strategy 'rainbow' is not a strategy; use one of: blue-green, canary"),
         (["--release", "v2!"], "", "ERROR: --release: version 'v2!' is not a valid Kubernetes label value*"),
         (["--release", "v2"], "[local]\nreplica = 3\n", "ERROR: *releasegate.toml: unknown key 'local.replica'*"),
         (["--release", "v2"], "[release\n", "ERROR: *releasegate.toml: not valid TOML*"),

@@ -3,6 +3,10 @@
 One asyncio process owns everything, like a tiny control plane. Other processes (the release controller,
 xdist workers, `python -m releasegate.targets.local status`) read `state.json` in the run directory and send changes
 to the admin API; only this process writes, so there is no race between writers.
+
+The admin API is a small Starlette app that uvicorn serves on 127.0.0.1 inside the cluster's event loop,
+so its handlers change pods and the routing table without locks. It also serves the router's /metrics,
+which the cluster's Prometheus scrapes.
 """
 
 from __future__ import annotations
@@ -12,24 +16,35 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
 from releasegate.core.files import write_atomically
-from releasegate.targets.local import httpwire
-from releasegate.targets.local.httpwire import Request, Response, json_response
 from releasegate.targets.local.pods import Pod, PodSpec
 from releasegate.targets.local.prometheus import PrometheusServer
-from releasegate.targets.local.router import Router, RouterMetrics, Upstream
+from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, RouterMetrics, Upstream
 
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
 STATE_FILE = "state.json"
+# Longer than an httpx client keeps an idle connection (5 s): the client always gives up on one first, so it
+# never sends a request into a connection the server is closing at that moment.
+ADMIN_KEEP_ALIVE_S = 60
+ADMIN_SHUTDOWN_GRACE_S = 5  # seconds
 
 
 def demo_command() -> list[str]:
@@ -74,13 +89,15 @@ class LocalCluster:
         self.run_dir = run_dir
         self.persistent = persistent
         self.metrics = RouterMetrics(app=config.app.name)
-        self.router = Router(self.metrics)
+        self.router = Router(self.metrics, upstream_timeout_s=self.local.upstream_timeout_s)
         self.slots: dict[str, SlotState] = {slot: SlotState() for slot in SLOTS}
         self.traffic: dict[str, int] = {}
         self.release_state: dict[str, Any] | None = None
         self.lease: Lease | None = None
         self.prometheus: PrometheusServer | None = None
         self.servers: list[asyncio.Server] = []
+        self._admin_server: _AdminServer | None = None
+        self._admin_task: asyncio.Task[None] | None = None
         self.urls: dict[str, str] = {}
         self.status = "starting"
         self.started_at = time.time()
@@ -95,7 +112,7 @@ class LocalCluster:
         self.urls["service"] = service
         for slot in SLOTS:
             self.urls[f"preview-{slot}"] = await self._listen(f"preview-{slot}", 0, self._serve_route(slot))
-        self.urls["admin"] = await self._listen("admin", 0, self._serve_admin)
+        self.urls["admin"] = self._serve_admin()
         if not self.config.prometheus.url:
             admin_target = self.urls["admin"].removeprefix("http://")
             self.prometheus = PrometheusServer(
@@ -112,15 +129,40 @@ class LocalCluster:
 
     async def _listen(self, name: str, port: int, handler: Any) -> str:
         try:
-            server = await asyncio.start_server(handler, HOST, port, limit=httpwire.MAX_HEAD_BYTES,
-                                                reuse_address=True)
+            server = await asyncio.start_server(handler, HOST, port, reuse_address=True)
         except OSError as exc:
-            key = "local.service_port" if name == "service" else f"the {name} listener"
-            raise ConfigError(
-                f"{key}: cannot listen on {HOST}:{port} ({exc.strerror}); free that port or set "
-                "local.service_port = 0 to pick a free one") from None
+            raise _cannot_listen(name, port, exc) from None
         self.servers.append(server)
         return f"http://{HOST}:{server.sockets[0].getsockname()[1]}"
+
+    def _serve_admin(self) -> str:
+        """Start uvicorn on a socket bound here, so the port is known (and queues requests) at once."""
+        # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+        # uvicorn's separate head and body writes wait on Nagle's algorithm (40 ms per answer).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((HOST, 0))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise _cannot_listen("admin", 0, exc) from None
+        config = uvicorn.Config(
+            self._admin_app(), http="h11", ws="none", lifespan="off", log_config=None, log_level="warning",
+            access_log=False, server_header=False, proxy_headers=False, timeout_keep_alive=ADMIN_KEEP_ALIVE_S,
+            timeout_graceful_shutdown=ADMIN_SHUTDOWN_GRACE_S)
+        self._admin_server = _AdminServer(config)
+        self._admin_task = asyncio.get_running_loop().create_task(
+            self._admin_server.serve(sockets=[sock]), name="admin API")
+        self._admin_task.add_done_callback(self._admin_ended)
+        return f"http://{HOST}:{sock.getsockname()[1]}"
+
+    def _admin_ended(self, task: asyncio.Task[None]) -> None:
+        # Without its admin API nobody can change or stop the cluster: a failed server stops it all.
+        if not task.cancelled() and task.exception() is not None:
+            print(f"releasegate: the admin API failed: {task.exception()!r}", file=sys.stderr, flush=True)
+        if self.status != "stopping":
+            self.request_stop()
 
     def _serve_route(self, slot: str | None) -> Any:
         listener = "service" if slot is None else f"preview-{slot}"
@@ -139,6 +181,10 @@ class LocalCluster:
     async def shutdown(self) -> None:
         self.status = "stopping"
         self.write_state()
+        if self._admin_server is not None and self._admin_task is not None:
+            self._admin_server.should_exit = True  # answers in progress are finished first
+            with contextlib.suppress(Exception):
+                await self._admin_task
         for server in self.servers:
             server.close()
         self.router.close_connections()
@@ -264,71 +310,90 @@ class LocalCluster:
         write_atomically(self.run_dir / STATE_FILE, json.dumps(self.state(), indent=2, sort_keys=True))
 
     # -- admin API ----------------------------------------------------------------------------------
-    async def _serve_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while (request := await httpwire.read_request(reader)) is not None:
-                try:
-                    response = await self._admin(request)
-                except (ValueError, KeyError, TypeError) as exc:
-                    response = json_response(400, {"error": str(exc)})
-                writer.write(httpwire.serialize_response(response, keep_alive=request.keep_alive))
-                await writer.drain()
-                if not request.keep_alive:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, httpwire.ProtocolError):
-            pass
-        finally:
-            writer.close()
+    def _admin_app(self) -> Starlette:
+        """The admin API; client.py speaks its wire format: JSON bodies in and out, errors as {"error": ...}."""
 
-    async def _admin(self, request: Request) -> Response:
-        method, parts = request.method, request.path.strip("/").split("/")
-        if method == "GET" and parts == ["metrics"]:
-            return httpwire.text_response(200, self.metrics.render(), "text/plain; version=0.0.4")
-        if method == "GET" and parts == ["healthz"]:
-            return json_response(200, {"status": self.status})
-        if method == "GET" and parts == ["state"]:
-            return json_response(200, self.state())
-        if parts[0] == "slots" and len(parts) >= 2:
-            slot = parts[1]
-            if slot not in self.slots:
-                return json_response(404, {"error": f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}"})
-            body = request.json()
-            if method == "POST" and len(parts) == 2:
-                await self.deploy(slot, str(body["version"]), int(body.get("replicas", self.local.replicas)))
-                return json_response(202, self.state()["slots"][slot])
-            if method == "POST" and parts[2:] == ["scale"]:
-                await self.scale(slot, int(body["replicas"]))
-                return json_response(200, self.state()["slots"][slot])
-            if method == "DELETE" and len(parts) == 2:
-                if self.traffic.get(slot):
-                    return json_response(409, {"error": f"slot {slot} still takes {self.traffic[slot]}% "
-                                                        "of traffic; move traffic away first"})
-                await self.remove(slot)
-                return json_response(200, {"removed": slot})
-        if method == "POST" and parts == ["traffic"]:
-            try:
-                previous, swap_ms = self.set_traffic({k: int(v) for k, v in request.json()["weights"].items()})
-            except ValueError as exc:
-                return json_response(409, {"error": str(exc)})
-            return json_response(200, {"traffic": self.traffic, "previous": previous, "swap_ms": swap_ms})
-        if method == "PUT" and parts == ["release-state"]:
-            self.release_state = request.json()
+        def route(path: str, method: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+            return Route(path, handler, methods=[method])
+
+        return Starlette(
+            routes=[
+                route("/metrics", "GET", self._get_metrics),
+                route("/healthz", "GET", self._get_healthz),
+                route("/state", "GET", self._get_state),
+                Route("/slots/{slot}", self._slot, methods=["POST", "DELETE"]),
+                route("/slots/{slot}/scale", "POST", self._scale_slot),
+                route("/traffic", "POST", self._post_traffic),
+                route("/release-state", "PUT", self._put_release_state),
+                route("/lease/acquire", "POST", self._post_lease_acquire),
+                route("/lease/renew", "POST", self._post_lease_renew),
+                route("/lease/release", "POST", self._post_lease_release),
+                route("/shutdown", "POST", self._post_shutdown),
+            ],
+            exception_handlers={HTTPException: _no_route, ValueError: _bad_request, KeyError: _bad_request,
+                                TypeError: _bad_request},
+        )
+
+    async def _get_metrics(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def _get_healthz(self, request: Request) -> Response:
+        return json_response(200, {"status": self.status})
+
+    async def _get_state(self, request: Request) -> Response:
+        return json_response(200, self.state())
+
+    async def _slot(self, request: Request) -> Response:
+        slot = request.path_params["slot"]
+        if slot not in self.slots:
+            return _unknown_slot(slot)
+        if request.method == "DELETE":
+            if self.traffic.get(slot):
+                return json_response(409, {"error": f"slot {slot} still takes {self.traffic[slot]}% "
+                                                    "of traffic; move traffic away first"})
+            await self.remove(slot)
+            return json_response(200, {"removed": slot})
+        body = await _json_body(request)
+        await self.deploy(slot, str(body["version"]), int(body.get("replicas", self.local.replicas)))
+        return json_response(202, self.state()["slots"][slot])
+
+    async def _scale_slot(self, request: Request) -> Response:
+        slot = request.path_params["slot"]
+        if slot not in self.slots:
+            return _unknown_slot(slot)
+        body = await _json_body(request)
+        await self.scale(slot, int(body["replicas"]))
+        return json_response(200, self.state()["slots"][slot])
+
+    async def _post_traffic(self, request: Request) -> Response:
+        weights = (await _json_body(request))["weights"]
+        try:
+            previous, swap_ms = self.set_traffic({k: int(v) for k, v in weights.items()})
+        except ValueError as exc:
+            return json_response(409, {"error": str(exc)})
+        return json_response(200, {"traffic": self.traffic, "previous": previous, "swap_ms": swap_ms})
+
+    async def _put_release_state(self, request: Request) -> Response:
+        self.release_state = await _json_body(request)
+        self.write_state()
+        return json_response(200, self.release_state)
+
+    async def _post_lease_acquire(self, request: Request) -> Response:
+        return self._acquire_lease(await _json_body(request))
+
+    async def _post_lease_renew(self, request: Request) -> Response:
+        return self._renew_lease(await _json_body(request))
+
+    async def _post_lease_release(self, request: Request) -> Response:
+        holder = (await _json_body(request))["holder"]
+        if self.lease is not None and self.lease.holder == holder:
+            self.lease = None
             self.write_state()
-            return json_response(200, self.release_state)
-        if method == "POST" and parts == ["lease", "acquire"]:
-            return self._acquire_lease(request.json())
-        if method == "POST" and parts == ["lease", "renew"]:
-            return self._renew_lease(request.json())
-        if method == "POST" and parts == ["lease", "release"]:
-            holder = request.json()["holder"]
-            if self.lease is not None and self.lease.holder == holder:
-                self.lease = None
-                self.write_state()
-            return json_response(200, {"released": holder})
-        if method == "POST" and parts == ["shutdown"]:
-            asyncio.get_running_loop().call_soon(self.request_stop)
-            return json_response(202, {"status": "stopping"})
-        return json_response(404, {"error": f"no admin route {method} {request.path}"})
+        return json_response(200, {"released": holder})
+
+    async def _post_shutdown(self, request: Request) -> Response:
+        asyncio.get_running_loop().call_soon(self.request_stop)
+        return json_response(202, {"status": "stopping"})
 
     def _acquire_lease(self, body: dict[str, Any]) -> Response:
         holder, ttl = str(body["holder"]), float(body["ttl_s"])
@@ -356,6 +421,48 @@ class LocalCluster:
         lease.renewed_at, lease.ttl_s = time.time(), ttl
         self.write_state()
         return json_response(200, lease.to_dict())
+
+
+class _AdminServer(uvicorn.Server):
+    """uvicorn inside the cluster's event loop: SIGTERM and SIGINT stay the cluster's (run_cluster)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _SortedJSONResponse(JSONResponse):
+    """The admin API's JSON as it always was: keys sorted (client.py and people read it)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, sort_keys=True).encode()
+
+
+def json_response(status: int, payload: Any) -> Response:
+    return _SortedJSONResponse(payload, status_code=status)
+
+
+async def _json_body(request: Request) -> Any:
+    return json.loads(await request.body() or b"{}")
+
+
+def _unknown_slot(slot: str) -> Response:
+    return json_response(404, {"error": f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}"})
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    # 404 and 405 alike: every answer of the admin API is JSON with an error, as client.py expects.
+    return json_response(404, {"error": f"no admin route {request.method} {request.url.path}"})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return json_response(400, {"error": str(exc)})
+
+
+def _cannot_listen(name: str, port: int, exc: OSError) -> ConfigError:
+    key = "local.service_port" if name == "service" else f"the {name} listener"
+    return ConfigError(f"{key}: cannot listen on {HOST}:{port} ({exc.strerror}); free that port or set "
+                       "local.service_port = 0 to pick a free one")
 
 
 async def run_cluster(config: Config, run_dir: Path, *, persistent: bool) -> int:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from releasegate.targets.local import httpwire
+import httpx
+
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 PROBE_INTERVAL_S = 0.2
@@ -60,6 +61,10 @@ class Pod:
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        # A new connection for every probe, as a kubelet does: a pod that stops accepting is not ready.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S), trust_env=False,
+                                       limits=httpx.Limits(max_keepalive_connections=0),
+                                       headers={"User-Agent": "releasegate-probe"})
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -84,6 +89,7 @@ class Pod:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._http.aclose()
         self.phase = "Terminated"
 
     async def _supervise(self) -> None:
@@ -140,23 +146,15 @@ class Pod:
                 self._set_ready(False, message)
 
     async def _probe(self) -> tuple[bool, str]:
-        request = (f"GET {self.spec.readiness_path} HTTP/1.1\r\nHost: {self.spec.host}:{self.port}\r\n"
-                   "Connection: close\r\nUser-Agent: releasegate-probe\r\n\r\n").encode()
+        path = self.spec.readiness_path
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.spec.host, self.port), PROBE_TIMEOUT_S)
-        except (OSError, TimeoutError) as exc:
-            return False, f"GET {self.spec.readiness_path}: cannot connect ({type(exc).__name__})"
-        try:
-            writer.write(request)
-            response = await asyncio.wait_for(httpwire.read_response(reader, request_method="GET"),
-                                              PROBE_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, httpwire.ProtocolError) as exc:
-            return False, f"GET {self.spec.readiness_path}: {type(exc).__name__}"
-        finally:
-            writer.close()
-        body = response.body[:160].decode("utf-8", "replace").strip()
-        return response.status == 200, f"GET {self.spec.readiness_path} -> {response.status} {body}".strip()
+            response = await self._http.get(f"http://{self.spec.host}:{self.port}{path}")
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return False, f"GET {path}: cannot connect ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            return False, f"GET {path}: {type(exc).__name__}"
+        body = response.content[:160].decode("utf-8", "replace").strip()
+        return response.status_code == 200, f"GET {path} -> {response.status_code} {body}".strip()
 
     def _set_ready(self, ready: bool, message: str) -> None:
         flipped = ready != self.ready

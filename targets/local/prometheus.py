@@ -11,9 +11,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import httpx
+
 from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.files import write_atomically
-from releasegate.targets.local import httpwire
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 READY_TIMEOUT_S = 30.0
@@ -81,19 +82,16 @@ class PrometheusServer:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.returncode is not None:
-                raise TargetError(f"prometheus exited with code {self._process.returncode}: "
-                                  + " | ".join(tail_lines(self.log_path, 3)))
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError, httpwire.ProtocolError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /-/ready HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n")
-                response = await httpwire.read_response(reader, request_method="GET")
-                writer.close()
-                if response.status == 200:
-                    return
-            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as http:
+            while time.monotonic() < deadline:
+                assert self._process is not None
+                if self._process.returncode is not None:
+                    raise TargetError(f"prometheus exited with code {self._process.returncode}: "
+                                      + " | ".join(tail_lines(self.log_path, 3)))
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{self.url}/-/ready")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
         raise TargetError(f"prometheus did not become ready within {READY_TIMEOUT_S:.0f}s; see {self.log_path}")
 
     def update_targets(self, pods: Iterable[dict[str, object]]) -> None:

@@ -84,9 +84,12 @@ class LocalTarget:
         versions = {slot: s["version"] for slot, s in state["slots"].items()}
         result = {Role.SERVICE: Endpoint(Role.SERVICE, state["service_url"], live_slot,
                                          versions.get(live_slot) if live_slot else None)}
-        if live_slot is not None:
-            result[Role.BASELINE] = Endpoint(Role.BASELINE, state["previews"][live_slot], live_slot,
-                                             versions[live_slot])
+        # During a canary split the baseline is the stable slot: the one with traffic that is not the candidate.
+        stable = [slot for slot, weight in state["traffic"].items() if weight and slot != candidate_slot]
+        baseline_slot = live_slot if live_slot is not None else (stable[0] if stable else None)
+        if baseline_slot is not None:
+            result[Role.BASELINE] = Endpoint(Role.BASELINE, state["previews"][baseline_slot], baseline_slot,
+                                             versions[baseline_slot])
         if candidate_slot is not None:
             result[Role.CANDIDATE] = Endpoint(Role.CANDIDATE, state["previews"][candidate_slot],
                                               candidate_slot, versions.get(candidate_slot))

@@ -209,6 +209,11 @@ def default_endpointslice(obj: JsonObj) -> None:
         port.setdefault("protocol", "TCP")
 
 
+def default_ingress(obj: JsonObj) -> None:
+    """networking/v1 has no Ingress defaults; Go always writes the non-pointer ``status.loadBalancer``."""
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
+
+
 DEFAULTERS = {
     "Deployment": default_deployment,
     "ReplicaSet": default_replicaset,
@@ -216,6 +221,7 @@ DEFAULTERS = {
     "Namespace": default_namespace,
     "Endpoints": default_endpoints,
     "EndpointSlice": default_endpointslice,
+    "Ingress": default_ingress,
 }
 
 

@@ -29,6 +29,7 @@ GROUPS: list[tuple[str, list[str], str]] = [
     ("apps", ["v1"], "v1"),
     ("events.k8s.io", ["v1"], "v1"),
     ("autoscaling", ["v2", "v1"], "v2"),
+    ("networking.k8s.io", ["v1"], "v1"),
     ("policy", ["v1"], "v1"),
     ("coordination.k8s.io", ["v1"], "v1"),
     ("discovery.k8s.io", ["v1"], "v1"),
@@ -156,6 +157,25 @@ GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
     ],
     "discovery.k8s.io/v1": [
         _res("endpointslices", "EndpointSlice", singular="endpointslice", storage_hash="qgS0xkrxYAI="),
+    ],
+    # As a v1.32 server lists it; only ingresses (+status) are served, the rest answer 404 like any unserved type.
+    "networking.k8s.io/v1": [
+        _res(
+            "ingressclasses",
+            "IngressClass",
+            singular="ingressclass",
+            namespaced=False,
+            storage_hash="l/iqIbDgFyQ=",
+        ),
+        _res("ingresses", "Ingress", singular="ingress", short=("ing",), storage_hash="39NQlfNR+bo="),
+        _res("ingresses/status", "Ingress", verbs=_GPU),
+        _res(
+            "networkpolicies",
+            "NetworkPolicy",
+            singular="networkpolicy",
+            short=("netpol",),
+            storage_hash="YpfwF18m1G8=",
+        ),
     ],
     "events.k8s.io/v1": [
         _res("events", "Event", singular="event", short=("ev",), storage_hash="r2yiGXH7wu8="),

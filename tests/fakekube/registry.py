@@ -59,6 +59,8 @@ class Registry:
         self.ownership = FieldOwnership()
         self._service_ips: set[str] = set()
         self._node_ports: set[int] = set()
+        # Keys of the custom resources whose CRD is installed (crds.py); the others answer 404.
+        self.crds: set[str] = set()
 
     # ---------------------------------------------------------------------------------------------------
     # helpers
@@ -177,6 +179,8 @@ class Registry:
     # ---------------------------------------------------------------------------------------------------
 
     def create(self, res: ResourceType, namespace: str, body: Any, opts: WriteOptions) -> WriteResult:
+        if res.custom and res.key not in self.crds:
+            raise status.page_not_found()
         obj, warnings = self._decode(res, body, opts)
         with self.store.lock:
             meta = obj.setdefault("metadata", {})
@@ -194,6 +198,7 @@ class Registry:
                 meta["name"] = f"{meta['generateName']}{self.random_suffix()}"
             obj = self._prepare_create(res, obj)
             self._validate(res, obj, None)
+            warnings = warnings + validation.warnings_on_create(res.kind, obj)
             if res.namespaced:
                 ns_obj = self.store.peek("/namespaces", "", namespace)
                 if ns_obj is None:
@@ -239,7 +244,9 @@ class Registry:
             "selfLink",
         ):
             meta.pop(key, None)
-        if res.has_status:
+        if res.custom:
+            obj.pop("status", None)  # apiextensions customResourceStrategy.PrepareForCreate (status subresource)
+        elif res.has_status:
             obj["status"] = {}
         defaults.apply_defaults(res.kind, obj)
         if res.kind == "Pod":
@@ -419,6 +426,8 @@ class Registry:
             if subresource == "status":
                 kept = jcopy(current)
                 kept["status"] = new.get("status", {})
+                if res.custom and "status" not in new:
+                    kept.pop("status")  # apiextensions statusStrategy: a status-less update removes it
                 if res.kind == "Deployment":
                     # deploymentStatusStrategy resets spec and labels only: annotations written through
                     # /status stick (that is how the controller stores the revision annotation).
@@ -428,6 +437,10 @@ class Registry:
                         kept["metadata"].pop("annotations", None)
                 new = kept
                 meta = new["metadata"]
+            elif res.custom:
+                new.pop("status", None)
+                if "status" in current:
+                    new["status"] = jcopy(current["status"])
             elif res.has_status:
                 new["status"] = jcopy(current.get("status", {}))
             for key in (

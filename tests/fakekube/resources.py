@@ -97,6 +97,9 @@ class ResourceType:
     inbound: Callable[[JsonObj], JsonObj] | None = None
     outbound: Callable[[JsonObj], JsonObj] | None = None
     validator: str = ""
+    # A custom resource (crds.py): served only once its CRD is installed, kept as sent (no typed schema), with
+    # the apiextensions-apiserver strategies (status dropped on create, no strategic merge patch).
+    custom: bool = False
 
     @property
     def group_version(self) -> str:
@@ -242,10 +245,44 @@ RESOURCES: tuple[ResourceType, ...] = (
         allow_create_on_update=True,
         schema_key="Lease",
     ),
+    # pkg/registry/networking/ingress/strategy.go: generation 1 on create and +1 on a spec change, status
+    # reset on create and kept on update (its own subresource), no create on update, a Status on delete.
+    ResourceType(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        singular="ingress",
+        short_names=("ing",),
+        storage_hash="39NQlfNR+bo=",
+        subresources=("status",),
+        generation="spec",
+        has_status=True,
+        schema_key="Ingress",
+    ),
 )
 
-BY_KEY: dict[str, ResourceType] = {r.key: r for r in RESOURCES}
-BY_KIND: dict[str, ResourceType] = {r.kind: r for r in RESOURCES}
+# Custom resources, served once their CustomResourceDefinition is installed (crds.py, FakeKube.install_crd).
+# argoproj.io/v1alpha1 Rollout: the CRD of argo-rollouts (manifests/crds/rollout-crd.yaml) has the status (and
+# scale) subresource, so metadata.generation moves with spec only; storage hash as StorageVersionHash computes it.
+CUSTOM_RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType(
+        "argoproj.io",
+        "v1alpha1",
+        "rollouts",
+        "Rollout",
+        singular="rollout",
+        short_names=("ro",),
+        storage_hash="T0mdNo50nFA=",
+        subresources=("status",),
+        generation="spec",
+        has_status=True,
+        custom=True,
+    ),
+)
+
+BY_KEY: dict[str, ResourceType] = {r.key: r for r in (*RESOURCES, *CUSTOM_RESOURCES)}
+BY_KIND: dict[str, ResourceType] = {r.kind: r for r in (*RESOURCES, *CUSTOM_RESOURCES)}
 
 EVENTS_V1 = ResourceType(
     "events.k8s.io",
@@ -284,7 +321,7 @@ def resource_for(kind_or_plural: str) -> ResourceType:
         return BY_KIND[kind_or_plural]
     if kind_or_plural in BY_KEY:
         return BY_KEY[kind_or_plural]
-    for res in RESOURCES:
+    for res in BY_KEY.values():
         if kind_or_plural in (res.plural, res.singular, *res.short_names):
             return res
     raise KeyError(f"unknown resource {kind_or_plural!r}")

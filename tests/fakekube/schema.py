@@ -53,7 +53,7 @@ ZERO_FILLED: dict[tuple[str, str], Any] = {
 STRUCT_FILLED: set[tuple[str, str]] = {
     *(
         (t, f)
-        for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale")
+        for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale", "V1Ingress")
         for f in ("metadata", "spec", "status")
     ),
     ("V1Lease", "metadata"),
@@ -76,6 +76,7 @@ STRUCT_FILLED: set[tuple[str, str]] = {
     ("V1ContainerStatus", "state"),
     ("V1ContainerStatus", "lastState"),
     ("V1ServiceStatus", "loadBalancer"),
+    ("V1IngressStatus", "loadBalancer"),
 }
 
 # Strings that keep their value even when empty (no ``omitempty``).
@@ -111,7 +112,8 @@ def _schema() -> JsonObj:
 
 
 def root_type(kind_key: str) -> str:
-    return str(_schema()["roots"][kind_key])
+    # "" is the schema key of a custom resource (crds.py): no typed schema, so no root type either.
+    return str(_schema()["roots"][kind_key]) if kind_key else ""
 
 
 def type_fields(type_name: str) -> JsonObj:
@@ -271,6 +273,8 @@ def _is_ref(spec: Any) -> bool:
 def decode(body: Any, kind_key: str) -> DecodeResult:
     """Decode a full object of the given root kind; raises DecodeError with the Go decoder's message."""
     walker = _Walker()
+    if not kind_key:
+        return _decode_untyped(body, walker)
     type_name = root_type(kind_key)
     if not isinstance(body, dict):
         raise DecodeError(
@@ -284,6 +288,30 @@ def decode(body: Any, kind_key: str) -> DecodeResult:
     return DecodeResult(obj, walker.unknown)
 
 
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def _decode_untyped(body: Any, walker: _Walker) -> DecodeResult:
+    """A custom resource, decoded as unstructured JSON: kept as sent except ``metadata`` (always an ObjectMeta)
+    and JSON nulls (pruned, as for a CRD field that is not ``nullable``)."""
+    if not isinstance(body, dict):
+        raise DecodeError(f"json: cannot unmarshal {_json_type(body)} into Go value of type map[string]interface {{}}")
+    obj: JsonObj = {}
+    for key, value in body.items():
+        if key == "metadata" and value is not None:
+            obj[key] = walker.struct(value, "V1ObjectMeta", key, key, "V1ObjectMeta", key)
+        elif value is not None:
+            obj[key] = _pruned(value)
+    return DecodeResult(obj, walker.unknown)
+
+
 def zero_object(kind_key: str) -> JsonObj:
     """The Go zero value of a kind as JSON: what a watch BOOKMARK carries."""
+    if not kind_key:
+        return {}
     return _Walker().struct({}, root_type(kind_key), "", "", root_type(kind_key), "")

@@ -30,6 +30,7 @@ ROOTS = {
     "Scale": "V1Scale",
     "ConfigMap": "V1ConfigMap",
     "DeleteOptions": "V1DeleteOptions",
+    "Ingress": "V1Ingress",
 }
 
 # Go types whose JSON form differs from what the Python model says (both are "datetime" there).

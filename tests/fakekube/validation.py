@@ -535,6 +535,174 @@ def validate_event_v1(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     return causes
 
 
+# --------------------------------------------------------------------------------------------------------
+# networking.k8s.io/v1 Ingress (pkg/apis/networking/validation/validation.go, registry/networking/ingress)
+# --------------------------------------------------------------------------------------------------------
+
+INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+_WILDCARD_DNS1123_RE = re.compile(r"^\*\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+WILDCARD_DNS1123_MSG = (
+    "a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of "
+    "lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', "
+    "regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_PATH_TYPES = ["Exact", "ImplementationSpecific", "Prefix"]
+_INVALID_PATH_SEQUENCES = ("//", "/./", "/../", "%2f", "%2F")
+_INVALID_PATH_SUFFIXES = ("/..", "/.")
+
+
+def port_name_errors(name: str) -> list[str]:
+    """``validation.IsValidPortName`` (an IANA service name)."""
+    errs = []
+    if len(name) > 15:
+        errs.append("must be no more than 15 characters")
+    if not _IANA_SVC_NAME_RE.match(name):
+        errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    elif not re.search(r"[a-z]", name):
+        errs.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        errs.append("must not contain consecutive hyphens")
+    if name and (name[0] == "-" or name[-1] == "-"):
+        errs.append("must not begin or end with a hyphen")
+    return errs
+
+
+def _host_errors(host: str, path: str) -> list[Cause]:
+    """A DNS subdomain, or a wildcard one (``*.example.com``)."""
+    if "*" in host:
+        msgs = ["must be no more than 253 characters"] if len(host) > 253 else []
+        msgs += [] if _WILDCARD_DNS1123_RE.match(host) else [WILDCARD_DNS1123_MSG]
+    else:
+        msgs = dns_subdomain_errors(host)
+    return [invalid(path, go_quote(host), msg) for msg in msgs]
+
+
+def _path_segment_errors(value: str) -> list[str]:
+    """``path.IsValidPathSegmentName``."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
+def _ingress_backend(backend: JsonObj, path: str) -> list[Cause]:
+    resource, service = backend.get("resource"), backend.get("service")
+    if resource is not None and service is not None:
+        return [invalid(path, '""', "cannot set both resource and service backends")]
+    causes: list[Cause] = []
+    if resource is not None:
+        group = resource.get("apiGroup")
+        if group is not None:
+            causes += [invalid(f"{path}.resource.apiGroup", go_quote(group), m) for m in dns_subdomain_errors(group)]
+        for key in ("kind", "name"):
+            value = str(resource.get(key) or "")
+            if not value:
+                causes.append(required(f"{path}.resource.{key}", f"{key} is required"))
+            causes += [invalid(f"{path}.resource.{key}", go_quote(value), m) for m in _path_segment_errors(value)]
+        return causes
+    if service is None:
+        return [invalid(path, '""', "resource or service backend is required")]
+    name = str(service.get("name") or "")
+    if not name:
+        causes.append(required(f"{path}.service.name"))
+    causes += [invalid(f"{path}.service.name", go_quote(name), m) for m in (dns1035_errors(name) if name else [])]
+    port = service.get("port") or {}
+    port_name, port_number = str(port.get("name") or ""), port.get("number") or 0
+    if port_name and port_number:
+        causes.append(invalid(path, '""', "cannot set both port name & port number"))
+    elif port_name:
+        causes += [invalid(f"{path}.service.port.name", go_quote(port_name), m) for m in port_name_errors(port_name)]
+    elif port_number:
+        causes += _port_range(port_number, f"{path}.service.port.number")
+    else:
+        causes.append(required(path, "port name or number is required"))
+    return causes
+
+
+def _ingress_path(http_path: JsonObj, path: str) -> list[Cause]:
+    path_type = http_path.get("pathType")
+    if path_type is None:
+        return [required(f"{path}.pathType", "pathType must be specified")]
+    value = str(http_path.get("path") or "")
+    causes: list[Cause] = []
+    if path_type in ("Exact", "Prefix"):
+        if not value.startswith("/"):
+            causes.append(invalid(f"{path}.path", go_quote(value), "must be an absolute path"))
+        causes += [invalid(f"{path}.path", go_quote(value), f"must not contain '{seq}'")
+                   for seq in _INVALID_PATH_SEQUENCES if seq in value]
+        causes += [invalid(f"{path}.path", go_quote(value), f"cannot end with '{suffix}'")
+                   for suffix in _INVALID_PATH_SUFFIXES if value.endswith(suffix)]
+    elif path_type == "ImplementationSpecific":
+        if value and not value.startswith("/"):
+            causes.append(invalid(f"{path}.path", go_quote(value), "must be an absolute path"))
+    else:
+        causes.append(unsupported(f"{path}.pathType", str(path_type), _PATH_TYPES))
+    return causes + _ingress_backend(http_path.get("backend") or {}, f"{path}.backend")
+
+
+def validate_ingress(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    """``ValidateIngressCreate`` / ``ValidateIngressUpdate`` (update: without the create-only class check)."""
+    meta = obj.get("metadata") or {}
+    causes = validate_meta(meta)
+    spec = obj.get("spec") or {}
+    rules = spec.get("rules") or []
+    if not rules and spec.get("defaultBackend") is None:
+        causes.append(
+            invalid("spec", "[]networking.IngressRule(nil)", "either `defaultBackend` or `rules` must be specified")
+        )
+    if spec.get("defaultBackend") is not None:
+        causes += _ingress_backend(spec["defaultBackend"], "spec.defaultBackend")
+    for i, rule in enumerate(rules):
+        host = str(rule.get("host") or "")
+        if host and _ip_ok(host):
+            causes.append(invalid(f"spec.rules[{i}].host", go_quote(host), "must be a DNS name, not an IP address"))
+        if host:
+            causes += _host_errors(host, f"spec.rules[{i}].host")
+        http = rule.get("http")
+        if http is not None:
+            paths = http.get("paths") or []
+            if not paths:
+                causes.append(required(f"spec.rules[{i}].http.paths"))
+            for j, http_path in enumerate(paths):
+                causes += _ingress_path(http_path, f"spec.rules[{i}].http.paths[{j}]")
+    for i, tls in enumerate(spec.get("tls") or []):
+        for j, host in enumerate(tls.get("hosts") or []):
+            causes += _host_errors(str(host), f"spec.tls[{i}].hosts[{j}]")
+        secret = str(tls.get("secretName") or "")
+        if secret:
+            causes += [invalid(f"spec.tls[{i}].secretName", go_quote(secret), m) for m in dns_subdomain_errors(secret)]
+    class_name = spec.get("ingressClassName")
+    if class_name is not None:
+        causes += [invalid("spec.ingressClassName", go_quote(class_name), m) for m in dns_subdomain_errors(class_name)]
+    annotation = (meta.get("annotations") or {}).get(INGRESS_CLASS_ANNOTATION)
+    if old is None and annotation is not None and class_name is not None and annotation != class_name:
+        causes.append(
+            invalid(
+                f"annotations.{INGRESS_CLASS_ANNOTATION}",
+                go_quote(annotation),
+                "must match `ingressClassName` when both are specified",
+            )
+        )
+    return causes
+
+
+def ingress_warnings_on_create(obj: JsonObj) -> list[str]:
+    """``ingressStrategy.WarningsOnCreate``: the legacy class annotation without ``spec.ingressClassName``."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if INGRESS_CLASS_ANNOTATION in annotations and (obj.get("spec") or {}).get("ingressClassName") is None:
+        return [
+            f"annotation {go_quote(INGRESS_CLASS_ANNOTATION)} is deprecated, please use 'spec.ingressClassName' instead"
+        ]
+    return []
+
+
+WARNINGS_ON_CREATE = {"Ingress": ingress_warnings_on_create}
+
+
+def warnings_on_create(kind: str, obj: JsonObj) -> list[str]:
+    fn = WARNINGS_ON_CREATE.get(kind)
+    return fn(obj) if fn else []
+
+
 VALIDATORS = {
     "Deployment": validate_deployment,
     "ReplicaSet": validate_replicaset,
@@ -547,6 +715,7 @@ VALIDATORS = {
     "Event": validate_event,
     "ConfigMap": validate_configmap,
     "events.k8s.io/Event": validate_event_v1,
+    "Ingress": validate_ingress,
 }
 
 

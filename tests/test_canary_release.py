@@ -1,0 +1,101 @@
+"""Canary releases on the local target: weighted steps through the router, analysis at each step.
+
+The router splits by exact weights (smooth weighted round-robin), so the candidate's measured share of a
+load through the service is the step's weight to within a request or two.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from tests.release_project import ReleaseProject, copy_shipped_suites
+from tests.test_release_suites import FAST_VARS
+
+pytestmark = pytest.mark.slow
+
+CANARY = """
+[canary]
+steps = [10, 50, 100]
+step_window_s = 2
+"""
+
+CANARY_VARS = """canary_users = 5
+canary_step_load_s = 3
+canary_min_requests = 100
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
+    project = ReleaseProject(pytester, monkeypatch)
+    copy_shipped_suites(project.path / "suites")
+    project.write_config(FAST_VARS.format(post_switch_s=3) + CANARY_VARS + CANARY)
+    try:
+        yield project
+    finally:
+        project.stop_background_cluster()
+
+
+def _properties(case: dict[str, object]) -> dict[str, str]:
+    return dict(case["properties"])  # type: ignore[call-overload]
+
+
+def test_a_good_version_goes_through_every_step_and_is_promoted(project: ReleaseProject) -> None:
+    project.start_background_cluster()
+    result = project.release("--release", "v2", "--release-strategy", "canary")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    assert junit.suite_properties["release.strategy"] == "canary"
+    assert junit.suite_properties["release.decision"] == "promoted"
+    names = junit.order()
+    # Every step: its shift, then its analysis (the step is in the test id).
+    for weight in (10, 50, 100):
+        shift = names.index(f"shift[{weight}%]")
+        analysis = names.index(f"test_the_split_gives_the_candidate_its_share_and_both_versions_hold_up[{weight}%]")
+        assert shift < analysis
+        assert _properties(junit.case(f"shift[{weight}%]"))["release.shift.effective_weight"] == str(weight)
+        checks = _properties(junit.cases[analysis])
+        share = float(checks[f"check.share of v2 == {weight}% ± 2pp.value"].rstrip("%"))
+        assert abs(share - weight) <= 2, (weight, share)
+    assert names.index("shift[100%]") < names.index("promote") < names.index("finalize")
+    state = project.cluster_state()
+    assert state["traffic"] == {"green": 100}
+    assert state["slots"]["blue"]["pods"] == []  # the old version scaled down after keep-warm
+
+
+def test_a_bad_version_is_stopped_at_the_first_step_and_traffic_goes_back_to_stable(
+        project: ReleaseProject) -> None:
+    # Without the load stage, the candidate's errors are first seen on real traffic at 10%.
+    shutil.rmtree(project.path / "suites" / "load")
+    (project.path / "suites" / "load").mkdir()
+    (project.path / "releasegate.toml").write_text(
+        (project.path / "releasegate.toml").read_text().replace("[release]\n", "[release]\nrequired_stages = "
+                                                                "[\"smoke\", \"analysis\"]\n"))
+    project.write_suite("load/locustfile.py", _shipped_locustfile())
+    project.start_background_cluster()
+    result = project.release("--release", "v2-errors", "--release-strategy", "canary")
+    assert result.ret == 1, result.stdout.str()
+    junit = project.junit()
+    assert junit.suite_properties["release.decision"] == "rolled-back"
+    assert junit.suite_properties["release.reason"].startswith("analysis[10%] failed: ")
+    assert junit.case("shift[50%]")["outcome"] == "skipped"
+    assert junit.case("promote")["outcome"] == "skipped"
+    rollback = _properties(junit.case("rollback"))
+    to_stable_s, exposed_s = float(rollback["release.rollback.to_stable_s"]), float(
+        rollback["release.rollback.exposed_s"])
+    failing = junit.case("test_the_split_gives_the_candidate_its_share_and_both_versions_hold_up[10%]")
+    served = int(_properties(failing)["check.error_rate < 1%.samples"])
+    print(f"canary v2-errors: users reached the candidate for {exposed_s:.2f}s (first request to all traffic "
+          f"on stable), {to_stable_s:.2f}s from the failing check; the candidate served {served} requests")
+    assert 0 <= to_stable_s < exposed_s
+    assert project.cluster_state()["traffic"] == {"blue": 100}
+    assert project.cluster_state()["slots"]["green"]["pods"] == []
+
+
+def _shipped_locustfile() -> str:
+    from tests.local_cluster import PROJECT_ROOT
+
+    return (PROJECT_ROOT / "suites" / "load" / "locustfile.py").read_text()
