@@ -1,8 +1,8 @@
 """Runs the controllers in deterministic rounds, in a background thread or stepped by hand.
 
-A round is: deployments -> replicasets (pods) -> scheduler/kubelet -> replicasets (status) -> endpoints ->
-garbage collector. Each controller reads fresh objects, so one round moves the whole system one step, and
-``settle()`` runs rounds until one writes nothing.
+A round is: deployments -> rollouts (argoproj.io, once installed) -> replicasets (pods) -> scheduler/kubelet ->
+replicasets (status) -> endpoints -> garbage collector. Each controller reads fresh objects, so one round moves
+the whole system one step, and ``settle()`` runs rounds until one writes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .ctl_deployment import DeploymentController
 from .ctl_endpoints import EndpointsController
 from .ctl_gc import GarbageCollector
 from .ctl_replicaset import ReplicaSetController
+from .ctl_rollout import RolloutController
 from .events import EventRecorder
 from .kubelet import Kubelet
 from .registry import Registry
@@ -30,6 +31,7 @@ class ControllerManager:
         self.registry = registry
         self.recorder = EventRecorder(registry, clock)
         self.deployments = DeploymentController(registry, self.recorder, clock)
+        self.rollouts = RolloutController(registry, self.recorder, clock)
         self.replicasets = ReplicaSetController(registry, self.recorder, clock)
         self.kubelet = Kubelet(registry, self.recorder, runtime, clock)
         self.endpoints = EndpointsController(registry, clock)
@@ -46,6 +48,7 @@ class ControllerManager:
     def steps(self) -> list[Callable[[], None]]:
         return [
             self.deployments.sync_all,
+            self.rollouts.sync_all,
             self.replicasets.manage,
             self.kubelet.sync,
             self.replicasets.update_status,

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import status
 from .registry import Registry
-from .resources import BY_KEY, BY_KIND, RESOURCES
+from .resources import BY_KEY, BY_KIND
 from .store import jcopy
 
 JsonObj = dict[str, Any]
@@ -102,7 +102,7 @@ class GarbageCollector:
     def _sync_namespace(self, ns_obj: JsonObj) -> None:
         name = ns_obj["metadata"]["name"]
         remaining = 0
-        for res in RESOURCES:
+        for res in BY_KEY.values():  # built-in and custom resources alike
             if not res.namespaced:
                 continue
             for obj in self._store.list(res.key, name):

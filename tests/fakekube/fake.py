@@ -198,6 +198,14 @@ class FakeKube:
         """Switch to RBAC (subject -> Role/ClusterRole, ``rules`` list) or back to AlwaysAllow with None."""
         self.authorizer.set_rbac(rbac)
 
+    def install_crd(self, name: str) -> None:
+        """Install a CustomResourceDefinition the fake knows (``crds.py``: ``rollouts.argoproj.io``), as a
+        ``kubectl apply`` of its manifest would: its group joins discovery and its objects are served (and,
+        for Rollouts, moved by the Argo Rollouts controller of ``ctl_rollout.py``)."""
+        from .crds import crd
+
+        self.registry.crds.add(crd(name).key)
+
     def compact(self) -> int:
         """Forget the watch history: every resourceVersion seen so far becomes "too old" (410)."""
         return self.store.compact()

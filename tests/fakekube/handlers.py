@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import discovery, status
+from . import crds, discovery, status
 from .registry import PATCH_TYPES, Registry, WriteOptions, WriteResult
 from .resources import ResourceType, lookup
 from .routing import RequestInfo, truthy
@@ -113,13 +113,15 @@ class Handlers:
         if path == "/api/v1":
             return Response(200, discovery.core_resource_list())
         if path == "/apis":
-            return Response(200, discovery.group_list())
+            return Response(200, crds.with_groups(discovery.group_list(), self.registry.crds))
         parts = path.strip("/").split("/")
         if len(parts) == 2 and parts[0] == "apis":
-            group = discovery.group(parts[1])
+            group = discovery.group(parts[1]) or crds.group(self.registry.crds, parts[1])
             return Response(200, group) if group else None
         if len(parts) == 3 and parts[0] == "apis":
-            listing = discovery.resource_list(parts[1], parts[2])
+            listing = discovery.resource_list(parts[1], parts[2]) or crds.resource_list(
+                self.registry.crds, parts[1], parts[2]
+            )
             return Response(200, listing) if listing else None
         return None
 
@@ -127,12 +129,15 @@ class Handlers:
 
     def resource(self, req: ApiRequest) -> Response:
         info = req.info
-        if info.api_prefix == "apis" and not discovery.known_group_version(info.group, info.version):
+        if info.api_prefix == "apis" and not (
+            discovery.known_group_version(info.group, info.version)
+            or crds.known_group_version(self.registry.crds, info.group, info.version)
+        ):
             raise status.page_not_found()
         if info.api_prefix == "api" and info.version != "v1":
             raise status.page_not_found()
         res = lookup(info.group, info.version, info.resource)
-        if res is None:
+        if res is None or (res.custom and res.key not in self.registry.crds):
             raise status.resource_not_found()
         if info.subresource and info.subresource not in res.subresources:
             raise status.resource_not_found()
@@ -213,6 +218,8 @@ class Handlers:
         patch_type = PATCH_TYPES.get(content_type)
         if patch_type is None:
             raise status.unsupported_media_type()
+        if patch_type == "strategic" and res.custom:
+            raise status.unsupported_patch_for_custom_resource()
         opts = _write_options(req)
         if patch_type == "apply" and not req.param("fieldManager"):
             cause = {

@@ -142,6 +142,15 @@ def unsupported_media_type() -> ApiError:
     return ApiError(415, failure(415, "UnsupportedMediaType", "415: Unsupported Media Type", {}))
 
 
+def unsupported_patch_for_custom_resource() -> ApiError:
+    """A strategic merge patch on a custom resource (negotiation.NewUnsupportedMediaTypeError; no details)."""
+    msg = (
+        "the body of the request was in an unknown format - accepted media types include: "
+        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+    )
+    return ApiError(415, failure(415, "UnsupportedMediaType", msg))
+
+
 def resource_not_found() -> ApiError:
     """Unknown resource inside a known group/version: a JSON Status (unlike an unknown group)."""
     msg = "the server could not find the requested resource"
