@@ -2,16 +2,26 @@
 
     python bench/router_bench.py [--seconds 5] [--connections 16] [--switches 100] [--replicas 2]
 
-Throughput: one asyncio client process keeps --connections keep-alive connections busy with GET /api/items
-for --seconds, twice:
-  direct   the connections split evenly over the live slot's --replicas pods, each connection straight to
-           one pod (the split the router's round-robin makes, without the router);
-  router   all connections to the service listener, which spreads the requests over the same pods.
-The ratio router/direct is the share of the direct throughput that is left through the router. Client,
-router and pods share this machine's cores, so when they are saturated the ratio also measures the CPU
-the router takes from the pods. The pods run the demo profile with zero injected latency so the figures
-show the proxy, not the profile; the client speaks HTTP/1.1 through the same h11 connection class as the
-router (targets/local/httpwire.py). Before the two measured runs, a one-second run of each warms both up.
+One local cluster with --replicas pods per slot: blue runs v1 with the demo's shipped latency
+(10 ms + |gauss(0, 10 ms)|, median about 17 ms), green runs v2-fast with zero injected latency.
+
+Throughput, for each of the two: one asyncio client process keeps --connections keep-alive connections
+busy with GET /api/items for --seconds, twice:
+  direct   the connections split evenly over the slot's pods, each connection straight to one pod (the
+           split the router's round-robin makes, without the router);
+  router   all connections to the service listener (traffic all on that slot), which spreads the
+           requests over the same pods.
+The ratio router/direct is the share of the direct throughput that is left through the router.
+  - Zero latency: every process is busy all the time, and client, router and pods share this machine's
+    cores, so the ratio measures the CPU the router takes from the pods, not only its latency. On a
+    machine with more cores than processes it would be higher.
+  - The shipped demo latency: a service whose answers take milliseconds, as real ones do; the machine is
+    not saturated, and the ratio is what a client loses by going through the router.
+"cpu per request" is the CPU time (user + system, from /proc) of the router process and of all pods
+together, divided by the requests answered: the proxy's own cost, whatever else runs on the machine.
+The client speaks HTTP/1.1 through the same h11 connection class as the router
+(targets/local/httpwire.py); a one-second run of each warms both up first.
+
 Switch time: --switches traffic switches blue <-> green through the admin API, measured at the caller
 (the round trip a release controller waits for) and inside the router (the table swap alone).
 """
@@ -20,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h11
 
@@ -36,7 +48,16 @@ from releasegate.core.types import TrafficSplit
 from releasegate.targets.local.httpwire import HTTPConnection
 from releasegate.targets.local.target import LocalTarget
 
-FAST_PROFILE = "[defaults]\nlatency_ms = 0\nlatency_spread_ms = 0\n"
+# The defaults are the demo's own (demo/profiles.toml), written out so that the bench does not change with it.
+PROFILES = """
+[defaults]
+latency_ms = 10
+latency_spread_ms = 10
+
+[versions.v2-fast]
+latency_ms = 0
+latency_spread_ms = 0
+"""
 
 
 @dataclass
@@ -44,6 +65,14 @@ class Tally:
     done: int = 0
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    errors: int
+    cpu_us: dict[str, float]  # process group -> CPU microseconds per request
 
 
 async def _one_connection(url: str, deadline: float, tally: Tally) -> None:
@@ -67,8 +96,17 @@ async def _one_connection(url: str, deadline: float, tally: Tally) -> None:
         conn.close()
 
 
-def measure(urls: list[str], seconds: float, connections: int) -> tuple[float, float, int]:
-    """req/s, p50 in ms and errors with `connections` spread round-robin over `urls`."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far; 0 where /proc is not there to say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(urls: list[str], seconds: float, connections: int, pids: dict[str, list[int]]) -> Run:
+    """Throughput with `connections` spread round-robin over `urls`; CPU per request of each group of `pids`."""
     tally = Tally()
 
     async def drive() -> None:
@@ -76,10 +114,29 @@ def measure(urls: list[str], seconds: float, connections: int) -> tuple[float, f
         await asyncio.gather(*(_one_connection(urls[index % len(urls)], deadline, tally)
                                for index in range(connections)))
 
+    before = {group: sum(map(_cpu_s, members)) for group, members in pids.items()}
     asyncio.run(drive())
+    cpu_us = {group: (sum(map(_cpu_s, members)) - before[group]) / max(tally.done, 1) * 1e6
+              for group, members in pids.items()}
     tally.latencies.sort()
     p50 = tally.latencies[len(tally.latencies) // 2] * 1000 if tally.latencies else float("nan")
-    return tally.done / seconds, p50, tally.errors
+    return Run(tally.done / seconds, p50, tally.errors, cpu_us)
+
+
+def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespace) -> None:
+    pods = state["slots"][slot]["pods"]
+    direct_urls = [f"http://{pod['host']}:{pod['port']}" for pod in pods]
+    service = [state["service_url"]]
+    pids = {"router": [int(state["pid"])], "pods": [int(pod["pid"]) for pod in pods]}
+    measure(direct_urls, 1.0, args.connections, pids)  # warm-up: imports, caches, pools
+    measure(service, 1.0, args.connections, pids)
+    direct = measure(direct_urls, args.seconds, args.connections, pids)
+    routed = measure(service, args.seconds, args.connections, pids)
+    print(f"{title}: {args.connections} keep-alive connections, {args.seconds:g}s each, {len(pods)} pods")
+    for name, run in (("direct to the pods", direct), ("through the router", routed)):
+        print(f"  {name}  {run.rps:7.0f} req/s  p50 {run.p50_ms:6.2f} ms  errors {run.errors}  "
+              f"cpu per request: pods {run.cpu_us['pods']:4.0f} us, router {run.cpu_us['router']:4.0f} us")
+    print(f"  ratio router/direct = {routed.rps / direct.rps:.2f}")
 
 
 def main() -> None:
@@ -91,26 +148,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         profiles = Path(tmp) / "profiles.toml"
-        profiles.write_text(FAST_PROFILE)
+        profiles.write_text(PROFILES)
         config = parse_config({"local": {"run_dir": tmp, "replicas": args.replicas, "profiles": str(profiles)}},
                               source="bench", base_dir=Path(tmp), project_root=Path(tmp))
         target = LocalTarget.open(config)
         try:
-            target.deploy("green", "v2")
+            target.deploy("green", "v2-fast")
             target.wait_ready("green", 30)
-            state = target.client.state()
-            pods = [f"http://{pod['host']}:{pod['port']}" for pod in state["slots"]["blue"]["pods"]]
-            service = [state["service_url"]]
-            measure(pods, 1.0, args.connections)  # warm-up: imports, caches, pools
-            measure(service, 1.0, args.connections)
-            direct_rps, direct_p50, direct_errors = measure(pods, args.seconds, args.connections)
-            routed_rps, routed_p50, routed_errors = measure(service, args.seconds, args.connections)
-            print(f"throughput, {args.connections} keep-alive connections, {args.seconds:.0f}s each, "
-                  f"{len(pods)} pods:")
-            print(f"  direct to the pods  {direct_rps:8.0f} req/s  p50 {direct_p50:6.2f} ms  errors {direct_errors}"
-                  f"  ({args.connections // len(pods)} connections to each pod)")
-            print(f"  through the router  {routed_rps:8.0f} req/s  p50 {routed_p50:6.2f} ms  errors {routed_errors}")
-            print(f"  ratio router/direct = {routed_rps / direct_rps:.2f}")
+            target.set_traffic(TrafficSplit.all_to("green"))
+            compare(target.client.state(), "green", "zero latency (v2-fast)", args)
+            target.set_traffic(TrafficSplit.all_to("blue"))
+            compare(target.client.state(), "blue", "the demo's shipped latency (v1, median ~17 ms)", args)
 
             caller_ms: list[float] = []
             swap_ms: list[float] = []

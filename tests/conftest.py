@@ -2,6 +2,10 @@
 
 import os
 
+# httpx imports httpcore lazily, and pytester's in-process runs drop the modules they imported from
+# sys.modules: an httpx error in this process after such a run would escape as a raw httpcore exception.
+import httpcore  # noqa: F401
+
 from tests.local_cluster import DEMO_SEED
 
 pytest_plugins = ["pytester", "tests.fakekube.fixtures"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import threading
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from releasegate.core.errors import NotReadyError, TargetError
 from releasegate.core.types import Role, TrafficSplit
+from releasegate.targets.local.cluster import LocalCluster
 from releasegate.targets.local.target import LocalTarget
 from releasegate.verifiers.metrics import Metrics
 from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
@@ -304,6 +307,55 @@ def test_the_lock_names_its_holder_and_renewal_never_takes_it(target: LocalTarge
         target.renew_lock(holder, ttl_s=30)
     assert target.client.state()["lease"]["holder"] == "run-b"
     target.release_lock("run-b")
+
+
+def test_the_admin_api_answers_json_with_sorted_keys_for_every_outcome(tmp_path: Path) -> None:
+    """The wire format client.py reads, straight from the ASGI app (no pods, no Prometheus)."""
+    cluster = LocalCluster(local_config(tmp_path), tmp_path, persistent=False)
+
+    async def calls() -> list[tuple[int, str]]:
+        transport = httpx.ASGITransport(app=cluster.admin_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as admin:
+            answers = [
+                await admin.get("/healthz"),
+                await admin.post("/lease/acquire", json={"holder": "run-a", "ttl_s": 60, "pid": 7}),
+                await admin.post("/lease/acquire", json={"holder": "run-b", "ttl_s": 60}),
+                await admin.post("/lease/renew", json={"holder": "run-b", "ttl_s": 60}),
+                await admin.post("/lease/renew", json={"holder": "run-a", "ttl_s": 30}),
+                await admin.post("/lease/release", json={"holder": "run-a"}),
+                await admin.post("/lease/acquire", content=b"{not json"),
+                await admin.post("/lease/acquire", json={"ttl_s": 60}),
+                await admin.post("/traffic", json={"weights": {"green": 100}}),
+                await admin.post("/slots/purple", json={"version": "v2"}),
+                await admin.get("/traffic"),
+                await admin.get("/nowhere"),
+            ]
+            metrics = await admin.get("/metrics")
+        assert metrics.status_code == 200
+        assert "releasegate_router_traffic_switches_total" in metrics.text
+        assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        for answer in answers:
+            assert answer.headers["Content-Type"] == "application/json"
+            assert answer.text == json.dumps(answer.json(), sort_keys=True)
+        return [(answer.status_code, answer.json()) for answer in answers]
+
+    (healthz, acquired, refused, not_renewed, renewed, released, bad_json, no_holder, no_pods, unknown_slot,
+     wrong_method, no_route) = asyncio.run(calls())
+    assert healthz == (200, {"status": "starting"})
+    assert acquired == (200, {"holder": "run-a", "taken_over_from": None})
+    assert refused[0] == 409 and refused[1]["error"] == "the lock is held by run-a"
+    assert refused[1]["lease"]["pid"] == 7 and 59 < refused[1]["expires_in_s"] <= 60
+    assert not_renewed[0] == 409 and not_renewed[1]["error"] == "the lock is not held by run-b"
+    assert not_renewed[1]["lost"] is True and not_renewed[1]["lease"]["holder"] == "run-a"
+    assert renewed[0] == 200 and renewed[1]["ttl_s"] == 30 and renewed[1]["holder"] == "run-a"
+    assert released == (200, {"released": "run-a"})
+    assert cluster.lease is None
+    assert bad_json[0] == 400 and "Expecting property name" in bad_json[1]["error"]
+    assert no_holder == (400, {"error": "'holder'"})
+    assert no_pods == (409, {"error": "refusing to send 100% of traffic to slot green: no pod is ready"})
+    assert unknown_slot == (404, {"error": "unknown slot 'purple'; slots are blue, green"})
+    assert wrong_method == (404, {"error": "no admin route GET /traffic"})
+    assert no_route == (404, {"error": "no admin route GET /nowhere"})
 
 
 def test_closing_an_ephemeral_cluster_leaves_no_process(tmp_path: Path, profiles: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import re
 import threading
@@ -391,6 +392,33 @@ def test_head_keeps_the_content_length_and_the_connection_stays_in_step(harness:
     assert routed.pods[0].connections == 1
 
 
+def test_an_error_answer_to_head_has_no_body_and_the_connection_stays_in_step(
+        harness: Callable[..., Harness]) -> None:
+    routed = harness(raw(MALFORMED["status-line"]))
+    response = routed.client.head("/api/items")
+    assert response.status_code == 502
+    assert response.content == b""
+    assert int(response.headers["Content-Length"]) > 0  # the length of the text a GET gets
+    assert routed.client.get("/api/items").text.startswith("upstream pod demo-blue-1-0")
+
+
+def test_a_request_that_is_not_http_gets_a_400_and_a_slot_without_pods_a_503(harness: Callable[..., Harness],
+                                                                               loop: Loop) -> None:
+    routed = harness()
+    assert routed.client.get("/api/items").status_code == 503
+    assert routed.metric("releasegate_router_upstream_errors_total", kind="no_ready_pod", slot="blue") == 1
+
+    async def garbage() -> bytes:
+        host, port = routed.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = await reader.read()  # the router answers and closes
+        writer.close()
+        return answer
+
+    assert loop.run(garbage()).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
 def test_requests_reach_the_pod_with_their_body_and_forwarding_headers(harness: Callable[..., Harness]) -> None:
     seen: list[h11.Request] = []
 
@@ -418,7 +446,7 @@ def test_smooth_weighted_round_robin_is_exact_and_interleaved() -> None:
     picks = [picker.pick() for _ in range(100)]
     assert picks.count("green") == 10
     green_at = [index for index, slot in enumerate(picks) if slot == "green"]
-    assert all(later - earlier == 10 for earlier, later in zip(green_at, green_at[1:], strict=False))
+    assert all(later - earlier == 10 for earlier, later in itertools.pairwise(green_at))
     assert SmoothWeightedPicker({"blue": 0}).pick() is None
 
 

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
 from releasegate.core.files import write_atomically
-from releasegate.targets.local.pods import Pod, PodSpec
+from releasegate.targets.local.pods import Pod, PodSpec, probe_client
 from releasegate.targets.local.prometheus import PrometheusServer
 from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, RouterMetrics, Upstream
 
@@ -98,6 +98,7 @@ class LocalCluster:
         self.servers: list[asyncio.Server] = []
         self._admin_server: _AdminServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
+        self._probes = probe_client()
         self.urls: dict[str, str] = {}
         self.status = "starting"
         self.started_at = time.time()
@@ -148,7 +149,7 @@ class LocalCluster:
             sock.close()
             raise _cannot_listen("admin", 0, exc) from None
         config = uvicorn.Config(
-            self._admin_app(), http="h11", ws="none", lifespan="off", log_config=None, log_level="warning",
+            self.admin_app(), http="h11", ws="none", lifespan="off", log_config=None, log_level="warning",
             access_log=False, server_header=False, proxy_headers=False, timeout_keep_alive=ADMIN_KEEP_ALIVE_S,
             timeout_graceful_shutdown=ADMIN_SHUTDOWN_GRACE_S)
         self._admin_server = _AdminServer(config)
@@ -189,6 +190,7 @@ class LocalCluster:
             server.close()
         self.router.close_connections()
         await asyncio.gather(*(pod.stop(grace_s=3.0) for slot in self.slots.values() for pod in slot.pods))
+        await self._probes.aclose()
         if self.prometheus is not None:
             await self.prometheus.stop()
         with contextlib.suppress(FileNotFoundError):
@@ -210,7 +212,7 @@ class LocalCluster:
             spec = PodSpec(name=name, slot=slot, version=version, command=command, env=tuple(env),
                            log_path=self.run_dir / "logs" / f"{name}.log",
                            readiness_path=self.local.readiness_path, host=HOST)
-            pod = Pod(spec, self._pod_changed)
+            pod = Pod(spec, self._pod_changed, self._probes)
             state.pods.append(pod)
             pod.start()
         self._sync()
@@ -310,7 +312,7 @@ class LocalCluster:
         write_atomically(self.run_dir / STATE_FILE, json.dumps(self.state(), indent=2, sort_keys=True))
 
     # -- admin API ----------------------------------------------------------------------------------
-    def _admin_app(self) -> Starlette:
+    def admin_app(self) -> Starlette:
         """The admin API; client.py speaks its wire format: JSON bodies in and out, errors as {"error": ...}."""
 
         def route(path: str, method: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:

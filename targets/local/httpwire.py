@@ -51,7 +51,8 @@ class HTTPConnection:
                 self.h11.receive_data(data)
                 continue
             if event is h11.PAUSED:
-                # Only a peer that pipelines or switches protocols gets here; neither is ours to serve.
+                # The router reads one message per cycle, so only a protocol switch (CONNECT, Upgrade) that
+                # h11 waits to see answered gets here; the router serves neither.
                 raise h11.RemoteProtocolError("the peer sent more before this message was answered", 400)
             assert isinstance(event, h11.Event)
             return event
@@ -65,8 +66,10 @@ class HTTPConnection:
 
     @property
     def reusable(self) -> bool:
-        """Both sides finished their message and neither asked to close: ready for the next cycle."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        """Both sides finished their message, neither asked to close, and the peer sent nothing beyond its
+        message (from a pod that would be an answer to no request, such as a body after a HEAD answer)."""
+        return (self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+                and not (self.h11.our_role is h11.CLIENT and self.h11.trailing_data[0]))
 
     @property
     def stale(self) -> bool:
@@ -78,11 +81,22 @@ class HTTPConnection:
         self.writer.close()
 
 
-def end_to_end(message: h11.Request | h11.Response) -> Headers:
-    """The headers a proxy forwards: without hop-by-hop ones, those the Connection header names, and
-    Content-Length, which belongs to the framing the proxy chooses for what it sends."""
-    headers = message.headers
-    connection = {token.strip().lower() for name, value in headers if name == b"connection"
-                  for token in value.split(b",")}
-    drop = _NOT_FORWARDED | connection if connection else _NOT_FORWARDED
-    return [(raw, value) for raw, value in headers.raw_items() if raw.lower() not in drop]
+def end_to_end(message: h11.Request | h11.Response) -> tuple[Headers, bytes | None]:
+    """The headers a proxy forwards, and the Content-Length that framed the message (None if chunked).
+
+    Forwarded are all but the hop-by-hop headers, those the Connection header names, and Content-Length,
+    which belongs to the framing the proxy chooses for what it sends.
+    """
+    items = message.headers.raw_items()
+    drop = _NOT_FORWARDED
+    length: bytes | None = None
+    chunked = False
+    for raw, value in items:
+        name = raw.lower()
+        if name == b"connection":
+            drop = drop | {token.strip().lower() for token in value.split(b",")}
+        elif name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True  # chunked framing wins over a Content-Length (RFC 9112 6.3)
+    return [(raw, value) for raw, value in items if raw.lower() not in drop], None if chunked else length

@@ -42,12 +42,23 @@ class PodSpec:
     host: str = "127.0.0.1"
 
 
-class Pod:
-    """One supervised pod process. `on_change` is called whenever readiness or the port changes."""
+def probe_client() -> httpx.AsyncClient:
+    """The HTTP client of readiness probes, shared by a cluster's pods: building one costs tens of
+    milliseconds of CPU (its TLS context), which would stall the router's event loop at every pod start.
+    A new connection for every probe, as a kubelet makes: a pod that stops accepting is not ready."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S), trust_env=False,
+                             limits=httpx.Limits(max_keepalive_connections=0),
+                             headers={"User-Agent": "releasegate-probe"})
 
-    def __init__(self, spec: PodSpec, on_change: Callable[[Pod], None]) -> None:
+
+class Pod:
+    """One supervised pod process. `on_change` is called whenever readiness or the port changes;
+    `probes` sends the readiness probes (probe_client())."""
+
+    def __init__(self, spec: PodSpec, on_change: Callable[[Pod], None], probes: httpx.AsyncClient) -> None:
         self.spec = spec
         self.on_change = on_change
+        self._probes = probes
         self.port: int | None = None
         self.ready = False
         self.phase = "Pending"
@@ -61,10 +72,6 @@ class Pod:
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        # A new connection for every probe, as a kubelet does: a pod that stops accepting is not ready.
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(PROBE_TIMEOUT_S), trust_env=False,
-                                       limits=httpx.Limits(max_keepalive_connections=0),
-                                       headers={"User-Agent": "releasegate-probe"})
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,7 +96,6 @@ class Pod:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._http.aclose()
         self.phase = "Terminated"
 
     async def _supervise(self) -> None:
@@ -148,7 +154,7 @@ class Pod:
     async def _probe(self) -> tuple[bool, str]:
         path = self.spec.readiness_path
         try:
-            response = await self._http.get(f"http://{self.spec.host}:{self.port}{path}")
+            response = await self._probes.get(f"http://{self.spec.host}:{self.port}{path}")
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return False, f"GET {path}: cannot connect ({type(exc).__name__})"
         except httpx.HTTPError as exc:

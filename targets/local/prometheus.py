@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import httpx
+import h11
 
 from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.files import write_atomically
+from releasegate.targets.local.httpwire import HTTPConnection
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 READY_TIMEOUT_S = 30.0
+READY_PROBE_TIMEOUT_S = 2.0
 
 
 def find_prometheus(binary: str) -> str:
@@ -82,17 +84,38 @@ class PrometheusServer:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False) as http:
-            while time.monotonic() < deadline:
-                assert self._process is not None
-                if self._process.returncode is not None:
-                    raise TargetError(f"prometheus exited with code {self._process.returncode}: "
-                                      + " | ".join(tail_lines(self.log_path, 3)))
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{self.url}/-/ready")).status_code == 200:
-                        return
-                await asyncio.sleep(0.1)
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.returncode is not None:
+                raise TargetError(f"prometheus exited with code {self._process.returncode}: "
+                                  + " | ".join(tail_lines(self.log_path, 3)))
+            if await self._ready_status() == 200:
+                return
+            await asyncio.sleep(0.1)
         raise TargetError(f"prometheus did not become ready within {READY_TIMEOUT_S:.0f}s; see {self.log_path}")
+
+    async def _ready_status(self) -> int | None:
+        """The status of GET /-/ready; None while Prometheus does not answer.
+
+        The router's HTTP/1.1 connection rather than httpx: this runs in test processes too, where pytester
+        runs may have unloaded the httpcore that httpx loads lazily, and its errors would escape unmapped.
+        """
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return None
+        conn = HTTPConnection(h11.CLIENT, reader, writer)
+        try:
+            async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                conn.send(h11.Request(method=b"GET", target=b"/-/ready", headers=[(b"Host", b"prometheus")]),
+                          h11.EndOfMessage())
+                while not isinstance(event := await conn.next_event(), h11.Response):
+                    pass
+                return event.status_code
+        except (OSError, TimeoutError, h11.RemoteProtocolError):
+            return None
+        finally:
+            conn.close()
 
     def update_targets(self, pods: Iterable[dict[str, object]]) -> None:
         """Register the running pods with their labels; Prometheus watches the file and picks it up."""

@@ -28,6 +28,7 @@ from typing import Any
 import h11
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from releasegate.core.waiting import apoll_until
 from releasegate.targets.local.httpwire import Headers, HTTPConnection, end_to_end
 
 # uvicorn closes keep-alive connections idle for 5 s; dropping ours earlier avoids sending a request into a
@@ -43,6 +44,7 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024 * 1024
 # answer. POST and PATCH never are once their bytes were written: the pod may have acted on them.
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DRAIN_POLL_S = 0.02
 
 _REASONS = {400: b"Bad Request", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout"}
@@ -138,10 +140,11 @@ class Upstream:
     async def _round_trip(self, conn: HTTPConnection, request: ProxyRequest, timeout_s: float) -> UpstreamAnswer:
         received_before = conn.bytes_received
         try:
-            conn.send(h11.Request(method=request.method, target=request.target, headers=request.headers))
+            head = h11.Request(method=request.method, target=request.target, headers=request.headers)
             if request.body:
-                conn.send(h11.Data(data=request.body))
-            conn.send(h11.EndOfMessage())
+                conn.send(head, h11.Data(data=request.body), h11.EndOfMessage())
+            else:
+                conn.send(head, h11.EndOfMessage())
             await conn.drain()
             while not isinstance(event := await conn.next_event(), h11.Response):
                 pass  # 1xx answers (100 Continue) come before the real one
@@ -344,7 +347,7 @@ class Router:
                 try:
                     request = await self._read_request(client)
                 except h11.RemoteProtocolError as exc:
-                    await _answer(client, exc.error_status_hint, f"bad request: {exc}\n")
+                    await _answer(client, b"", exc.error_status_hint, f"bad request: {exc}\n")
                     return
                 if request is None:
                     return
@@ -383,7 +386,7 @@ class Router:
         if upstream is None:
             version = table.versions.get(slot or "", "none")
             self.metrics.upstream_error(listener, slot or "none", version, "no_ready_pod")
-            await _answer(client, 503, f"no ready pod in slot {slot or '-'}\n")
+            await _answer(client, request.method, 503, f"no ready pod in slot {slot or '-'}\n")
             self.metrics.observe(listener, slot or "none", version, 503, time.perf_counter() - started)
             return
         upstream.in_flight += 1
@@ -404,33 +407,38 @@ class Router:
         except UpstreamError as exc:
             self.metrics.upstream_error(listener, upstream.slot, upstream.version, exc.kind)
             status = 504 if exc.kind == "timeout" else 502
-            await _answer(client, status, f"upstream pod {upstream.pod} ({upstream.host}:{upstream.port}) {exc}\n",
-                          slot_header)
+            await _answer(client, request.method, status,
+                          f"upstream pod {upstream.pod} ({upstream.host}:{upstream.port}) {exc}\n", slot_header)
             return status
         response = answer.response
-        headers = end_to_end(response)
-        length = _content_length(response)
+        headers, length = end_to_end(response)
         if request.method == b"HEAD" or response.status_code == 304:
             if length is not None:  # the length of the body a GET would have had
                 headers.append((b"Content-Length", length))
+        elif response.status_code == 204:
+            pass  # no body, and no Content-Length either (RFC 9110 8.6)
         elif answer.complete:
             headers.append((b"Content-Length", str(sum(map(len, answer.body))).encode()))
         elif length is not None:
             headers.append((b"Content-Length", length))  # streamed with the pod's own framing
         headers.append(slot_header)
+        events = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason),
+                  *(h11.Data(data=chunk) for chunk in answer.body)]
         try:
-            client.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason),
-                        *(h11.Data(data=chunk) for chunk in answer.body))
-            if not answer.complete:
+            if answer.complete:
+                client.send(*events, h11.EndOfMessage())
                 await client.drain()
-                try:
-                    while (chunk := await answer.read_more()) is not None:
-                        client.send(h11.Data(data=chunk))
-                        await client.drain()
-                except UpstreamError as exc:
-                    # The head went out already: ending the connection mid-message is all a proxy can say.
-                    self.metrics.upstream_error(listener, upstream.slot, upstream.version, exc.kind)
-                    raise _ClientAborted from None
+                return response.status_code
+            client.send(*events)
+            await client.drain()
+            try:
+                while (chunk := await answer.read_more()) is not None:
+                    client.send(h11.Data(data=chunk))
+                    await client.drain()
+            except UpstreamError as exc:
+                # The head went out already: ending the connection mid-message is all a proxy can say.
+                self.metrics.upstream_error(listener, upstream.slot, upstream.version, exc.kind)
+                raise _ClientAborted from None
             client.send(h11.EndOfMessage())
             await client.drain()
         finally:
@@ -438,12 +446,16 @@ class Router:
         return response.status_code
 
     async def drain(self, upstreams: list[Upstream], timeout_s: float) -> bool:
-        """Wait until no request is in flight on `upstreams` (they must already be out of the table)."""
-        deadline = time.monotonic() + timeout_s
-        while any(u.in_flight for u in upstreams):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)
+        """Wait until no request is in flight on `upstreams` (they must already be out of the table).
+
+        A pod that does not answer holds its requests for upstream_timeout_s at most, so a drain_timeout_s
+        above that always sees them end.
+        """
+        async def idle() -> bool | None:
+            return None if any(u.in_flight for u in upstreams) else True
+
+        if await apoll_until(idle, timeout_s=timeout_s, interval_s=DRAIN_POLL_S) is None:
+            return False
         for upstream in upstreams:
             upstream.close_idle()
         return True
@@ -462,7 +474,7 @@ def _headers_to_pod(request: h11.Request, body: bytes, upstream: Upstream, peer_
     headers: Headers = []
     forwarded_for = peer_address
     has_host = False
-    for name, value in end_to_end(request):
+    for name, value in end_to_end(request)[0]:
         lowered = name.lower()
         if lowered == b"x-forwarded-for":  # a proxy appends its client to the chain
             forwarded_for = value + b", " + peer_address if peer_address else value
@@ -478,21 +490,10 @@ def _headers_to_pod(request: h11.Request, body: bytes, upstream: Upstream, peer_
     return headers
 
 
-def _content_length(response: h11.Response) -> bytes | None:
-    """The Content-Length that frames the pod's answer; none when it is chunked (which wins)."""
-    length = None
-    for name, value in response.headers:
-        if name == b"transfer-encoding":
-            return None
-        if name == b"content-length":
-            length = value
-    return length
-
-
-async def _answer(client: HTTPConnection, status: int, text: str,
+async def _answer(client: HTTPConnection, method: bytes, status: int, text: str,
                   *extra_headers: tuple[bytes, bytes]) -> None:
-    """The router's own answer (an error): plain text, and the connection closes after it unless it is
-    still in step with the client (then the next request may follow)."""
+    """The router's own answer (an error) to a `method` request: plain text, and the connection closes
+    after it unless it is still in step with the client (then the next request may follow)."""
     if client.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
         return
     body = text.encode()
@@ -500,9 +501,12 @@ async def _answer(client: HTTPConnection, status: int, text: str,
                *extra_headers]
     if client.h11.their_state is not h11.DONE:  # we refused it before reading all of it
         headers.append((b"Connection", b"close"))
+    head = h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b""))
     try:
-        client.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, b"")),
-                    h11.Data(data=body), h11.EndOfMessage())
+        if method == b"HEAD":  # the head says what a GET would have got; no body follows it
+            client.send(head, h11.EndOfMessage())
+        else:
+            client.send(head, h11.Data(data=body), h11.EndOfMessage())
         await client.drain()
     except (h11.LocalProtocolError, ConnectionError):
         pass
