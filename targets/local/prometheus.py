@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
-import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +13,7 @@ import h11
 
 from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.files import write_atomically
+from releasegate.core.processes import astop_process
 from releasegate.targets.local.httpwire import HTTPConnection
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
@@ -128,14 +127,5 @@ class PrometheusServer:
         write_atomically(self.targets_file, json.dumps(groups, indent=2))
 
     async def stop(self) -> None:
-        process = self._process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        if self._process is not None:
+            await astop_process(self._process, grace_s=10)
