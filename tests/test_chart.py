@@ -24,9 +24,9 @@ from releasegate.core.errors import ConfigError
 from releasegate.core.types import ReleaseState, TrafficSplit
 from tests.k8s_verbs import (
     ROOT,
-    TARGET_DIR,
     api_calls_in,
     api_calls_of_target,
+    blue_green_modules,
     cluster_scoped_resources,
     verbs_used_by_target,
 )
@@ -56,7 +56,7 @@ def rules_file() -> dict[str, list[Obj]]:
 def test_extractor_sees_every_api_call_in_the_target() -> None:
     calls = api_calls_of_target()
     written = sum(len(re.findall(r"\bapi\.call\(", path.read_text(encoding="utf-8")))
-                  for path in TARGET_DIR.glob("*.py"))
+                  for path in blue_green_modules())
     assert len(calls) == written > 0
     # A few anchors, so a broken path parser cannot pass by returning nonsense consistently.
     by_method = {c.method: (c.api_group, c.resource, c.verb, c.namespaced) for c in calls}

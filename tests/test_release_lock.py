@@ -187,6 +187,9 @@ class LockTarget:
         self.renew_error = renew_error
         self.events: list[str] = []
 
+    def prepare_image(self, version: str) -> None:
+        pass
+
     def live_state(self) -> LiveState:
         return LiveState(app="demo", traffic=TrafficSplit.all_to("blue"), versions={"blue": "v1", "green": None})
 
@@ -274,7 +277,7 @@ def test_the_controller_moves_no_traffic_once_the_lock_is_lost(tmp_path: Path,
     controller.provisioned = True
     with pytest.raises(TargetError, match=f"^the release lock was lost, so traffic stays where it is: {taken}$"):
         controller.switch()
-    with pytest.raises(TargetError, match="lock was lost"):
+    with pytest.raises(TargetError, match="lock (was )?lost"):  # refused before the old version is scaled down
         controller.finalize()
     assert "set_traffic" not in target.events and "scale_down" not in target.events
     controller.close()
