@@ -108,5 +108,5 @@ class LockKeeper:
     def _lose(self, reason: str) -> None:
         if self._stopping.is_set():
             return  # the lock is being released anyway: nothing left to protect
+        self._on_lost(reason)  # first: whoever sees `lost` may rely on the abort being written
         self._lost = reason
-        self._on_lost(reason)

@@ -155,26 +155,13 @@ def test_the_wheel_holds_only_the_releasegate_package(installed: Installed) -> N
     assert (package / "demo" / "profiles.toml").is_file()
 
 
-def test_a_service_repository_releases_with_its_own_suites(installed: Installed, service_repo: Path) -> None:
-    (service_repo / "releasegate.toml").write_text(CONFIG)
+def test_a_service_repository_releases_with_its_own_suites_and_a_config_from_elsewhere(
+        installed: Installed, service_repo: Path, tmp_path: Path) -> None:
     own_tests = _run(installed, service_repo, "-m", "pytest", "-p", "no:cacheprovider")
     assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
     assert "1 passed" in own_tests.stdout
 
-    result = _run(installed, service_repo, "-m", "pytest", "-p", "no:cacheprovider", "--release", "v2")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "releasegate: v2 now serves all traffic (previous: v1); exit code 0" in output
-    assert f"in {service_repo / '.releasegate' / 'local'}" in output  # the cluster it used
-    junit = ElementTree.parse(service_repo / "reports" / "latest" / "junit.xml").getroot()
-    names = [case.get("name") for case in junit.iter("testcase")]
-    assert "test_candidate_and_baseline_are_different_versions" in names
-    assert "test_the_service_imports_its_own_packages" not in names  # the service's tests are not a suite
-    assert (service_repo / "reports" / "latest" / "release-report.md").is_file()
-
-
-def test_a_config_outside_the_repository_given_with_a_space(installed: Installed, service_repo: Path,
-                                                             tmp_path: Path) -> None:
+    # The config outside the repository, given with a space (pytest would take it for a test path).
     elsewhere = tmp_path / "ci-configs" / "prod.toml"
     elsewhere.parent.mkdir()
     elsewhere.write_text(CONFIG)
@@ -183,10 +170,14 @@ def test_a_config_outside_the_repository_given_with_a_space(installed: Installed
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "releasegate: v2 now serves all traffic (previous: v1); exit code 0" in output
-    # The project is the service repository, not the config's folder: state and reports live there.
+    # The project is the service repository, not the config's folder: the cluster, state and reports.
     assert f"in {service_repo / '.releasegate' / 'local'}" in output
-    assert (service_repo / "reports" / "latest" / "junit.xml").is_file()
     assert not (elsewhere.parent / ".releasegate").exists()
+    junit = ElementTree.parse(service_repo / "reports" / "latest" / "junit.xml").getroot()
+    names = [case.get("name") for case in junit.iter("testcase")]
+    assert "test_candidate_and_baseline_are_different_versions" in names
+    assert "test_the_service_imports_its_own_packages" not in names  # the service's tests are not a suite
+    assert (service_repo / "reports" / "latest" / "release-report.md").is_file()
 
 
 def test_without_release_the_plugin_is_inert(installed: Installed, service_repo: Path) -> None:
