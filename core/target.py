@@ -14,6 +14,7 @@ from releasegate.core.types import (
     LiveState,
     LockHolder,
     MetricsScope,
+    Promotion,
     ReleaseState,
     Role,
     Slot,
@@ -53,6 +54,11 @@ class Target(Protocol):
 
     def read_release_state(self) -> ReleaseState | None:
         """The last release state recorded on the target, if any."""
+        ...
+
+    def candidate_slot(self, live_slot: Slot | None) -> Slot:
+        """Where a candidate runs while `live_slot` serves users (None: nothing serves yet, a first deploy).
+        Blue-green layouts answer the other slot; the canary layouts a fixed `canary` slot."""
         ...
 
     # -- acting (release controller only) -------------------------------------------------------
@@ -96,6 +102,16 @@ class Target(Protocol):
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
         """Move traffic atomically; returns once the change took effect (and how long that took)."""
+        ...
+
+    def promote(self, slot: Slot, version: str) -> Promotion:
+        """All traffic to `version`, which runs in `slot`, for good; returns once the service serves it.
+
+        Blue-green layouts move all traffic to `slot` and leave the old slot warm for finalize to scale
+        down. The kubernetes canary layout updates the stable workload to `version`, waits for its rollout,
+        puts all traffic on it and removes the canary: nothing is left to retire, and a later rollback is
+        `promote(slot, previous_version)` (the old version rolls out again).
+        """
         ...
 
     def remove(self, slot: Slot) -> None:

@@ -123,6 +123,16 @@ class SwitchResult:
     converged_ms: float
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """How the new version came to serve all traffic for good (Target.promote)."""
+
+    switch: SwitchResult
+    live_slot: Slot  # where the new version serves from now on
+    retired_slot: Slot | None  # what finalize scales down after the keep-warm delay (None: nothing left)
+    detail: str = ""  # what the target did, one line, for the reports
+
+
 class Phase(StrEnum):
     """Where a release stands; written to the target before and after each action."""
 

@@ -18,7 +18,7 @@ import httpx
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.target import Target
-from releasegate.core.types import Endpoint, LockHolder, Phase, ReleaseState, Role, TrafficSplit, other_slot
+from releasegate.core.types import Endpoint, LockHolder, Phase, Promotion, ReleaseState, Role, TrafficSplit
 from releasegate.core.waiting import poll_until
 from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
 from releasegate.plugins.lock_keeper import LockKeeper
@@ -57,6 +57,7 @@ class ReleaseController:
         self.locked = False
         self.lock_holder = LockHolder.this_process(options.run_id, options.version)
         self.lock_keeper: LockKeeper | None = None
+        self.promotion: Promotion | None = None  # set once the new version serves all traffic
 
     # -- helpers ------------------------------------------------------------------------------------
     def _target(self) -> Target:
@@ -101,7 +102,7 @@ class ReleaseController:
                               f"{live.live_slot}); there is nothing to release")
         earlier = target.read_release_state()
         self.live_slot = live.live_slot
-        self.candidate_slot = other_slot(live.live_slot)
+        self.candidate_slot = target.candidate_slot(live.live_slot)
         self.previous_version = live.live_version
         scope = target.metrics_scope()
         self.prometheus.check_reachable(scope.prometheus_url)
@@ -151,14 +152,17 @@ class ReleaseController:
         assert slot is not None
         self._require_lock()
         self._record(Phase.SWITCHING)
-        result = target.set_traffic(TrafficSplit.all_to(slot))
-        self.switched = True
-        endpoints = target.endpoints(slot)
+        self.switched = True  # set before the move: a failure half-way must still be undone
+        self.promotion = target.promote(slot, self.options.version)
+        result = self.promotion.switch
+        endpoints = target.endpoints(self.promotion.live_slot)
         self._publish(endpoints, switched=True)
         served_ms = self._confirm_served(endpoints[Role.SERVICE].url, self.options.version)
         self._record(Phase.SWITCHED)
         properties = [("release.switch.converged_ms", f"{result.converged_ms:.1f}"),
                       ("release.switch.traffic", result.traffic.describe())]
+        if self.promotion.detail:
+            properties.append(("release.switch.detail", self.promotion.detail))
         if served_ms is not None:
             properties.append(("release.switch.served_ms", f"{served_ms:.1f}"))
         return ActionResult(properties)
@@ -238,19 +242,23 @@ class ReleaseController:
     def finalize(self) -> ActionResult:
         if self.options.dry_run:
             return ActionResult(skipped="dry run: nothing to finalize")
-        target, old_slot = self._target(), self.live_slot
-        assert old_slot is not None
+        target = self._target()
         self._record(Phase.FINALIZING)
         keep_warm = self.config.release.keep_warm_s
         # The old version stays warm so that a rollback within this delay is instant.
         self._wait_keep_warm(keep_warm)
         self._require_lock()
-        target.scale_down(old_slot)
+        if self.promotion is None:
+            raise TargetError("finalize found no promotion to finish; the switch did not complete")
+        old_slot = self.promotion.retired_slot
+        if old_slot is not None:
+            target.scale_down(old_slot)
         self._record(Phase.PROMOTED)
         self.ledger.update_context(decision=Decision.PROMOTED)
         self._release_lock()
+        retired = f"{old_slot} ({self.previous_version})" if old_slot else "nothing (the promotion replaced it)"
         return ActionResult([("release.finalize.keep_warm_s", f"{keep_warm:g}"),
-                             ("release.finalize.scaled_down", f"{old_slot} ({self.previous_version})")])
+                             ("release.finalize.scaled_down", retired)])
 
     def _wait_keep_warm(self, seconds: float) -> None:
         aborted = poll_until(self.ledger.aborted, timeout_s=seconds, interval_s=0.2)
@@ -286,9 +294,14 @@ class ReleaseController:
         target = self._target()
         self._record(Phase.ROLLING_BACK)
         if self.switched and self.live_slot is not None:
-            target.set_traffic(TrafficSplit.all_to(self.live_slot))  # one move, whatever the step was
+            promotion = self.promotion
+            if promotion is not None and promotion.retired_slot is None and self.previous_version is not None:
+                # The promotion replaced the old version in place (kubernetes canary): roll it out again.
+                target.promote(promotion.live_slot, self.previous_version)
+            else:
+                target.set_traffic(TrafficSplit.all_to(self.live_slot))  # one move, whatever the step was
             self.back_on_stable_at = time.time()
-            self.switched = False
+            self.switched, self.promotion = False, None
             endpoints = target.endpoints(None)
             self._publish(endpoints, switched=False, canary_weight=None)
             if self.previous_version is not None:

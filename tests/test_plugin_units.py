@@ -21,12 +21,14 @@ from releasegate.core.types import (
     LiveState,
     LockHolder,
     MetricsScope,
+    Promotion,
     ReleaseState,
     Role,
     Slot,
     SwitchResult,
     TrafficSplit,
     WorkloadStatus,
+    other_slot,
 )
 from releasegate.plugins.controller import ReleaseController
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem, order_items
@@ -314,6 +316,13 @@ class FakeTarget:
         previous, self.traffic = self.traffic, split
         self.calls.append(f"set_traffic {split.describe()}")
         return SwitchResult(traffic=split, previous=previous, converged_ms=1.0)
+
+    def candidate_slot(self, live_slot: Slot | None) -> Slot:
+        return other_slot(live_slot) if live_slot else "blue"
+
+    def promote(self, slot: Slot, version: str) -> Promotion:
+        return Promotion(switch=self.set_traffic(TrafficSplit.all_to(slot)), live_slot=slot,
+                         retired_slot=other_slot(slot))
 
     def remove(self, slot: Slot) -> None:
         self.versions[slot] = None

@@ -27,6 +27,7 @@ from releasegate.core.types import (
     LiveState,
     LockHolder,
     MetricsScope,
+    Promotion,
     ReleaseState,
     SwitchResult,
     TrafficSplit,
@@ -219,6 +220,12 @@ class LockTarget:
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
         self.events.append("set_traffic")
         return SwitchResult(traffic=split, previous=TrafficSplit.all_to("blue"), converged_ms=1.0)
+
+    def candidate_slot(self, live_slot: str | None) -> str:
+        return "green"
+
+    def promote(self, slot: str, version: str) -> Promotion:
+        return Promotion(switch=self.set_traffic(TrafficSplit.all_to(slot)), live_slot=slot, retired_slot="blue")
 
     def scale_down(self, slot: str) -> None:
         self.events.append("scale_down")

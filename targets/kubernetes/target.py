@@ -18,10 +18,12 @@ from kubernetes.client import AppsV1Api, CoreV1Api, DiscoveryV1Api
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.types import (
+    BLUE,
     Endpoint,
     LiveState,
     LockHolder,
     MetricsScope,
+    Promotion,
     ReleaseState,
     Role,
     Slot,
@@ -193,6 +195,10 @@ class KubernetesTarget:
         return MetricsScope(prometheus_url=prom.url, app=self.layout.app, app_label=prom.app_label,
                             slot_label=prom.slot_label, version_label=prom.version_label)
 
+    def candidate_slot(self, live_slot: Slot | None) -> Slot:
+        """The slot that does not serve (blue first when nothing does)."""
+        return other_slot(live_slot) if live_slot is not None else BLUE
+
     def read_release_state(self) -> ReleaseState | None:
         annotations = self._get_service(self.layout.service)["metadata"].get("annotations") or {}
         prefix = self.layout.annotation_prefix
@@ -333,6 +339,15 @@ class KubernetesTarget:
         if poll_until(converged, timeout_s=timeout_s, interval_s=POLL_S / 5) is None:
             raise TargetError(f"Service {self.layout.service} endpoints did not converge on slot {slot} within "
                               f"{timeout_s:.0f}s: listed {sorted(listed)}, expected {sorted(wanted)}")
+
+    def promote(self, slot: Slot, version: str) -> Promotion:
+        """Blue-green: all traffic to `slot`; the old slot stays warm until finalize scales it down."""
+        old_slot = other_slot(slot)
+        had_old_version = self.live_state().versions.get(old_slot) is not None
+        switch = self.set_traffic(TrafficSplit.all_to(slot))
+        retired = old_slot if had_old_version else None
+        return Promotion(switch=switch, live_slot=slot, retired_slot=retired,
+                         detail=f"all traffic to {slot} ({version})")
 
     def remove(self, slot: Slot) -> None:
         with contextlib.suppress(NotFoundError):  # already gone: removing is idempotent

@@ -13,16 +13,19 @@ import time
 from releasegate.core.config import Config
 from releasegate.core.errors import LockHeldError, LockLostError, TargetError
 from releasegate.core.types import (
+    BLUE,
     Endpoint,
     LiveState,
     LockHolder,
     MetricsScope,
+    Promotion,
     ReleaseState,
     Role,
     Slot,
     SwitchResult,
     TrafficSplit,
     WorkloadStatus,
+    other_slot,
 )
 from releasegate.targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_process
 from releasegate.targets.local.pods import why_not_ready
@@ -102,6 +105,10 @@ class LocalTarget:
                             app_label=prom.app_label, slot_label=prom.slot_label,
                             version_label=prom.version_label)
 
+    def candidate_slot(self, live_slot: Slot | None) -> Slot:
+        """The slot that does not serve (blue first when nothing does)."""
+        return other_slot(live_slot) if live_slot is not None else BLUE
+
     def read_release_state(self) -> ReleaseState | None:
         data = self.client.state().get("release_state")
         return ReleaseState.from_dict(data) if data else None
@@ -172,6 +179,15 @@ class LocalTarget:
             else split
         # The router applies the new table before it answers: the round trip bounds the convergence.
         return SwitchResult(traffic=split, previous=previous, converged_ms=elapsed_ms)
+
+    def promote(self, slot: Slot, version: str) -> Promotion:
+        """Blue-green: all traffic to `slot`; the old slot stays warm until finalize scales it down."""
+        old_slot = other_slot(slot)
+        had_old_version = self.live_state().versions.get(old_slot) is not None
+        switch = self.set_traffic(TrafficSplit.all_to(slot))
+        retired = old_slot if had_old_version else None
+        return Promotion(switch=switch, live_slot=slot, retired_slot=retired,
+                         detail=f"all traffic to {slot} ({version})")
 
     def remove(self, slot: Slot) -> None:
         self.client.call("DELETE", f"/slots/{slot}")
