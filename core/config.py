@@ -153,6 +153,14 @@ class KubernetesConfig(_Section):
     preview_url: str = Field(default="", description="template; e.g. https://{app}-preview.example.com")
     baseline_url: str = Field(default="", description="template; empty: the service URL before the switch")
     cluster_domain: str = "cluster.local"
+    # The canary strategy (charts/canary-app): Deployments <app>-stable and <app>-canary behind <app>.
+    traffic: Literal["replicas", "alb"] = Field(
+        default="replicas", description="canary weights from pod counts, or exact weights on an AWS ALB")
+    ingress: str = Field(default="", description="traffic=alb: the Ingress whose action annotation holds "
+                                                "the weights; empty: the app name")
+    workload: Literal["deployment", "rollout"] = Field(
+        default="deployment", description="rollout: the app is an Argo Rollouts Rollout that releasegate drives")
+    rollout_name: str = Field(default="", description="workload=rollout: the Rollout; empty: the app name")
 
     @model_validator(mode="after")
     def _min_ready_fits_the_timeout(self) -> KubernetesConfig:

@@ -89,7 +89,10 @@ class ReleaseController:
     # -- actions ------------------------------------------------------------------------------------
     def preflight(self) -> ActionResult:
         """Connect, read what serves users, refuse what cannot work, take the lock. Changes nothing else."""
-        self.target = self._target_factory(self.config, self.options.target)
+        # The target's layout depends on the strategy; the command line's choice wins over the file's.
+        release = self.config.release.model_copy(update={"strategy": self.options.strategy})
+        self.target = self._target_factory(self.config.model_copy(update={"release": release}),
+                                           self.options.target)
         target = self.target
         # Said first, before anything can fail: the reader must know which cluster the run looked at.
         self.ledger.update_context(target_detail=target.describe())

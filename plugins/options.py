@@ -63,9 +63,10 @@ def release_options(config: pytest.Config, release_config: Config, version: str,
     target = config.getoption("release_target") or release_config.release.target
     if target not in TARGETS:
         raise ConfigError(f"--release-target {target!r} is not a target; use one of: {', '.join(TARGETS)}")
-    if strategy == "canary" and target != "local":
-        raise ConfigError(f"the canary strategy runs on the local target so far; on {target} it is not built yet "
-                          "(use --release-strategy blue-green there, or --release-target local)")
+    if strategy == "canary" and target == "kind":
+        raise ConfigError("the canary strategy runs on the local and kubernetes targets; the kind target installs "
+                          "the blue-green chart (use --release-strategy blue-green there, or install "
+                          "charts/canary-app and use --release-target kubernetes)")
     return ReleaseOptions(version=validate_version(version, source="--release"), strategy=strategy,
                           target=target, dry_run=bool(config.getoption("release_dry_run")), run_id=run_id)
 

@@ -14,11 +14,25 @@ def open_target(config: Config, kind: str) -> Target:
 
         return LocalTarget.open(config)
     if kind == "kubernetes":
-        from releasegate.targets.kubernetes.target import KubernetesTarget  # type: ignore[import-not-found,unused-ignore]
-
-        return KubernetesTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
+        return _open_kubernetes(config)
     if kind == "kind":
         from releasegate.targets.kind.target import open_kind_target  # type: ignore[import-not-found,unused-ignore]
 
         return open_kind_target(config)  # type: ignore[no-any-return,unused-ignore]
-    raise ConfigError(f"--target {kind!r} is not a target; use local, kubernetes or kind")
+    raise ConfigError(f"--release-target {kind!r} is not a target; use local, kubernetes or kind")
+
+
+def _open_kubernetes(config: Config) -> Target:
+    """The kubernetes target for the layout the config names: blue-green, canary (replicas or ALB) or an
+    Argo Rollouts Rollout. `config.release.strategy` holds the run's strategy (the command line's, if given)."""
+    if config.kubernetes.workload == "rollout":
+        from releasegate.targets.kubernetes.argo_target import ArgoRolloutTarget  # type: ignore[import-not-found,unused-ignore]
+
+        return ArgoRolloutTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
+    if config.release.strategy == "canary":
+        from releasegate.targets.kubernetes.canary import KubernetesCanaryTarget  # type: ignore[import-not-found,unused-ignore]
+
+        return KubernetesCanaryTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
+    from releasegate.targets.kubernetes.target import KubernetesTarget
+
+    return KubernetesTarget.open(config)
