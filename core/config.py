@@ -102,7 +102,8 @@ class LocalConfig(_Section):
     """The embedded local target: pods are processes on loopback, a router is the Service."""
 
     replicas: int = Field(default=2, ge=1, le=16)
-    initial_version: str = "v1"
+    initial_version: str = Field(default="v1", description="the version the cluster starts with; empty: "
+                                                       "nothing (the first release is a first deploy)")
     command: list[str] = Field(
         default_factory=list,
         description="pod command with {port} {version} {slot} {pod} placeholders; empty = the demo service",
@@ -121,7 +122,7 @@ class LocalConfig(_Section):
     @field_validator("initial_version")
     @classmethod
     def _version_is_label(cls, value: str) -> str:
-        return validate_version(value, source="local.initial_version")
+        return value if value == "" else validate_version(value, source="local.initial_version")
 
     @model_validator(mode="after")
     def _min_ready_fits_the_timeout(self) -> LocalConfig:

@@ -180,6 +180,9 @@ class ReleaseController:
         if self.options.dry_run:
             return ActionResult(skipped=f"dry run: traffic stays on {self.previous_version}; the analysis runs on "
                                         "the candidate's own endpoint")
+        if self.previous_version is None:
+            return ActionResult(skipped="first deploy: no version serves yet, so there is nothing to split traffic "
+                                        "with; the candidate gets all traffic at promote, after every step's checks")
         target, stable, canary = self._target(), self.live_slot, self.candidate_slot
         assert stable is not None and canary is not None
         self._wait_step_window()

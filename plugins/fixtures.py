@@ -21,6 +21,9 @@ from releasegate.core.config import Config
 from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 
+FIRST_DEPLOY_NO_BASELINE = ("first deploy: no version served before this release, so there is no baseline to "
+                            "compare with; the absolute checks decide")
+
 
 @dataclass(frozen=True)
 class ReleaseInfo:
@@ -51,10 +54,12 @@ def recorder_for(node: pytest.Item) -> RecordCheck:
 class LoadRunner:
     """`load.run(...)`: a locust run against the candidate (or another endpoint), recorded in JUnit."""
 
-    def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path) -> None:
+    def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path, *,
+                 first_deploy: bool = False) -> None:
         self._endpoints = endpoints
         self._record = record
         self._base_dir = base_dir
+        self._first_deploy = first_deploy
 
     @property
     def record(self) -> RecordCheck:
@@ -85,6 +90,11 @@ class LoadRunner:
 
         Returns (candidate result, baseline result), ready for `verifiers.compare.compare_loads`.
         """
+        if Role.BASELINE not in self._endpoints:
+            if self._first_deploy:
+                pytest.skip(FIRST_DEPLOY_NO_BASELINE)
+            raise RuntimeError("no baseline endpoint at this stage of the release; the target gives: "
+                               + ", ".join(r.value for r in self._endpoints))
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(self.run, locustfile, users=users, spawn_rate=spawn_rate,
                                    duration_s=duration_s, target=role, min_requests=min_requests)
@@ -137,7 +147,11 @@ class SuiteFixtures:
 
     @pytest.fixture
     def baseline(self) -> Endpoint:
-        """The version that served users when the release started, alone."""
+        """The version that served users when the release started, alone. A first deploy has none: a
+        test that asks for it is skipped with that reason (its absolute checks must still pass elsewhere)."""
+        context = self._context()
+        if context.previous_version is None and Role.BASELINE not in context.endpoints:
+            pytest.skip(FIRST_DEPLOY_NO_BASELINE)
         return self._endpoint(Role.BASELINE)
 
     @pytest.fixture
@@ -161,7 +175,8 @@ class SuiteFixtures:
     @pytest.fixture
     def load(self, request: pytest.FixtureRequest) -> LoadRunner:
         # Only the roles the target gives now: after a switch on kubernetes there may be no baseline.
-        return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent)
+        return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent,
+                          first_deploy=self._context().previous_version is None)
 
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:

@@ -59,6 +59,8 @@ class ReleaseRuntime:
         self.run.ledger.item_started(index, stage.label)
         if stage.name != "rollback" and turn.stop_reason:
             pytest.skip(turn.stop_reason)
+        if stage.name == "post_switch" and self.run.options.dry_run:
+            pytest.skip("dry run: traffic never moved to the candidate, so there is no switch to check after")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:

@@ -165,10 +165,10 @@ class ReleaseProject:
         """)
 
     # -- a cluster that outlives the run, so the tests can look at the target afterwards -------------
-    def start_background_cluster(self) -> None:
+    def start_background_cluster(self, *up_args: str) -> None:
         # From the project's folder, as a user would: the run directory resolves from the project root.
         result = run_module("releasegate.targets.local", "--config", str(self.path / "releasegate.toml"), "up",
-                            cwd=self.path)
+                            *up_args, cwd=self.path)
         assert result.returncode == 0, result.stderr
         self.background = True
 

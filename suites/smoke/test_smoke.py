@@ -31,4 +31,7 @@ def test_users_still_reach_the_previous_version(service: Endpoint, release: Rele
     # Provisioning must not have moved traffic: the public service still serves the live version.
     with httpx.Client(base_url=service.url, timeout=5, trust_env=False) as client:
         served = {client.get("/version").headers.get(release.version_header) for _ in range(5)}
-    assert served == {release.previous_version}
+    if release.previous_version is None:  # a first deploy: users must not reach the candidate before promotion
+        assert release.version not in served, f"users reach {release.version} before it was verified"
+    else:
+        assert served == {release.previous_version}

@@ -24,7 +24,9 @@ from releasegate.targets.local.client import LocalClusterClient, run_dir_of, sta
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     updates: dict[str, Any] = {}
-    if getattr(args, "version", None):
+    if getattr(args, "empty", False):
+        updates["initial_version"] = ""
+    elif getattr(args, "version", None):
         updates["initial_version"] = validate_version(args.version, source="--version")
     if args.run_dir:
         updates["run_dir"] = str(Path(args.run_dir).resolve())
@@ -53,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", help="override local.run_dir")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a persistent local cluster in the background")
-    up.add_argument("--version", help="the version to run first (default: local.initial_version)")
+    first = up.add_mutually_exclusive_group()
+    first.add_argument("--version", help="the version to run first (default: local.initial_version)")
+    first.add_argument("--empty", action="store_true",
+                       help="run no version: the next release is a first deploy")
     status = commands.add_parser("status", help="show the running cluster")
     status.add_argument("--json", action="store_true")
     commands.add_parser("down", help="stop the running cluster and everything it started")

@@ -177,7 +177,8 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
     client = LocalClusterClient(run_dir)
     try:
         _wait_started(process, run_dir, log_path)
-        client.wait_slot_ready("blue", config.local.ready_timeout_s, min_ready_s=config.local.min_ready_s)
+        if config.local.initial_version:  # an empty cluster has nothing to wait for
+            client.wait_slot_ready("blue", config.local.ready_timeout_s, min_ready_s=config.local.min_ready_s)
     except BaseException:
         stop_process(process.pid)
         client.close()

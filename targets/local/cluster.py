@@ -122,7 +122,8 @@ class LocalCluster:
             await self.prometheus.start()
         self.urls["prometheus"] = self.prometheus.url if self.prometheus else self.config.prometheus.url
         initial = self.local.initial_version
-        await self.deploy("blue", initial, self.local.replicas)
+        if initial:  # empty: nothing serves until a first deploy is promoted (the router answers 503)
+            await self.deploy("blue", initial, self.local.replicas)
         self.traffic = {"blue": 100}
         self.router.update(weights=self.traffic)
         self.status = "running"
@@ -275,8 +276,12 @@ class LocalCluster:
         for slot, weight in weights.items():
             if slot not in self.slots:
                 raise ValueError(f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}")
-            ready = sum(p.ready for p in self.slots[slot].pods)
-            if weight > 0 and ready == 0:
+            pods = self.slots[slot].pods
+            ready = sum(p.ready for p in pods)
+            # All traffic back to a slot that runs nothing is the rollback of a first deploy: the service
+            # serves nothing again, as before it. Any other share for a slot without a ready pod is a mistake.
+            back_to_nothing = weight == 100 and not pods and self.slots[slot].version is None
+            if weight > 0 and ready == 0 and not back_to_nothing:
                 raise ValueError(f"refusing to send {weight}% of traffic to slot {slot}: no pod is ready")
         if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
             raise ValueError(f"weights must be >= 0 and add up to 100, got {weights}")

@@ -90,7 +90,7 @@ class LocalTarget:
         # During a canary split the baseline is the stable slot: the one with traffic that is not the candidate.
         stable = [slot for slot, weight in state["traffic"].items() if weight and slot != candidate_slot]
         baseline_slot = live_slot if live_slot is not None else (stable[0] if stable else None)
-        if baseline_slot is not None:
+        if baseline_slot is not None and versions.get(baseline_slot) is not None:  # none on a first deploy
             result[Role.BASELINE] = Endpoint(Role.BASELINE, state["previews"][baseline_slot], baseline_slot,
                                              versions[baseline_slot])
         if candidate_slot is not None:
