@@ -1,7 +1,7 @@
 """A fake Kubernetes cluster whose pods are real processes: FakeKube + a process runtime + kube-proxy + Prometheus.
 
 The API server is tests/fakekube (faithful to a v1.32 server). Its kubelet asks ProcessRuntime to run each
-pod: the demo service on its own loopback address (127.0.0.N:8080), the version taken from the pod's
+pod: the demo service on its own loopback address (127.0.X.N:8080, X per xdist worker), the version taken from the pod's
 `version` label (or its image tag). KubeProxy plays kube-proxy plus an ingress: one loopback port per
 Service, routing to the ready endpoints of the Service's EndpointSlices (the local target's router).
 A real Prometheus scrapes every pod with the labels app/slot/version copied from the pod, as a
@@ -47,14 +47,20 @@ class _Process:
     message: str = "starting"
 
 
+def _worker_octet() -> int:
+    """Pods listen on a fixed port: each pytest-xdist worker takes its own 127.0.N.0/24 (0 when serial)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    return int(worker[2:]) + 1 if worker.startswith("gw") else 0
+
+
 class ProcessRuntime:
-    """The fakekube PodRuntime protocol with real demo processes on 127.0.0.N:8080."""
+    """The fakekube PodRuntime protocol with real demo processes on 127.0.X.N:8080."""
 
     def __init__(self, workdir: Path, profiles: Path | None) -> None:
         self.workdir = workdir
         self.profiles = profiles
         self._pods: dict[str, _Process] = {}
-        self._free_ips = [f"127.0.0.{n}" for n in range(200, 10, -1)]
+        self._free_ips = [f"127.0.{_worker_octet()}.{n}" for n in range(200, 10, -1)]
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_loop, name="process-runtime-prober", daemon=True)

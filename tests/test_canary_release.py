@@ -1,7 +1,8 @@
 """Canary releases on the local target: weighted steps through the router, analysis at each step.
 
 The router splits by exact weights (smooth weighted round-robin), so the candidate's measured share of a
-load through the service is the step's weight to within a request or two.
+load through the service is the step's weight to within a request or two. Also here: a canary dry run,
+and a first deploy (nothing served before it), which the same suites verify.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from releasegate.plugins.fixtures import FIRST_DEPLOY_NO_BASELINE
 from tests.release_project import ReleaseProject, copy_shipped_suites
 from tests.test_release_suites import FAST_VARS
 
@@ -95,6 +97,42 @@ def test_a_bad_version_is_stopped_at_the_first_step_and_traffic_goes_back_to_sta
     assert 0 <= to_stable_s < exposed_s
     assert project.cluster_state()["traffic"] == {"blue": 100}
     assert project.cluster_state()["slots"]["green"]["pods"] == []
+
+
+def test_a_first_deploy_is_verified_by_the_suites_and_then_gets_all_traffic(project: ReleaseProject) -> None:
+    project.start_background_cluster("--empty")
+    assert project.cluster_state()["slots"]["blue"]["pods"] == []  # nothing serves
+    result = project.release("--release", "v1")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    assert junit.suite_properties["release.decision"] == "promoted"
+    assert junit.suite_properties["release.previous"] == ""
+    # The absolute checks ran and passed on the candidate; the comparison had nothing to compare with.
+    for name in ("test_candidate_success_rate", "test_candidate_latency", "test_candidate_is_the_release_version",
+                 "test_users_still_reach_the_previous_version"):
+        matches = [case for case in junit.cases if case["name"].startswith(name)]
+        assert matches and all(case["outcome"] == "passed" for case in matches), (name, matches)
+    compare = junit.case("test_candidate_is_no_worse_than_baseline")
+    assert compare["outcome"] == "skipped" and FIRST_DEPLOY_NO_BASELINE[:40] in compare["message"], compare
+    state = project.cluster_state()
+    assert state["traffic"] == {"green": 100}
+    assert state["slots"]["green"]["version"] == "v1"
+
+
+def test_a_canary_dry_run_analyses_every_step_on_the_candidate_and_never_moves_traffic(
+        project: ReleaseProject) -> None:
+    project.start_background_cluster()
+    result = project.release("--release", "v2", "--release-strategy", "canary", "--release-dry-run")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    for weight in (10, 50, 100):
+        assert junit.case(f"shift[{weight}%]")["outcome"] == "skipped"
+        slo = junit.case(f"test_candidate_success_rate[{weight}%]")
+        assert slo["outcome"] == "passed", slo
+    assert junit.case("promote")["outcome"] == "skipped"
+    state = project.cluster_state()
+    assert state["traffic"] == {"blue": 100}  # never moved
+    assert state["slots"]["green"]["pods"] == []  # the candidate is removed after a dry run
 
 
 def _shipped_locustfile() -> str:
