@@ -192,8 +192,9 @@ class ReleaseController:
         result = target.set_traffic(TrafficSplit.split(stable, canary, weight))
         self.last_shift_at = time.monotonic()
         self.first_exposed_at = self.first_exposed_at or time.time()
-        self._publish(target.endpoints(canary), switched=False, canary_weight=weight)
         effective = result.traffic.weights.get(canary, 0)
+        # The analysis measures the share the target really gives (pod counts round; see the JUnit).
+        self._publish(target.endpoints(canary), switched=False, canary_weight=effective)
         return ActionResult([("release.shift.requested_weight", str(weight)),
                              ("release.shift.effective_weight", str(effective)),
                              ("release.shift.traffic", result.traffic.describe()),

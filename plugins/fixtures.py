@@ -136,7 +136,8 @@ class SuiteFixtures:
 
     @pytest.fixture
     def canary_weight(self) -> int | None:
-        """The candidate's percent of the service's traffic in this canary step; None outside a canary
+        """The candidate's percent of the service's traffic in this canary step, as the target gives it (pod
+        counts round: 1 canary pod of 4 is 25% for a 10% step); None outside a canary
         (a canary's analysis tests are parametrized with it, one run per step: `test_x[10%]`)."""
         return self._context().canary_weight
 

@@ -30,9 +30,9 @@ def _open_kubernetes(config: Config) -> Target:
 
         return ArgoRolloutTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
     if config.release.strategy == "canary":
-        from releasegate.targets.kubernetes.canary import KubernetesCanaryTarget  # type: ignore[import-not-found,unused-ignore]
+        from releasegate.targets.kubernetes.canary import KubernetesCanaryTarget
 
-        return KubernetesCanaryTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
+        return KubernetesCanaryTarget.open(config)
     from releasegate.targets.kubernetes.target import KubernetesTarget
 
     return KubernetesTarget.open(config)

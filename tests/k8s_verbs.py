@@ -28,7 +28,8 @@ TARGET_DIR = ROOT / "targets" / "kubernetes"
 # The non-core groups we know the target uses: only a cross-check of what the client paths say (the path is
 # the authority; a resource missing here is not an error).
 EXPECTED_GROUPS = {"deployments": "apps", "deployments/scale": "apps", "leases": "coordination.k8s.io",
-                   "endpointslices": "discovery.k8s.io"}
+                   "endpointslices": "discovery.k8s.io", "ingresses": "networking.k8s.io",
+                   "horizontalpodautoscalers": "autoscaling"}
 
 _HTTP_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 # kubernetes>=35 (new generator): `method='PATCH', resource_path='/apis/...'` in `_<name>_serialize`.
@@ -90,15 +91,23 @@ def describe_path(http_method: str, path: str) -> tuple[str, str, str, bool]:
     return group, resource, verb, namespaced
 
 
-def _client_classes(tree: ast.Module) -> list[type]:
-    """The generated API classes a module imports from kubernetes.client (AppsV1Api, CoreV1Api...)."""
+_OWN_PACKAGE = "releasegate.targets.kubernetes."
+
+
+def _client_classes(tree: ast.Module, *, inherited: bool = True) -> list[type]:
+    """The generated API classes a module imports from kubernetes.client (AppsV1Api, CoreV1Api...), and those of
+    the target modules it imports from (a subclass of base.KubernetesBase calls `self.apps`, made there)."""
     classes = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module in ("kubernetes.client", "kubernetes.client.api"):
             for alias in node.names:
                 if alias.name.endswith("Api") and alias.name != "ApiClient":
                     classes.append(getattr(kubernetes.client, alias.name))
-    return classes
+        elif inherited and isinstance(node, ast.ImportFrom) and (node.module or "").startswith(_OWN_PACKAGE):
+            source = TARGET_DIR / f"{(node.module or '')[len(_OWN_PACKAGE):]}.py"
+            if source.exists():
+                classes += _client_classes(ast.parse(source.read_text(encoding="utf-8")), inherited=False)
+    return list(dict.fromkeys(classes))
 
 
 def _owner(classes: list[type], method: str, where: str) -> type | None:
@@ -160,17 +169,24 @@ def api_calls_in(path: Path) -> list[ApiCall]:
 
 
 # Modules of targets/kubernetes that the blue-green runner's Role does not cover: the Argo Rollouts driver
-# is another workload mode (kubernetes.workload = "rollout"), whose rules belong to its own chart.
-OTHER_MODES = frozenset({"argo.py"})
+# is another workload mode (kubernetes.workload = "rollout"), whose rules belong to its own chart; the canary
+# layout (canary.py) is charts/canary-app's.
+OTHER_MODES = frozenset({"argo.py", "argo_target.py", "canary.py"})
+# The canary layout's target is canary.py and what it shares; not the blue-green layout or the Argo driver.
+NOT_CANARY = frozenset({"argo.py", "argo_target.py", "target.py"})
 
 
 def blue_green_modules(directory: Path = TARGET_DIR) -> list[Path]:
     return [path for path in sorted(directory.glob("*.py")) if path.name not in OTHER_MODES]
 
 
-def api_calls_of_target(directory: Path = TARGET_DIR) -> list[ApiCall]:
+def canary_modules(directory: Path = TARGET_DIR) -> list[Path]:
+    return [path for path in sorted(directory.glob("*.py")) if path.name not in NOT_CANARY]
+
+
+def api_calls_of_target(directory: Path = TARGET_DIR, modules: list[Path] | None = None) -> list[ApiCall]:
     calls: list[ApiCall] = []
-    for path in blue_green_modules(directory):
+    for path in blue_green_modules(directory) if modules is None else modules:
         calls += api_calls_in(path)
     for call in calls:
         expected = EXPECTED_GROUPS.get(call.resource)
@@ -183,6 +199,11 @@ def api_calls_of_target(directory: Path = TARGET_DIR) -> list[ApiCall]:
 def verbs_used_by_target(directory: Path = TARGET_DIR) -> set[tuple[str, str, str]]:
     """Every (apiGroup, resource, verb) the kubernetes target requests."""
     return {(c.api_group, c.resource, c.verb) for c in api_calls_of_target(directory)}
+
+
+def verbs_used_by_canary_target(directory: Path = TARGET_DIR) -> set[tuple[str, str, str]]:
+    """Every (apiGroup, resource, verb) the kubernetes canary target (canary.py and what it shares) requests."""
+    return {(c.api_group, c.resource, c.verb) for c in api_calls_of_target(directory, canary_modules(directory))}
 
 
 def cluster_scoped_resources(directory: Path = TARGET_DIR) -> set[str]:

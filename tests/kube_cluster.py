@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -90,11 +91,23 @@ class ProcessRuntime:
         with self._lock:
             if uid in self._pods:
                 return self._pods[uid].ip
-            state = _Process(ip=self._free_ips.pop(), version=self.version(pod),
+            state = _Process(ip=self._take_free_ip(), version=self.version(pod),
                              log=self.workdir / f"{name}.log")
             self._pods[uid] = state
         self._spawn(name, state)
         return state.ip
+
+    def _take_free_ip(self) -> str:
+        """The next loopback address whose pod port nobody listens on: another test run on this machine (or a
+        process that outlived its run) may hold some, and a pod there would crash with "address in use"."""
+        while True:
+            ip = self._free_ips.pop()
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((ip, POD_PORT))
+                except OSError:
+                    continue
+            return ip
 
     def restart(self, pod: dict[str, Any]) -> None:
         with self._lock:
@@ -280,32 +293,44 @@ class ProcessCluster:
     namespace: str
     app: str
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = "bluegreen"
 
     def config_toml(self) -> str:
+        if self.layout == "canary":  # the candidate and the baseline through their own Services
+            urls = (f'preview_url = "{self.proxy.urls[self.app + "-canary"]}"\n'
+                    f'baseline_url = "{self.proxy.urls[self.app + "-stable"]}"\n')
+        else:
+            urls = f'preview_url = "{self.proxy.urls[self.app + "-preview"]}"\n'
         return (f'[app]\nname = "{self.app}"\n\n[release]\ntarget = "kubernetes"\nkeep_warm_s = 0.5\n\n'
                 f'[prometheus]\nurl = "{self.proxy.prometheus_url}"\n\n'
                 f'[kubernetes]\nkubeconfig = "{self.kubeconfig}"\nnamespace = "{self.namespace}"\n'
-                f'access = "url"\nservice_url = "{self.proxy.urls[self.app]}"\n'
-                f'preview_url = "{self.proxy.urls[self.app + "-preview"]}"\n'
+                f'access = "url"\nservice_url = "{self.proxy.urls[self.app]}"\n' + urls +
                 # Deadlines that only stop a hang: a crash loop is given up on at its third restart, long before.
-                f"ready_timeout_s = 60\nendpoints_timeout_s = 30\nmin_ready_s = 2\n")
+                "ready_timeout_s = 60\nendpoints_timeout_s = 30\nmin_ready_s = 2\n")
 
 
 @contextlib.contextmanager
 def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "shop", app: str = "demo",
-                    replicas: int = 2, runner_rules: list[dict[str, Any]] | None = None) -> Iterator[ProcessCluster]:
-    """Seed `<app>` at v1 on blue. With `runner_rules`, the kubeconfig's user gets only those RBAC rules."""
+                    replicas: int = 2, runner_rules: list[dict[str, Any]] | None = None,
+                    layout: str = "bluegreen") -> Iterator[ProcessCluster]:
+    """Seed `<app>` at v1 on blue (`layout="canary"`: charts/canary-app's layout, v1 on `<app>-stable`). With
+    `runner_rules`, the kubeconfig's user gets only those RBAC rules."""
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = ProcessRuntime(workdir, profiles)
     fake = FakeKube(pod_runtime=runtime, tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}).start()
     proxy: KubeProxy | None = None
     try:
-        # The seeded pods carry no version label (the chart's would); the image tag says v1 instead.
-        fake.seed_blue_green(namespace=namespace, app=app, blue_image=f"shop/{app}:v1", replicas=replicas,
-                             wait=False)
-        fake.wait_for(lambda: fake.deployment_available(namespace, f"{app}-blue")
+        if layout == "canary":
+            fake.seed_canary(namespace=namespace, app=app, image=f"shop/{app}:v1", replicas=replicas, wait=False)
+            live, services = f"{app}-stable", [app, f"{app}-stable", f"{app}-canary"]
+        else:
+            # The seeded pods carry no version label (the chart's would); the image tag says v1 instead.
+            fake.seed_blue_green(namespace=namespace, app=app, blue_image=f"shop/{app}:v1", replicas=replicas,
+                                 wait=False)
+            live, services = f"{app}-blue", [app, f"{app}-preview"]
+        fake.wait_for(lambda: fake.deployment_available(namespace, live)
                       and len(fake.endpoints_ready(namespace, app)) == replicas, timeout=30)
-        proxy = KubeProxy(fake, namespace, [app, f"{app}-preview"], workdir, app).start()
+        proxy = KubeProxy(fake, namespace, services, workdir, app).start()
         if runner_rules is not None:
             fake.set_rbac({RUNNER_USER: runner_rules})
         kubeconfig = Path(fake.write_kubeconfig(workdir / "kubeconfig", namespace=namespace,
@@ -315,7 +340,7 @@ def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "s
         while not proxy.prometheus_scrapes(ips):
             assert time.monotonic() < deadline, "Prometheus did not scrape the seeded pods"
             time.sleep(0.2)
-        yield ProcessCluster(fake, runtime, proxy, kubeconfig, namespace, app)
+        yield ProcessCluster(fake, runtime, proxy, kubeconfig, namespace, app, layout=layout)
     finally:
         if proxy is not None:
             proxy.stop()

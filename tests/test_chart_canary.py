@@ -31,7 +31,7 @@ from releasegate.targets.kubernetes.alb import (
     forward_action,
     read_weights,
 )
-from tests.k8s_verbs import ROOT
+from tests.k8s_verbs import ROOT, verbs_used_by_canary_target
 
 CHART = ROOT / "charts" / "canary-app"
 RULES_FILE = CHART / "files" / "runner-rules.yaml"
@@ -40,6 +40,8 @@ HELM = shutil.which("helm")
 needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH; install it as "
                                 "charts/bluegreen-app/README.md says (Testing the chart) to render the chart")
 INGRESS_TRIPLES = {("networking.k8s.io", "ingresses", "get"), ("networking.k8s.io", "ingresses", "patch")}
+# An HPA on <app>-stable (found by list) and the canary's own HPA <app>-canary (create, update, delete).
+HPA_TRIPLES = {("autoscaling", "horizontalpodautoscalers", verb) for verb in ("list", "create", "update", "delete")}
 
 Triple = tuple[str, str, str]
 Obj = dict[str, Any]
@@ -62,12 +64,22 @@ def blue_green_triples() -> set[Triple]:
 
 # -- the rules file (no helm) -------------------------------------------------------------------------------
 
-def test_rules_are_the_blue_green_runners_plus_ingress_get_and_patch_for_alb() -> None:
+def test_rules_are_the_blue_green_runners_plus_hpas_and_ingress_get_and_patch_for_alb() -> None:
     canary, blue_green = load_rules(RULES_FILE), load_rules(BLUE_GREEN_RULES)
     assert set(canary) == set(blue_green) | {"alb"}
     for section in blue_green:
-        assert triples(canary[section]) == triples(blue_green[section]), section
+        extra = HPA_TRIPLES if section == "namespaced" else set()
+        assert triples(canary[section]) == triples(blue_green[section]) | extra, section
     assert triples(canary["alb"]) == INGRESS_TRIPLES
+
+
+def test_rules_equal_the_requests_of_the_canary_target() -> None:
+    """Read from the code (tests/k8s_verbs.py): targets/kubernetes/canary.py and the modules it shares."""
+    rules = load_rules(RULES_FILE)
+    granted = triples(rules["namespaced"]) | triples(rules["alb"]) | triples(rules["cluster"])
+    used = verbs_used_by_canary_target()
+    assert granted - used == set(), "granted but never requested: remove from files/runner-rules.yaml"
+    assert used - granted == set(), "requested but not granted: add to files/runner-rules.yaml"
 
 
 def test_rules_have_no_wildcards_and_one_resource_per_rule() -> None:
@@ -148,7 +160,7 @@ def test_replicas_mode_renders_both_deployments_behind_one_service_and_no_ingres
             {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     role = objects["Role", "web-releasegate-runner"]
     cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
-    assert triples(role["rules"]) | triples(cluster_role["rules"]) == blue_green_triples()
+    assert triples(role["rules"]) | triples(cluster_role["rules"]) == blue_green_triples() | HPA_TRIPLES
 
 
 @needs_helm
@@ -182,13 +194,17 @@ def test_alb_mode_role_adds_exactly_get_and_patch_on_this_ingress() -> None:
     objects = by_kind(render(*ALB))
     role = objects["Role", "web-releasegate-runner"]
     cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
-    assert triples(role["rules"]) | triples(cluster_role["rules"]) == blue_green_triples() | INGRESS_TRIPLES
+    assert triples(role["rules"]) | triples(cluster_role["rules"]) == \
+        blue_green_triples() | INGRESS_TRIPLES | HPA_TRIPLES
     names = {(rule["resources"][0], verb): tuple(rule.get("resourceNames", ()))
              for rule in role["rules"] for verb in rule["verbs"]}
     assert names["ingresses", "get"] == names["ingresses", "patch"] == ("web",)
     assert names["deployments", "get"] == names["deployments/scale", "patch"] == ("web-stable", "web-canary")
     assert names["services", "patch"] == ("web", "web-stable", "web-canary")
     assert names["leases", "update"] == ("web-release",)
+    assert names["horizontalpodautoscalers", "update"] == names["horizontalpodautoscalers", "delete"] == \
+        ("web-canary",)
+    assert names["horizontalpodautoscalers", "list"] == names["horizontalpodautoscalers", "create"] == ()
     assert names["deployments", "create"] == names["pods", "list"] == ()
     assert cluster_role["rules"][0]["resourceNames"] == ["shop"]
 

@@ -78,10 +78,14 @@ class EndpointResolver:
     """Turns the live state into URLs for the candidate, the baseline and the public service."""
 
     def __init__(self, config: Config, layout: Layout,
-                 service_port: Callable[[str], int] | None = None) -> None:
+                 service_port: Callable[[str], int] | None = None,
+                 slot_service: Callable[[Slot], str] | None = None) -> None:
+        """`slot_service`: the Service that reaches one slot alone (canary layout: `<app>-<slot>`); without it
+        the candidate is reached through the preview Service and the baseline through the service (blue-green)."""
         self.kube = config.kubernetes
         self.layout = layout
         self.service_port = service_port
+        self.slot_service = slot_service
         self._forwards: dict[str, tuple[PortForward, str]] = {}
 
     def _values(self, slot: Slot | None) -> dict[str, str]:
@@ -107,19 +111,27 @@ class EndpointResolver:
             return f"http://{service}.{self.layout.namespace}.svc.{self.kube.cluster_domain}:{port}"
         return self._port_forward(service, port)
 
-    def endpoints(self, state: LiveState, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
+    def endpoints(self, state: LiveState, candidate_slot: Slot | None,
+                  baseline_slot: Slot | None = None) -> dict[Role, Endpoint]:
+        """`baseline_slot`: the slot the candidate is compared with (default: the live slot, when it is not the
+        candidate); during a canary split no slot is live, and the caller names the stable one."""
         live_slot = state.live_slot
         service_url = self._url_for_service(self.layout.service, "service_url", self.kube.service_url, live_slot)
         result = {Role.SERVICE: Endpoint(Role.SERVICE, service_url, live_slot,
                                          state.versions.get(live_slot) if live_slot else None)}
         if candidate_slot is not None:
-            url = self._url_for_service(self.layout.preview_service, "preview_url", self.kube.preview_url,
-                                        candidate_slot)
+            service = self.slot_service(candidate_slot) if self.slot_service else self.layout.preview_service
+            url = self._url_for_service(service, "preview_url", self.kube.preview_url, candidate_slot)
             result[Role.CANDIDATE] = Endpoint(Role.CANDIDATE, url, candidate_slot, state.versions.get(candidate_slot))
-        baseline_slot = live_slot if live_slot != candidate_slot else None
+        if baseline_slot is None:
+            baseline_slot = live_slot if live_slot != candidate_slot else None
         if baseline_slot is not None:
-            url = self._template(self.kube.baseline_url, "baseline_url", baseline_slot) \
-                if self.kube.baseline_url else service_url
+            if self.kube.baseline_url:
+                url = self._template(self.kube.baseline_url, "baseline_url", baseline_slot)
+            elif self.slot_service:
+                url = self._url_for_service(self.slot_service(baseline_slot), "baseline_url", "", baseline_slot)
+            else:
+                url = service_url
             result[Role.BASELINE] = Endpoint(Role.BASELINE, url, baseline_slot, state.versions.get(baseline_slot))
         return result
 

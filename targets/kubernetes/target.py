@@ -2,122 +2,38 @@
 
 Deployments `<app>-blue` and `<app>-green` carry a slot label; the Service `<app>` selects the live slot
 and `<app>-preview` the candidate. Release state is kept in annotations on the Service, the lock in a
-Lease. Every request goes through KubeApi (retries, RBAC messages) and every write is one the API server
-accepts as such (explicit patch content types, resourceVersion on replace).
+Lease (both in base.py, shared with the canary layout of canary.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
-from typing import Any
 
-from kubernetes.client import AppsV1Api, CoreV1Api, DiscoveryV1Api
-
-from releasegate.core.config import Config
-from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.types import (
     BLUE,
     Endpoint,
     LiveState,
-    LockHolder,
-    MetricsScope,
     Promotion,
-    ReleaseState,
     Role,
     Slot,
     SwitchResult,
     TrafficSplit,
-    WorkloadStatus,
     other_slot,
 )
-from releasegate.core.waiting import poll_until
-from releasegate.targets.kubernetes import rollout
-from releasegate.targets.kubernetes.access import EndpointResolver
-from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
-from releasegate.targets.kubernetes.connect import api_client
-from releasegate.targets.kubernetes.layout import Layout, derive_candidate, version_of
-from releasegate.targets.kubernetes.lease import ReleaseLease
+from releasegate.targets.kubernetes.api import CONTENT_TYPES, NotFoundError, retry_on_conflict
+from releasegate.targets.kubernetes.base import ArgoCDSelfHealWarning, KubernetesBase
+from releasegate.targets.kubernetes.layout import derive_candidate, version_of
+
+__all__ = ["ArgoCDSelfHealWarning", "KubernetesTarget"]
 
 SLOTS = ("blue", "green")
-POLL_S = 0.25
-ARGOCD_MARKERS = ("argocd.argoproj.io/tracking-id", "argocd.argoproj.io/instance")
-ARGOCD_SNIPPET = """spec:
-  ignoreDifferences:
-    - group: ""
-      kind: Service
-      name: {service}
-      jsonPointers:
-        - /spec/selector
-        - /metadata/annotations"""
 
 
-class ArgoCDSelfHealWarning(UserWarning):
-    """ArgoCD tracks the Service: with self-heal on it would revert the selector after a switch."""
-
-
-class KubernetesTarget:
-    name = "kubernetes"
-
-    def __init__(self, config: Config, api: KubeApi, *, resolver: EndpointResolver | None = None) -> None:
-        self.config = config
-        self.api = api
-        self.layout = Layout.from_config(config)
-        self.apps = AppsV1Api(api.client)
-        self.core = CoreV1Api(api.client)
-        self.discovery = DiscoveryV1Api(api.client)
-        self.lease = ReleaseLease(api, self.layout.lease, self.layout.app,
-                                  annotation_prefix=self.layout.annotation_prefix)
-        self.resolver = resolver or EndpointResolver(config, self.layout, service_port=self._service_port)
-        self.warnings: list[str] = []
-
-    @classmethod
-    def open(cls, config: Config) -> KubernetesTarget:
-        """Connect and check that the layout exists; ConfigError (and no write) when it does not."""
-        kube = config.kubernetes
-        api = KubeApi(api_client(config), namespace=kube.namespace, timeout_s=kube.request_timeout_s,
-                      max_retries=kube.max_retries)
-        target = cls(config, api)
-        target.check_layout()
-        return target
-
-    def prepare_image(self, version: str) -> None:
-        """Images come from the cluster's registry: nothing to prepare here."""
-
-    def describe(self) -> str:
-        context = self.config.kubernetes.context or "the kubeconfig's current context"
-        return (f"kubernetes API server {self.api.client.configuration.host} ({context}), "
-                f"namespace {self._ns()}")
-
-    # -- reading ------------------------------------------------------------------------------------
-    def _ns(self) -> str:
-        return self.layout.namespace
-
-    def _get_deployment(self, slot: Slot) -> dict[str, Any] | None:
-        try:
-            deployment: dict[str, Any] = self.api.call("get", "deployments", self.apps.read_namespaced_deployment,
-                                                       self.layout.deployment(slot), self._ns())
-        except NotFoundError:
-            return None
-        return deployment
-
-    def _get_service(self, name: str) -> dict[str, Any]:
-        service: dict[str, Any] = self.api.call("get", "services", self.core.read_namespaced_service, name,
-                                                self._ns())
-        return service
-
-    def _service_port(self, name: str) -> int:
-        ports = self._get_service(name)["spec"].get("ports") or [{"port": 80}]
-        return int(ports[0]["port"])
-
+class KubernetesTarget(KubernetesBase):
     def check_layout(self) -> None:
         """Namespace, Service and the live Deployment must exist; only reads are sent."""
-        try:
-            self.api.call("get", "namespaces", self.core.read_namespace, self._ns())
-        except NotFoundError:
-            raise ConfigError(f"namespace {self._ns()!r} does not exist in this cluster; fix kubernetes.namespace "
-                              "or create it (see charts/)") from None
+        self._check_namespace()
         try:
             service = self._get_service(self.layout.service)
         except NotFoundError:
@@ -133,18 +49,6 @@ class KubernetesTarget:
                               "kubernetes.deployment_name")
         self._warn_about_argocd(service)
 
-    def _warn_about_argocd(self, service: dict[str, Any]) -> None:
-        metadata = service["metadata"]
-        tracked = any(key in (metadata.get("annotations") or {}) for key in ARGOCD_MARKERS) or \
-            ("app.kubernetes.io/instance" in (metadata.get("labels") or {}) and \
-            "argocd" in str(metadata.get("annotations") or {}))
-        if tracked:
-            message = (f"ArgoCD tracks Service {self._ns()}/{self.layout.service}: with self-heal on it will revert "
-                       "the selector after a switch. Add to the ArgoCD Application:\n"
-                       + ARGOCD_SNIPPET.format(service=self.layout.service))
-            self.warnings.append(message)
-            warnings.warn(ArgoCDSelfHealWarning(message), stacklevel=2)
-
     def live_state(self) -> LiveState:
         service = self._get_service(self.layout.service)
         live_slot = (service["spec"].get("selector") or {}).get(self.layout.slot_label)
@@ -159,77 +63,15 @@ class KubernetesTarget:
         return LiveState(app=self.layout.app, traffic=TrafficSplit.all_to(live_slot), versions=versions,
                          previous_version=annotations.get(self.layout.annotation("previous-version")))
 
-    def _pods(self, slot: Slot) -> list[dict[str, Any]]:
-        pods: dict[str, Any] = self.api.call("list", "pods", self.core.list_namespaced_pod, self._ns(),
-                                             label_selector=self.layout.pod_selector(slot))
-        return list(pods.get("items") or [])
-
-    def _events_for(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        for pod in pods[:5]:  # enough to explain a failure, bounded in requests
-            answer = self.api.call("list", "events", self.core.list_namespaced_event, self._ns(),
-                                   field_selector=f"involvedObject.name={pod['metadata']['name']}")
-            events += answer.get("items") or []
-        return events
-
-    def workload_status(self, slot: Slot) -> WorkloadStatus:
-        deployment = self._get_deployment(slot)
-        if deployment is None:
-            return WorkloadStatus(slot=slot, version=None, replicas=0, ready_replicas=0)
-        pods = self._pods(slot)
-        status = deployment.get("status") or {}
-        return WorkloadStatus(slot=slot, version=version_of(deployment, self.layout),
-                              replicas=int(deployment["spec"].get("replicas", 1)),
-                              ready_replicas=int(status.get("readyReplicas", 0)),
-                              problems=tuple(rollout.pod_problems(pods, [])))
-
     def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
         state = self.live_state()
         return self.resolver.endpoints(state, candidate_slot)
-
-    def metrics_scope(self) -> MetricsScope:
-        prom = self.config.prometheus
-        if not prom.url:
-            raise ConfigError("the kubernetes target needs prometheus.url (the cluster's Prometheus); set it in "
-                              "the config")
-        return MetricsScope(prometheus_url=prom.url, app=self.layout.app, app_label=prom.app_label,
-                            slot_label=prom.slot_label, version_label=prom.version_label)
 
     def candidate_slot(self, live_slot: Slot | None) -> Slot:
         """The slot that does not serve (blue first when nothing does)."""
         return other_slot(live_slot) if live_slot is not None else BLUE
 
-    def read_release_state(self) -> ReleaseState | None:
-        annotations = self._get_service(self.layout.service)["metadata"].get("annotations") or {}
-        prefix = self.layout.annotation_prefix
-        data = {key[len(prefix):]: value for key, value in annotations.items() if key.startswith(prefix)}
-        if "run-id" not in data:
-            return None
-        return ReleaseState.from_dict({
-            "run_id": data["run-id"], "version": data.get("version", ""),
-            "previous_version": data.get("previous-version") or None, "live_slot": data.get("live-slot"),
-            "live_version": data.get("live-version"), "candidate_slot": data.get("candidate-slot") or None,
-            "phase": data.get("phase", "aborted"), "updated_at": float(data.get("updated-at", 0))})
-
     # -- acting -------------------------------------------------------------------------------------
-    def acquire_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
-        self.lease.acquire(LockHolder.of(holder), ttl_s)
-
-    def renew_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
-        self.lease.renew(LockHolder.of(holder), ttl_s)
-
-    def release_lock(self, holder: LockHolder | str) -> None:
-        self.lease.release(LockHolder.of(holder))
-
-    def record_release_state(self, state: ReleaseState) -> None:
-        values = {"run-id": state.run_id, "version": state.version,
-                  "previous-version": state.previous_version or "", "live-slot": state.live_slot or "",
-                  "live-version": state.live_version or "", "candidate-slot": state.candidate_slot or "",
-                  "phase": state.phase.value, "updated-at": f"{state.updated_at:.3f}"}
-        body = {"metadata": {"annotations": {self.layout.annotation(k): v for k, v in values.items()}}}
-        self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.service, self._ns(),
-                      body, _content_type=CONTENT_TYPES["merge"])
-
     def deploy(self, slot: Slot, version: str) -> None:
         live_slot = other_slot(slot)
         live = self._get_deployment(live_slot)
@@ -253,59 +95,6 @@ class KubernetesTarget:
                       self._ns(), {"spec": {"selector": {self.layout.slot_label: slot}}},
                       _content_type=CONTENT_TYPES["strategic"])
 
-    def wait_ready(self, slot: Slot, timeout_s: float) -> WorkloadStatus:
-        """Until the rollout is complete and has stayed so for kubernetes.min_ready_s with no restart.
-
-        A finished rollout alone is what `kubectl rollout status` waits for; but a pod that answers its
-        probe once and then crashes counts as available for a moment. The stability window catches it
-        here, with the pods' reasons, instead of as a puzzling smoke-test failure.
-        """
-        timeout_s = min(timeout_s, self.config.kubernetes.ready_timeout_s)
-        min_ready_s = self.config.kubernetes.min_ready_s
-        started = time.monotonic()
-        stable_since: float | None = None
-        restarts_then: int | None = None
-        seen: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
-
-        def not_ready(when: str) -> NotReadyError:
-            assert seen is not None
-            deployment, pods = seen
-            problems = rollout.pod_problems(pods, self._events_for(pods))
-            ready_for_s = None if stable_since is None else time.monotonic() - stable_since
-            return NotReadyError(
-                f"Deployment {self.layout.deployment(slot)} ({version_of(deployment, self.layout)}) {when}: "
-                f"{rollout.describe_progress(deployment)}; "
-                + rollout.still_waiting_for(deployment, pods, problems, ready_for_s=ready_for_s,
-                                            min_ready_s=min_ready_s))
-
-        def available() -> WorkloadStatus | None:
-            nonlocal stable_since, restarts_then, seen
-            deployment = self._get_deployment(slot)
-            if deployment is None:
-                raise NotReadyError(f"Deployment {self.layout.deployment(slot)} disappeared while waiting for it")
-            pods = self._pods(slot)
-            seen = (deployment, pods)
-            restarts = rollout.restart_count(pods)
-            if rollout.rollout_complete(deployment) and restarts_then in (None, restarts):
-                stable_since = stable_since or time.monotonic()
-                restarts_then = restarts
-                if time.monotonic() - stable_since >= min_ready_s:
-                    return self.workload_status(slot)
-            else:
-                stable_since, restarts_then = None, None
-            stalled = rollout.deadline_exceeded(deployment)
-            if stalled:
-                raise not_ready(f"progress deadline exceeded ({stalled})")
-            if rollout.hopeless_reason(pods):
-                waited = time.monotonic() - started
-                raise not_ready(f"gave up after {waited:.0f}s, a pod will not recover by waiting")
-            return None
-
-        status = poll_until(available, timeout_s=timeout_s, interval_s=POLL_S)
-        if status is None:
-            raise not_ready(f"not ready after {time.monotonic() - started:.0f}s")
-        return status
-
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
         slot = split.single_slot
         if slot is None:
@@ -316,29 +105,9 @@ class KubernetesTarget:
         self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.service, self._ns(),
                       {"spec": {"selector": {self.layout.slot_label: slot}}},
                       _content_type=CONTENT_TYPES["strategic"])
-        self._wait_endpoints(slot)
+        self._wait_endpoints(lambda: self._serving_pods(slot), f"slot {slot}")
         converged_ms = (time.monotonic() - started) * 1000
         return SwitchResult(traffic=split, previous=previous, converged_ms=converged_ms)
-
-    def _wait_endpoints(self, slot: Slot) -> None:
-        """Until the Service's EndpointSlices list exactly the ready pods of `slot` (nothing of the old slot)."""
-        wanted = {pod["metadata"]["name"] for pod in self._pods(slot)
-                  if not rollout.pod_problems([pod], [])}
-        listed: set[str] = set()
-
-        def converged() -> bool | None:
-            nonlocal listed
-            slices = self.api.call("list", "endpointslices", self.discovery.list_namespaced_endpoint_slice,
-                                   self._ns(), label_selector=f"kubernetes.io/service-name={self.layout.service}")
-            listed = {str((endpoint.get("targetRef") or {}).get("name"))
-                      for item in slices.get("items") or [] for endpoint in item.get("endpoints") or []
-                      if (endpoint.get("conditions") or {}).get("ready", True)}
-            return True if listed and listed == wanted else None
-
-        timeout_s = self.config.kubernetes.endpoints_timeout_s
-        if poll_until(converged, timeout_s=timeout_s, interval_s=POLL_S / 5) is None:
-            raise TargetError(f"Service {self.layout.service} endpoints did not converge on slot {slot} within "
-                              f"{timeout_s:.0f}s: listed {sorted(listed)}, expected {sorted(wanted)}")
 
     def promote(self, slot: Slot, version: str) -> Promotion:
         """Blue-green: all traffic to `slot`; the old slot stays warm until finalize scales it down."""
@@ -348,17 +117,3 @@ class KubernetesTarget:
         retired = old_slot if had_old_version else None
         return Promotion(switch=switch, live_slot=slot, retired_slot=retired,
                          detail=f"all traffic to {slot} ({version})")
-
-    def remove(self, slot: Slot) -> None:
-        with contextlib.suppress(NotFoundError):  # already gone: removing is idempotent
-            self.api.call("delete", "deployments", self.apps.delete_namespaced_deployment,
-                          self.layout.deployment(slot), self._ns(), propagation_policy="Background")
-
-    def scale_down(self, slot: Slot) -> None:
-        self.api.call("patch", "deployments/scale", self.apps.patch_namespaced_deployment_scale,
-                      self.layout.deployment(slot), self._ns(), {"spec": {"replicas": 0}},
-                      _content_type=CONTENT_TYPES["merge"])
-
-    def close(self) -> None:
-        self.resolver.close()
-        self.api.client.close()  # type: ignore[no-untyped-call]

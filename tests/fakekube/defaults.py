@@ -6,6 +6,7 @@ Endpoints POST returns in the golden exchanges (``02``/``03``/``08``).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 JsonObj = dict[str, Any]
@@ -214,6 +215,30 @@ def default_ingress(obj: JsonObj) -> None:
     obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
+# pkg/apis/autoscaling/v2/defaults.go: GenerateHPAScaleUpRules / GenerateHPAScaleDownRules.
+HPA_SCALE_UP = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                             {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+HPA_SCALE_DOWN = {"stabilizationWindowSeconds": 300, "selectPolicy": "Max",
+                  "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+
+
+def default_hpa(obj: JsonObj) -> None:
+    """``SetDefaults_HorizontalPodAutoscaler`` (autoscaling/v2): minReplicas 1, a CPU utilization of 80% when no
+    metric is given, and a given ``behavior`` completed with the default scale-up and scale-down rules."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("minReplicas", 1)
+    obj.setdefault("status", {}).setdefault("desiredReplicas", 0)  # no omitempty: a new HPA reads 0
+    if not spec.get("metrics"):
+        spec["metrics"] = [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+    behavior = spec.get("behavior")
+    if behavior is not None:
+        for key, rules in (("scaleUp", HPA_SCALE_UP), ("scaleDown", HPA_SCALE_DOWN)):
+            given = behavior.get(key) or {}
+            behavior[key] = {field: given.get(field, copy.deepcopy(value)) for field, value in rules.items()}
+
+
 DEFAULTERS = {
     "Deployment": default_deployment,
     "ReplicaSet": default_replicaset,
@@ -222,6 +247,7 @@ DEFAULTERS = {
     "Endpoints": default_endpoints,
     "EndpointSlice": default_endpointslice,
     "Ingress": default_ingress,
+    "HorizontalPodAutoscaler": default_hpa,
 }
 
 

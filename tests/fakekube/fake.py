@@ -318,6 +318,31 @@ class FakeKube:
             self.wait_for(lambda: self.endpoints_ready(namespace, app), timeout=10)
         return created
 
+    def seed_canary(
+        self,
+        *,
+        namespace: str = "shop",
+        app: str = "web",
+        image: str = "shop/web:v1",
+        replicas: int = 3,
+        port: int = 8080,
+        pod_spec: JsonObj | None = None,
+        ingress: bool = False,
+        wait: bool = True,
+    ) -> dict[str, JsonObj]:
+        """Namespace + charts/canary-app's layout (``seed.canary_objects``): ``<app>-stable`` with ``replicas``,
+        ``<app>-canary`` with none, the three Services, and with ``ingress`` the ALB Ingress. Waits for stable."""
+        from .seed import canary_objects
+
+        self.seed_namespace(namespace)
+        created: dict[str, JsonObj] = {}
+        for obj in canary_objects(namespace, app, image, replicas, port, pod_spec, ingress):
+            created[f"{obj['kind']}/{obj['metadata']['name']}"] = self.create(obj)
+        if wait:
+            self.wait_for(lambda: self.deployment_available(namespace, f"{app}-stable"), timeout=10)
+            self.wait_for(lambda: len(self.endpoints_ready(namespace, app)) == replicas, timeout=10)
+        return created
+
     def deployment_available(self, namespace: str, name: str) -> bool:
         d = self.get_object("deployments", namespace, name)
         if d is None:

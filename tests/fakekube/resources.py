@@ -260,6 +260,22 @@ RESOURCES: tuple[ResourceType, ...] = (
         has_status=True,
         schema_key="Ingress",
     ),
+    # pkg/registry/autoscaling/horizontalpodautoscaler/strategy.go: status reset on create and kept on update
+    # (its own subresource), generation moved by spec changes; served as autoscaling/v2 only (v1 answers 404).
+    ResourceType(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+        singular="horizontalpodautoscaler",
+        short_names=("hpa",),
+        categories=("all",),
+        storage_hash="qwQve8ut294=",
+        subresources=("status",),
+        generation="spec",
+        has_status=True,
+        schema_key="HorizontalPodAutoscaler",
+    ),
 )
 
 # Custom resources, served once their CustomResourceDefinition is installed (crds.py, FakeKube.install_crd).

@@ -46,6 +46,14 @@ ZERO_FILLED: dict[tuple[str, str], Any] = {
     ("V1ReplicaSetStatus", "replicas"): 0,
     ("V1ScaleStatus", "replicas"): 0,
     ("V1DeploymentSpec", "selector"): None,
+    # autoscaling/v2 HorizontalPodAutoscaler: `maxReplicas`, `desiredReplicas`, the target's kind and name and a
+    # metric target's type have no omitempty (k8s.io/api/autoscaling/v2/types.go).
+    ("V2HorizontalPodAutoscalerSpec", "maxReplicas"): 0,
+    ("V2HorizontalPodAutoscalerStatus", "desiredReplicas"): 0,
+    ("V2CrossVersionObjectReference", "kind"): "",
+    ("V2CrossVersionObjectReference", "name"): "",
+    ("V2MetricTarget", "type"): "",
+    ("V2MetricSpec", "type"): "",
     ("V1ReplicaSetSpec", "selector"): None,
 }
 
@@ -77,6 +85,11 @@ STRUCT_FILLED: set[tuple[str, str]] = {
     ("V1ContainerStatus", "lastState"),
     ("V1ServiceStatus", "loadBalancer"),
     ("V1IngressStatus", "loadBalancer"),
+    ("V2HorizontalPodAutoscaler", "metadata"),
+    ("V2HorizontalPodAutoscaler", "spec"),
+    ("V2HorizontalPodAutoscaler", "status"),
+    ("V2HorizontalPodAutoscalerSpec", "scaleTargetRef"),
+    ("V2ResourceMetricSource", "target"),
 }
 
 # Strings that keep their value even when empty (no ``omitempty``).

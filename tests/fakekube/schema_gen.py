@@ -31,6 +31,7 @@ ROOTS = {
     "ConfigMap": "V1ConfigMap",
     "DeleteOptions": "V1DeleteOptions",
     "Ingress": "V1Ingress",
+    "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
 }
 
 # Go types whose JSON form differs from what the Python model says (both are "datetime" there).
@@ -55,6 +56,10 @@ QUANTITY_FIELDS = {
     ("V1ResourceRequirements", "requests"),
     ("V1EmptyDirVolumeSource", "sizeLimit"),
     ("V1ContainerStatus", "allocatedResources"),
+    ("V2MetricTarget", "averageValue"),
+    ("V2MetricTarget", "value"),
+    ("V2MetricValueStatus", "averageValue"),
+    ("V2MetricValueStatus", "value"),
 }
 
 

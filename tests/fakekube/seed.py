@@ -64,3 +64,35 @@ def blue_green_objects(
     objects.append(service(namespace, app, app, live_slot, port))
     objects.append(service(namespace, f"{app}-preview", app, other, port))
     return objects
+
+
+def canary_objects(namespace: str, app: str, image: str, replicas: int, port: int,
+                   pod_spec: JsonObj | None = None, ingress: bool = False) -> list[JsonObj]:
+    """charts/canary-app's layout: `<app>-stable` (`replicas`) and `<app>-canary` (0), Services `<app>` (both
+    slots), `<app>-stable` and `<app>-canary`, and with `ingress` the ALB Ingress with all traffic on stable."""
+    version = image.rsplit(":", 1)[1]
+    objects: list[JsonObj] = []
+    for slot, count in (("stable", replicas), ("canary", 0)):
+        obj = deployment(namespace, app, slot, image, count, port)
+        obj["metadata"]["labels"]["version"] = version
+        obj["spec"]["template"]["metadata"]["labels"]["version"] = version
+        obj["spec"]["template"]["spec"].update(pod_spec or {})
+        objects.append(obj)
+    for name, slot in ((app, None), (f"{app}-stable", "stable"), (f"{app}-canary", "canary")):
+        obj = service(namespace, name, app, slot or "", port)
+        if slot is None:
+            obj["spec"]["selector"] = {"app": app}
+        objects.append(obj)
+    if ingress:
+        action = ('{"Type":"forward","ForwardConfig":{"TargetGroups":['
+                  f'{{"ServiceName":"{app}-canary","ServicePort":"80","Weight":0}},'
+                  f'{{"ServiceName":"{app}-stable","ServicePort":"80","Weight":100}}]}}}}')
+        objects.append({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": app, "namespace": namespace, "labels": {"app": app},
+                         "annotations": {"alb.ingress.kubernetes.io/target-type": "ip",
+                                         f"alb.ingress.kubernetes.io/actions.{app}": action}},
+            "spec": {"ingressClassName": "alb", "rules": [{"http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": app, "port": {"name": "use-annotation"}}}}]}}]}})
+    return objects

@@ -698,6 +698,31 @@ def ingress_warnings_on_create(obj: JsonObj) -> list[str]:
 WARNINGS_ON_CREATE = {"Ingress": ingress_warnings_on_create}
 
 
+# --------------------------------------------------------------------------------------------------------
+# autoscaling/v2 HorizontalPodAutoscaler (pkg/apis/autoscaling/validation/validation.go,
+# validateHorizontalPodAutoscalerSpec and ValidateCrossVersionObjectReference; HPAScaleToZero off, so 1)
+# --------------------------------------------------------------------------------------------------------
+
+
+def validate_hpa(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    causes = validate_meta(obj.get("metadata") or {})
+    spec = obj.get("spec") or {}
+    min_replicas, max_replicas = spec.get("minReplicas"), int(spec.get("maxReplicas") or 0)
+    if min_replicas is not None and int(min_replicas) < 1:
+        causes.append(invalid("spec.minReplicas", str(min_replicas), "must be greater than or equal to 1"))
+    if max_replicas < 1:
+        causes.append(invalid("spec.maxReplicas", str(max_replicas), "must be greater than 0"))
+    if min_replicas is not None and max_replicas < int(min_replicas):
+        causes.append(invalid("spec.maxReplicas", str(max_replicas), "must be greater than or equal to `minReplicas`"))
+    ref = spec.get("scaleTargetRef") or {}
+    for key in ("kind", "name"):
+        value = str(ref.get(key) or "")
+        if not value:
+            causes.append(required(f"spec.scaleTargetRef.{key}"))
+        causes += [invalid(f"spec.scaleTargetRef.{key}", go_quote(value), m) for m in _path_segment_errors(value)]
+    return causes
+
+
 def warnings_on_create(kind: str, obj: JsonObj) -> list[str]:
     fn = WARNINGS_ON_CREATE.get(kind)
     return fn(obj) if fn else []
@@ -716,6 +741,7 @@ VALIDATORS = {
     "ConfigMap": validate_configmap,
     "events.k8s.io/Event": validate_event_v1,
     "Ingress": validate_ingress,
+    "HorizontalPodAutoscaler": validate_hpa,
 }
 
 

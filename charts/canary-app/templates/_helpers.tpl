@@ -117,7 +117,7 @@ resourceNames; create and list cannot be (the API server authorizes them before 
 {{- $app := include "canary-app.name" . -}}
 {{- $slots := list (printf "%s-stable" $app) (printf "%s-canary" $app) -}}
 {{- $services := list $app (printf "%s-stable" $app) (printf "%s-canary" $app) -}}
-{{- $names := dict "deployments" $slots "deployments/scale" $slots "services" $services "leases" (list (printf "%s-release" $app)) "ingresses" (list (include "canary-app.ingressName" .)) -}}
+{{- $names := dict "deployments" $slots "deployments/scale" $slots "services" $services "leases" (list (printf "%s-release" $app)) "horizontalpodautoscalers" (list (printf "%s-canary" $app)) "ingresses" (list (include "canary-app.ingressName" .)) -}}
 {{- $nameable := list "get" "update" "patch" "delete" -}}
 {{- $file := .Files.Get "files/runner-rules.yaml" | fromYaml -}}
 {{- $source := $file.namespaced -}}
