@@ -26,9 +26,9 @@ def _open_kubernetes(config: Config) -> Target:
     """The kubernetes target for the layout the config names: blue-green, canary (replicas or ALB) or an
     Argo Rollouts Rollout. `config.release.strategy` holds the run's strategy (the command line's, if given)."""
     if config.kubernetes.workload == "rollout":
-        from releasegate.targets.kubernetes.argo_target import ArgoRolloutTarget  # type: ignore[import-not-found,unused-ignore]
+        from releasegate.targets.kubernetes.argo_target import ArgoRolloutTarget
 
-        return ArgoRolloutTarget.open(config)  # type: ignore[no-any-return,unused-ignore]
+        return ArgoRolloutTarget.open(config)
     if config.release.strategy == "canary":
         from releasegate.targets.kubernetes.canary import KubernetesCanaryTarget
 

@@ -13,7 +13,8 @@ and messages of its source (argoproj/argo-rollouts):
 - ``rollout/bluegreen.go``: ``reconcileBlueGreenPause``, ``isBlueGreenFastTracked``,
   ``syncRolloutStatusBlueGreen``; ``rollout/service.go``: ``switchServiceSelector`` (a strategic merge patch
   of the Service selector ``rollouts-pod-template-hash`` plus the managed-by annotation),
-  ``reconcileActiveService``, ``reconcilePreviewService``.
+  ``reconcileActiveService``, ``reconcilePreviewService``, ``reconcileStableAndCanaryService`` (a canary
+  Rollout's ``stableService``/``canaryService`` selectors, switched once the ReplicaSet is available).
 - ``rollout/pause.go``: ``CalculatePauseStatus``, ``CompletedCanaryPauseStep``, ``CompletedBlueGreenPause``.
 - ``rollout/sync.go``: ``calculateBaseStatus``, ``calculateRolloutConditions``, ``checkPausedConditions``,
   ``persistRolloutStatus``, ``shouldFullPromote``, ``promoteStable``, ``resetRolloutStatus``.
@@ -719,6 +720,8 @@ class RolloutController:
         steps = canary_steps(c.ro)
         step_count = len(steps)
         if not self._template_or_steps_changed(c):
+            if not self._reconcile_stable_and_canary_service(c):
+                return  # upstream: the sync fails (Service not found) until the named Services exist
             scaled = self._reconcile_canary_replicasets(c)
             if not scaled:
                 self._reconcile_canary_pause(c)
@@ -763,6 +766,32 @@ class RolloutController:
             st["currentStepIndex"] = index
         self._canary_weights(c, st)
         self._persist(c, st)
+
+    def _reconcile_stable_and_canary_service(self, c: _Sync) -> bool:
+        """``reconcileStableAndCanaryService`` (rollout/service.go, for every canary Rollout, basic or with
+        trafficRouting): ``ensureSVCTargets`` points ``stableService`` at the stable ReplicaSet and
+        ``canaryService`` at the new one, each only once that ReplicaSet is available
+        (``IsReplicaSetAvailable``: scaled up and every replica available). False when a named Service is
+        missing (upstream the sync ends with that error)."""
+        canary = (c.spec.get("strategy") or {}).get("canary") or {}
+        namespace = c.ro["metadata"]["namespace"]
+        for key, rs in (("stableService", c.stable_rs), ("canaryService", c.new_rs)):
+            name = str(canary.get(key) or "")
+            if rs is None or not name:
+                continue
+            svc = self._service(namespace, name)
+            if svc is None:
+                return False
+            current = ((svc.get("spec") or {}).get("selector") or {}).get(HASH_LABEL, "")
+            wanted = rs_hash(rs)
+            if current == wanted:
+                continue
+            replicas = rs_spec_replicas(rs)
+            if not (replicas != 0 and rs_status(rs, "availableReplicas") != 0
+                    and replicas <= rs_status(rs, "availableReplicas")):
+                continue  # "delaying service switch ...: ReplicaSet not fully available"
+            self._switch_selector(c, svc, wanted)
+        return True
 
     def _canary_weights(self, c: _Sync, st: JsonObj) -> None:
         """``status.canary.weights``: recorded only with trafficRouting (what the router was told)."""
