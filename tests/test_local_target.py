@@ -364,3 +364,14 @@ def test_closing_an_ephemeral_cluster_leaves_no_process(tmp_path: Path, profiles
     assert len(pids) == 3 and alive(pids) == pids
     target.close()
     assert alive(pids) == []
+
+
+def test_all_traffic_goes_to_an_empty_slot_only_when_asked_to_serve_nothing(tmp_path: Path) -> None:
+    """The rollback of a first deploy: the service serves nothing again. Nothing else reaches an empty slot."""
+    cluster = LocalCluster(local_config(tmp_path), tmp_path, persistent=False)
+    with pytest.raises(ValueError, match="no pod is ready"):
+        cluster.set_traffic({"green": 100})
+    with pytest.raises(ValueError, match="no pod is ready"):
+        cluster.set_traffic({"green": 50, "blue": 50}, serve_nothing=True)
+    cluster.set_traffic({"green": 100}, serve_nothing=True)
+    assert cluster.traffic == {"green": 100}

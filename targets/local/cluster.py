@@ -272,15 +272,15 @@ class LocalCluster:
         self.write_state()
 
     # -- traffic ------------------------------------------------------------------------------------
-    def set_traffic(self, weights: dict[str, int]) -> tuple[dict[str, int], float]:
+    def set_traffic(self, weights: dict[str, int], *, serve_nothing: bool = False) -> tuple[dict[str, int], float]:
         for slot, weight in weights.items():
             if slot not in self.slots:
                 raise ValueError(f"unknown slot {slot!r}; slots are {', '.join(SLOTS)}")
             pods = self.slots[slot].pods
             ready = sum(p.ready for p in pods)
-            # All traffic back to a slot that runs nothing is the rollback of a first deploy: the service
-            # serves nothing again, as before it. Any other share for a slot without a ready pod is a mistake.
-            back_to_nothing = weight == 100 and not pods and self.slots[slot].version is None
+            # All traffic back to a slot that runs nothing, asked for as such, is the rollback of a first
+            # deploy: the service serves nothing again, as before it. Anything else needs a ready pod.
+            back_to_nothing = serve_nothing and weight == 100 and not pods and self.slots[slot].version is None
             if weight > 0 and ready == 0 and not back_to_nothing:
                 raise ValueError(f"refusing to send {weight}% of traffic to slot {slot}: no pod is ready")
         if sum(weights.values()) != 100 or any(w < 0 for w in weights.values()):
@@ -373,9 +373,10 @@ class LocalCluster:
         return json_response(200, self.state()["slots"][slot])
 
     async def _post_traffic(self, request: Request) -> Response:
-        weights = (await _json_body(request))["weights"]
+        body = await _json_body(request)
         try:
-            previous, swap_ms = self.set_traffic({k: int(v) for k, v in weights.items()})
+            previous, swap_ms = self.set_traffic({k: int(v) for k, v in body["weights"].items()},
+                                                 serve_nothing=bool(body.get("serve_nothing", False)))
         except ValueError as exc:
             return json_response(409, {"error": str(exc)})
         return json_response(200, {"traffic": self.traffic, "previous": previous, "swap_ms": swap_ms})

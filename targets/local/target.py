@@ -172,8 +172,12 @@ class LocalTarget:
         return self.workload_status(slot)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
+        body: dict[str, object] = {"weights": dict(split.weights)}
+        slot = split.single_slot
+        if slot is not None and self.live_state().versions.get(slot) is None:
+            body["serve_nothing"] = True  # back to the empty slot: the rollback of a first deploy
         started = time.perf_counter()
-        answer = self.client.call("POST", "/traffic", {"weights": dict(split.weights)})
+        answer = self.client.call("POST", "/traffic", body)
         elapsed_ms = (time.perf_counter() - started) * 1000
         previous = TrafficSplit({k: int(v) for k, v in answer["previous"].items()}) if answer["previous"] \
             else split
