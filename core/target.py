@@ -61,6 +61,12 @@ class Target(Protocol):
         Blue-green layouts answer the other slot; the canary layouts a fixed `canary` slot."""
         ...
 
+    def exposes_candidate_at_provision(self) -> bool:
+        """True when provisioning itself gives users a share of the candidate: a canary Rollout runs its first
+        setWeight as soon as its image changes. The controller then counts exposure from provision on, and
+        refuses a dry run (it could not keep users off the candidate). Every other layout: False."""
+        ...
+
     # -- acting (release controller only) -------------------------------------------------------
     def prepare_image(self, version: str) -> None:
         """Make `version`'s image available where the target runs it (kind builds and loads it);

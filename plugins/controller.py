@@ -107,6 +107,11 @@ class ReleaseController:
         self.live_slot = live.live_slot
         self.candidate_slot = target.candidate_slot(live.live_slot)
         self.previous_version = live.live_version
+        if self.options.dry_run and target.exposes_candidate_at_provision():
+            raise ConfigError(f"--release-dry-run cannot keep users off the candidate on {target.describe()}: "
+                              "its first canary step sends them a share as soon as the new version is deployed; "
+                              "release without --release-dry-run, or verify on a layout that provisions "
+                              "without traffic (kubernetes.workload = \"deployment\")")
         scope = target.metrics_scope()
         self.prometheus.check_reachable(scope.prometheus_url)
         # Targets that build images (kind) do it now: a broken build stops the release before the lock.
@@ -137,6 +142,10 @@ class ReleaseController:
         self._record(Phase.PROVISIONING)
         started = time.monotonic()
         self.provisioned = True  # from here on a rollback must remove the candidate
+        exposed = target.exposes_candidate_at_provision()
+        if exposed:  # users get the first step's share from now on: that is when their exposure begins
+            self.first_exposed_at = time.time()
+            self.ledger.update_context(exposed_at_provision=True)
         target.deploy(slot, self.options.version)
         status = target.wait_ready(slot, self.config.stages.provision)
         self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
@@ -284,7 +293,7 @@ class ReleaseController:
             self._release_lock()
             self.ledger.update_context(decision=Decision.NOT_PROMOTED)
             return ActionResult(skipped="nothing was provisioned; nothing to roll back")
-        users_saw_it = self.switched
+        users_saw_it = self.switched or self.first_exposed_at is not None
         self._undo()
         self.ledger.update_context(decision=Decision.ROLLED_BACK)
         why = failures[0] if failures else None
@@ -315,6 +324,8 @@ class ReleaseController:
                 self._confirm_served(endpoints[Role.SERVICE].url, self.previous_version)
         if self.candidate_slot is not None:
             target.remove(self.candidate_slot)
+            if self.first_exposed_at is not None and not self.back_on_stable_at:
+                self.back_on_stable_at = time.time()  # exposed at provision: removing it ends the exposure
         self.provisioned = False
         self._record(Phase.ROLLED_BACK)
         self._release_lock()

@@ -38,6 +38,7 @@ class ReleaseInfo:
     candidate_slot: str | None
     live_slot: str | None
     switched: bool
+    exposed_at_provision: bool  # users reach the candidate from provision on (a canary Rollout's first step)
     version_header: str  # the response header that names the serving version (release.version_header)
     vars: dict[str, Any]
 
@@ -131,6 +132,7 @@ class SuiteFixtures:
             strategy=context.strategy, run_id=context.run_id, target=context.target,
             dry_run=context.dry_run, candidate_slot=context.candidate_slot,
             live_slot=context.live_slot, switched=context.switched,
+            exposed_at_provision=context.exposed_at_provision,
             version_header=self.config.release.version_header,
             vars=dict(self.config.vars))
 

@@ -134,15 +134,6 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cluster:
         return project
     # The side-by-side comparison is the blue-green analysis; here each step's own analysis decides.
     (project.path / "suites" / "analysis" / "test_compare.py").unlink()
-    # A canary Rollout applies its first setWeight by itself when the image changes (argo_target.py, "Exposure"):
-    # users reach the candidate from provision on, which this shipped smoke check rightly refuses. Until the
-    # release controller knows about exposure at provision, the check is skipped here (see the helper's report).
-    smoke = project.path / "suites" / "smoke" / "test_smoke.py"
-    smoke.write_text(smoke.read_text().replace(
-        "\ndef test_users_still_reach_the_previous_version(",
-        "\n@pytest.mark.skip(reason='a canary Rollout exposes the candidate at provision')\n"
-        "def test_users_still_reach_the_previous_version(", 1))
-    assert "exposes the candidate at provision" in smoke.read_text()
     return project
 
 
@@ -158,6 +149,9 @@ def test_a_canary_rollout_release_runs_the_rollouts_steps_and_promotes(project: 
     junit = project.junit()
     assert junit.suite_properties["release.decision"] == "promoted"
     assert _properties(junit.case("preflight"))["release.candidate_slot"] == "canary"
+    # Users reach the candidate from provision on (the Rollout's first setWeight): the shipped check says so.
+    early = junit.case("test_users_still_reach_the_previous_version")
+    assert early["outcome"] == "skipped" and "as soon as the candidate is deployed" in early["message"], early
     names = junit.order()
     shares = []
     for weight in (10, 50, 100):
@@ -205,6 +199,19 @@ def test_a_bad_canary_rollout_is_aborted_at_the_first_step(project: ReleaseProje
               and r.json() == {"status": {"abort": True}}]
     assert len(aborts) == 1
     assert not [r for r in cluster.fake.requests if r.status == 403]
+    # Exposure is counted from provision, when the Rollout's first setWeight gave users the candidate.
+    assert float(rollback["release.rollback.exposed_s"]) > float(rollback["release.rollback.to_stable_s"])
+    assert float(rollback["release.rollback.exposed_s"]) >= float(
+        _properties(junit.case("provision"))["release.provision.ready_s"])
+
+
+def test_a_dry_run_of_a_canary_rollout_is_refused_before_anything_changes(project: ReleaseProject,
+                                                                           cluster: RolloutCluster) -> None:
+    cluster.fake.clear_requests()
+    result = project.release("--release", "v2", "--release-dry-run")
+    assert result.ret == 4, result.stdout.str()
+    assert "--release-dry-run cannot keep users off the candidate" in project.junit().case("preflight")["text"]
+    assert cluster.fake.write_requests() == []
 
 
 @pytest.mark.parametrize("cluster", ["blue-green"], indirect=True)

@@ -317,6 +317,11 @@ class FakeTarget:
         self.calls.append(f"set_traffic {split.describe()}")
         return SwitchResult(traffic=split, previous=previous, converged_ms=1.0)
 
+    def exposes_candidate_at_provision(self) -> bool:
+
+        return False
+
+
     def candidate_slot(self, live_slot: Slot | None) -> Slot:
         return other_slot(live_slot) if live_slot else "blue"
 

@@ -221,6 +221,11 @@ class LockTarget:
         self.events.append("set_traffic")
         return SwitchResult(traffic=split, previous=TrafficSplit.all_to("blue"), converged_ms=1.0)
 
+    def exposes_candidate_at_provision(self) -> bool:
+
+        return False
+
+
     def candidate_slot(self, live_slot: str | None) -> str:
         return "green"
 

@@ -149,6 +149,11 @@ class ArgoRolloutTarget(KubernetesBase):
     def candidate_slot_name(self) -> Slot:
         return CANARY if self.canary else PREVIEW
 
+    def exposes_candidate_at_provision(self) -> bool:
+        """A canary Rollout applies its first setWeight as soon as the image changes (basic canary scales
+        pods by the weight; Argo's setCanaryScale, which could hold traffic back, needs a traffic router)."""
+        return self.canary
+
     def candidate_slot(self, live_slot: Slot | None) -> Slot:
         """`canary` for a canary Rollout, `preview` for a blue-green one, whatever serves now."""
         return self.candidate_slot_name

@@ -93,6 +93,10 @@ class KubernetesBase:
     def check_layout(self) -> None:
         raise NotImplementedError
 
+    def exposes_candidate_at_provision(self) -> bool:
+        """Users reach the candidate only from the first shift or switch on."""
+        return False
+
     def prepare_image(self, version: str) -> None:
         """Images come from the cluster's registry: nothing to prepare here."""
 

@@ -55,6 +55,10 @@ class LocalTarget:
     def ephemeral(self) -> bool:
         return self._owned_process is not None
 
+    def exposes_candidate_at_provision(self) -> bool:
+        """Users reach the candidate only from the first shift or switch on."""
+        return False
+
     def prepare_image(self, version: str) -> None:
         """The local target runs the demo (or local.command) for any version: nothing to prepare."""
 
