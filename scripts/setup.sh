@@ -57,5 +57,5 @@ cat <<'NEXT'
 Next:
   .venv/bin/python -m releasegate.targets.local up        # a local cluster, v1 live
   .venv/bin/python -m pytest --release v2                 # release v2 over it
-  .venv/bin/python -m pytest tests                        # the framework's own tests
+  .venv/bin/python -m pytest tests -n 2 --dist worksteal  # the framework's own tests
 NEXT
