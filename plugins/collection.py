@@ -30,7 +30,7 @@ class ReleaseCollection:
         marker = metafunc.definition.get_closest_marker("stage")
         stage = marker.args[0] if marker is not None and marker.args else stage_of_path(
             metafunc.definition.path, self.run.suites_root)
-        if stage != "analysis" or (CANARY_PARAM in metafunc.fixturenames and _already_parametrized(metafunc)):
+        if stage != "analysis":
             return
         if CANARY_PARAM not in metafunc.fixturenames:
             metafunc.fixturenames.append(CANARY_PARAM)
@@ -62,11 +62,6 @@ class ReleaseCollection:
         items[:] = ordered
         self.runtime.items = ordered
         _count_action_items(session, [item for item in ordered if isinstance(item, ActionItem)])
-
-
-def _already_parametrized(metafunc: pytest.Metafunc) -> bool:
-    return any(CANARY_PARAM in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
-               if marker.args and isinstance(marker.args[0], str))
 
 
 def _count_action_items(session: pytest.Session, actions: list[pytest.Item | pytest.Collector]) -> None:

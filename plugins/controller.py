@@ -199,11 +199,14 @@ class ReleaseController:
         self._record(Phase.SHIFTING)
         self.switched = True  # from here on a rollback must move traffic back
         result = target.set_traffic(TrafficSplit.split(stable, canary, weight))
+        step_started_at = time.time()  # the split is in effect: the step's window starts here
         self.last_shift_at = time.monotonic()
         self.first_exposed_at = self.first_exposed_at or time.time()
         effective = result.traffic.weights.get(canary, 0)
-        # The analysis measures the share the target really gives (pod counts round; see the JUnit).
-        self._publish(target.endpoints(canary), switched=False, canary_weight=effective)
+        # The analysis measures the share the target really gives (pod counts round; see the JUnit), over
+        # the step's window in Prometheus: from the moment the target said the split is in effect.
+        self._publish(target.endpoints(canary), switched=False, canary_weight=effective,
+                      step_started_at=step_started_at)
         return ActionResult([("release.shift.requested_weight", str(weight)),
                              ("release.shift.effective_weight", str(effective)),
                              ("release.shift.traffic", result.traffic.describe()),
@@ -319,7 +322,7 @@ class ReleaseController:
             self.back_on_stable_at = time.time()
             self.switched, self.promotion = False, None
             endpoints = target.endpoints(None)
-            self._publish(endpoints, switched=False, canary_weight=None)
+            self._publish(endpoints, switched=False, canary_weight=None, step_started_at=None)
             if self.previous_version is not None:
                 self._confirm_served(endpoints[Role.SERVICE].url, self.previous_version)
         if self.candidate_slot is not None:

@@ -7,6 +7,7 @@ so they exist only under `--release`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -41,6 +42,20 @@ class ReleaseInfo:
     exposed_at_provision: bool  # users reach the candidate from provision on (a canary Rollout's first step)
     version_header: str  # the response header that names the serving version (release.version_header)
     vars: dict[str, Any]
+    step_started_at: float | None = None  # canary: when this step's split took effect (epoch s); else None
+
+
+@dataclass(frozen=True)
+class CanaryStep:
+    """The canary step an analysis test runs in: the effective weight and the step's window so far.
+
+    `started_at` (epoch seconds) is when the target said the split is in effect; a Prometheus check over
+    the step reads the window [started_at, now], e.g. `metrics.share_of_requests(..., since=step.started_at)`.
+    """
+
+    weight: int  # the candidate's percent of the service's traffic, as the target gives it
+    started_at: float
+    window_s: float  # seconds from started_at to when the fixture was set up
 
 
 def recorder_for(node: pytest.Item) -> RecordCheck:
@@ -134,7 +149,7 @@ class SuiteFixtures:
             live_slot=context.live_slot, switched=context.switched,
             exposed_at_provision=context.exposed_at_provision,
             version_header=self.config.release.version_header,
-            vars=dict(self.config.vars))
+            vars=dict(self.config.vars), step_started_at=context.step_started_at)
 
     @pytest.fixture
     def canary_weight(self) -> int | None:
@@ -142,6 +157,16 @@ class SuiteFixtures:
         counts round: 1 canary pod of 4 is 25% for a 10% step); None outside a canary
         (a canary's analysis tests are parametrized with it, one run per step: `test_x[10%]`)."""
         return self._context().canary_weight
+
+    @pytest.fixture
+    def canary_step(self) -> CanaryStep | None:
+        """This canary step: effective weight, when its split took effect, and its window so far; None
+        outside a canary step (a blue-green release, a dry run or a first deploy, where nothing is split)."""
+        context = self._context()
+        if context.canary_weight is None or context.step_started_at is None:
+            return None
+        return CanaryStep(weight=context.canary_weight, started_at=context.step_started_at,
+                          window_s=max(0.0, time.time() - context.step_started_at))
 
     @pytest.fixture
     def candidate(self) -> Endpoint:

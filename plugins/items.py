@@ -49,8 +49,9 @@ class ActionItem(pytest.Item):
         return super().repr_failure(excinfo)
 
 
-CANARY_PARAM = "canary_weight"
-"""The parameter that runs an analysis test once per canary step; also the fixture that tells the weight."""
+CANARY_PARAM = "releasegate_canary_step"
+"""The parameter that runs an analysis test once per canary step (its requested weight, `[10%]` in the id).
+Tests read the weight from the `canary_weight` fixture, which gives the effective one."""
 
 
 def canary_step_of(item: pytest.Item) -> int | None:

@@ -59,6 +59,7 @@ class ReleaseContext:
     endpoints: dict[Role, Endpoint] = field(default_factory=dict)
     switched: bool = False
     canary_weight: int | None = None  # the candidate's percent of traffic in the current canary step
+    step_started_at: float | None = None  # wall clock (epoch s) when the current step's split took effect
     exposed_at_provision: bool = False  # users reach the candidate from provision on (a canary Rollout)
     decision: Decision | None = None
     # Why the release stopped when no test failed: each says a different kind of stop.

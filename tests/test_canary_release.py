@@ -46,8 +46,6 @@ def _properties(case: dict[str, object]) -> dict[str, str]:
 
 
 def test_a_good_version_goes_through_every_step_and_is_promoted(project: ReleaseProject) -> None:
-    # The side-by-side comparison is the blue-green analysis; here the steps' own analysis decides.
-    (project.path / "suites" / "analysis" / "test_compare.py").unlink()
     project.start_background_cluster()
     result = project.release("--release", "v2", "--release-strategy", "canary")
     assert result.ret == 0, result.stdout.str()
@@ -64,6 +62,30 @@ def test_a_good_version_goes_through_every_step_and_is_promoted(project: Release
         checks = _properties(junit.cases[analysis])
         share = float(checks[f"check.share of v2 == {weight}% ± 2pp.value"].rstrip("%"))
         assert abs(share - weight) <= 2, (weight, share)
+        # The same step from Prometheus, in the same test after the load: the pods' counters over the
+        # step's window.
+        prometheus = junit.cases[analysis]
+        assert prometheus["outcome"] == "passed", prometheus
+        measured = checks
+        key = f"check.prometheus share of v2 == {weight}% ± 2pp"
+        assert measured[f"{key}.verdict"] == "pass"
+        prometheus_share = float(measured[f"{key}.value"].rstrip("%"))
+        counted, sent = int(measured[f"{key}.samples"]), int(checks[f"check.share of v2 == {weight}% ± 2pp.samples"])
+        assert abs(prometheus_share - weight) <= 2 and counted >= 100, (weight, measured)
+        # Whole requests, no extrapolation: the window holds the step's load and nothing else (give or take
+        # the requests in flight when locust stopped its 5 users, which a pod may have answered).
+        assert abs(counted - sent) <= 5, (weight, counted, sent)
+        comparison = "check.success_rate vs baseline ± 0.5pp"
+        if weight < 100:
+            assert measured[f"{comparison}.verdict"] == "pass", measured
+            assert measured[f"{comparison}.value"] == "100%"
+            assert measured["check.p(95) vs baseline.verdict"] == "pass", measured
+        else:  # at 100% the stable version serves nobody: nothing to compare with
+            assert f"{comparison}.verdict" not in measured
+        print(f"step {weight}%: Prometheus share of v2 {prometheus_share:.1f}% of {counted} requests over "
+              f"{measured[f'{key}.window']}; the load's own share {share:.1f}% of {sent} requests")
+        compare = junit.case(f"test_candidate_is_no_worse_than_baseline[{weight}%]")
+        assert compare["outcome"] == "skipped" and "canary: the step's split" in compare["message"], compare
     assert names.index("shift[100%]") < names.index("promote") < names.index("finalize")
     state = project.cluster_state()
     assert state["traffic"] == {"green": 100}
@@ -91,7 +113,11 @@ def test_a_bad_version_is_stopped_at_the_first_step_and_traffic_goes_back_to_sta
     to_stable_s, exposed_s = float(rollback["release.rollback.to_stable_s"]), float(
         rollback["release.rollback.exposed_s"])
     failing = junit.case("test_the_split_gives_the_candidate_its_share_and_both_versions_hold_up[10%]")
-    served = int(_properties(failing)["check.error_rate < 1%.samples"])
+    # The candidate's requests: its share of the step's load through the service (the error-rate checks of
+    # both versions share one property name, so that one cannot say whose count it holds).
+    checks = _properties(failing)
+    share_key = "check.share of v2-errors == 10% ± 2pp"
+    served = round(float(checks[f"{share_key}.value"].rstrip("%")) / 100 * int(checks[f"{share_key}.samples"]))
     print(f"canary v2-errors: users reached the candidate for {exposed_s:.2f}s (first request to all traffic "
           f"on stable), {to_stable_s:.2f}s from the failing check; the candidate served {served} requests")
     assert 0 <= to_stable_s < exposed_s

@@ -32,6 +32,7 @@ from releasegate.verifiers.prometheus_client import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
+from releasegate.verifiers.thresholds import format_fraction
 from tests.verifiers_services import DemoService, demo_service, free_port, prometheus, write_profiles
 from tests.waiting import wait_until
 
@@ -336,6 +337,98 @@ def test_min_samples_turns_too_few_requests_into_no_data(traffic: Traffic) -> No
                                               r"/api/\.\* \(version v1\), fewer than the minimum 10,000$"):
             measured.check("success_rate >= 99%")
         assert measured.check("success_rate >= 99%", min_samples=100).passed
+
+
+def send_many(client: httpx.Client, url: str, count: int) -> list[int]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: send(client, "GET", f"{url}/api/items"), range(count)))
+
+
+def test_a_window_from_a_given_moment_counts_whole_requests_and_nothing_sent_before_it(traffic: Traffic) -> None:
+    recorded: list[CheckOutcome] = []
+    with metrics_for(traffic, record=recorded.append, candidate=traffic.errors.endpoint(Role.CANDIDATE),
+                     baseline=traffic.healthy.endpoint(Role.BASELINE)) as metrics, \
+            httpx.Client(timeout=5.0, trust_env=False) as client:
+        # Sent just before the window: Prometheus reads part of it only after `since`; none of it may count.
+        send_many(client, traffic.healthy.url, 50)
+        since = time.time()
+        metrics.wait_scraped_after(since, timeout_s=30)
+        send_many(client, traffic.healthy.url, 270)
+        send_many(client, traffic.errors.url, 30)
+        until = metrics.wait_scraped_after(time.time(), timeout_s=30)
+
+        counted = {v: metrics.requests_between(version=v, since=since, until=until).samples
+                   for v in ("v1", "v2-errors", "v2-slow")}
+        assert counted == {"v1": 270, "v2-errors": 30, "v2-slow": 0}  # exact: no extrapolation at the edges
+        share = metrics.share_of_requests(10, since=since, until=until, tolerance_pp=2, min_samples=100)
+        assert (share.value, share.samples) == (0.1, 300)
+        with pytest.raises(CheckFailed, match=r"^share of v2-errors: 10\.0% \(30 of 300 requests in Prometheus "
+                                              r"over [\d.]+s from .*\), outside 2pp of 50%$"):
+            metrics.share_of_requests(50, since=since, until=until, tolerance_pp=2, min_samples=100)
+        with pytest.raises(CheckFailed, match=r"^NO DATA: share of v2-errors: only 300 requests of demo in "
+                                              r"Prometheus over .*, fewer than the minimum 1,000$"):
+            metrics.share_of_requests(10, since=since, until=until, min_samples=1000)
+        with pytest.raises(CheckFailed, match=r"^NO DATA: errors on .*: only \d+/30 vs 0/270 requests "
+                                              r"\(candidate/baseline\), fewer than the minimum 50 on each side$"):
+            metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
+    assert [o.verdict for o in recorded] == [Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.NO_DATA]
+    properties = dict(recorded[0].properties())
+    assert properties["check.prometheus share of v2-errors == 10% ± 2pp.value"] == "10.0%"
+    assert properties["check.prometheus share of v2-errors == 10% ± 2pp.samples"] == "300"
+    assert "min_over_time(http_requests_total{" in recorded[0].source
+    assert recorded[0].window.endswith("Z") and " from " in recorded[0].window
+
+
+def test_the_candidate_success_rate_and_latency_against_the_baseline_in_the_same_window(traffic: Traffic) -> None:
+    recorded: list[CheckOutcome] = []
+    healthy = traffic.healthy.endpoint(Role.BASELINE)
+    with httpx.Client(timeout=5.0, trust_env=False) as client, metrics_for(traffic) as metrics:
+        since = time.time()
+        metrics.wait_scraped_after(since, timeout_s=30)
+        send_many(client, traffic.healthy.url, 300)
+        errors = send_many(client, traffic.errors.url, 600).count(500)
+        send_many(client, traffic.slow.url, 100)  # v2-slow is slow on /api/checkout only, and has no errors
+        with ThreadPoolExecutor(8) as pool:
+            for service in (traffic.slow, traffic.healthy):
+                list(pool.map(lambda _, url=service.url: send(client, "POST", f"{url}/api/checkout"), range(40)))
+        until = metrics.wait_scraped_after(time.time(), timeout_s=30)
+    assert errors >= 10  # v2-errors fails 5% of /api/*, seeded
+    with metrics_for(traffic, record=recorded.append, candidate=traffic.errors.endpoint(Role.CANDIDATE),
+                     baseline=healthy) as metrics, pytest.raises(CheckFailed) as caught:
+        metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
+    with metrics_for(traffic, record=recorded.append, candidate=traffic.slow.endpoint(Role.CANDIDATE),
+                     baseline=healthy) as metrics:
+        passed = metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
+    failed = recorded[0]
+    print(f"success rate in one window: v2-errors {failed.display_value} of {failed.samples} requests vs v1 "
+          f"(340 requests, no errors): {failed.verdict}; v2-slow {passed.display_value}: {passed.verdict}")
+    assert failed.verdict is Verdict.FAIL and failed.samples == 600
+    assert failed.value == pytest.approx(1 - errors / 600)
+    assert str(caught.value).startswith(f"errors on /api/.* (candidate v2-errors vs baseline v1, Prometheus): "
+                                        f"candidate {format_fraction(errors / 600)} ({errors}/600) vs baseline "
+                                        "0% (0/340), Fisher p=")
+    assert str(caught.value).endswith("worse beyond the 0.5-point tolerance")
+    assert (passed.verdict, passed.value, passed.samples) == (Verdict.PASS, 1.0, 140)
+    assert passed.check == "success_rate vs baseline ± 0.5pp"
+
+    # p95 in the same window from the pods' histograms: v2-slow's 400 ms checkout against v1's 2 ms one.
+    with metrics_for(traffic, candidate=traffic.slow.endpoint(Role.CANDIDATE), baseline=healthy) as metrics:
+        with pytest.raises(CheckFailed, match=r"^p\(95\) on /api/checkout \(candidate v2-slow vs baseline v1, "
+                                              r"Prometheus\): candidate [4-7]\d\dms vs baseline \d+(\.\d+)?ms over "
+                                              r"40/40 requests, slower beyond the max\(25%, 50ms\) tolerance$"):
+            metrics.latency_vs_baseline(0.95, since=since, until=until, handler_regex="/api/checkout")
+        with pytest.raises(CheckFailed, match=r"^NO DATA: p\(95\) on .*: only 40/40 requests"):
+            metrics.latency_vs_baseline(0.95, since=since, until=until, handler_regex="/api/checkout",
+                                        min_samples=41)
+    with metrics_for(traffic, candidate=traffic.errors.endpoint(Role.CANDIDATE), baseline=healthy) as metrics:
+        fast = metrics.latency_vs_baseline(0.95, since=since, until=until, handler_regex="/api/items")
+    assert fast.passed and fast.value is not None and fast.value < 0.05 and fast.samples == 600
+
+
+def test_waiting_for_a_scrape_that_never_comes_is_a_metrics_error(traffic: Traffic) -> None:
+    with metrics_for(traffic) as metrics, pytest.raises(MetricsError, match=r"did not scrape every pod of demo "
+                                                                              r"within 0\.3s after "):
+        metrics.wait_scraped_after(time.time() + 3600, timeout_s=0.3)
 
 
 def test_an_unreachable_prometheus_is_a_metrics_error_naming_the_url() -> None:

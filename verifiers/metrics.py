@@ -6,6 +6,15 @@ so (`60s ending 2026-11-27T16:41:05Z (now)`). An empty result or NaN is NO DATA,
 unreachable Prometheus or a rejected query is a MetricsError, never a silent NO DATA. The requests go
 through `verifiers/prometheus_client.py`, whose typed errors (PrometheusUnreachable, PrometheusTimeout,
 PrometheusRejected, PrometheusMalformed) are MetricsErrors.
+
+Two arms over one window (a canary step): `requests_between`, `share_of_requests`,
+`success_rate_vs_baseline` and `latency_vs_baseline` read the window [since, until] that starts at a given
+moment (the step's start), not "the last N seconds" before an arbitrary moment. They count from the pods'
+own counters (so direct requests to a pod count too, not only the service's): each pod's
+requests between its first scrape at or after `since` and its last scrape at or before `until`, without
+increase()'s extrapolation, so the counts are whole requests. `wait_scraped_after` makes the edges exact
+for a known load: Prometheus has read every pod after a moment, so a load that starts after that wait and
+ends before the next one is counted in full, and nothing sent before the window leaks into it.
 """
 
 from __future__ import annotations
@@ -19,12 +28,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from releasegate.core.checks import CheckOutcome, RecordCheck, ignore_check, require
+from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import Endpoint, MetricsScope, Slot
+from releasegate.core.waiting import poll_until
 from releasegate.verifiers.prometheus_client import MetricsError as MetricsError  # defined there, public here
 from releasegate.verifiers.prometheus_client import PrometheusClient
-from releasegate.verifiers.thresholds import Kind, Threshold, parse_threshold
+from releasegate.verifiers.thresholds import (
+    Kind,
+    Threshold,
+    format_count,
+    format_fraction,
+    format_seconds,
+    parse_threshold,
+)
 
 DEFAULT_HANDLERS = "/api/.*"
 
@@ -167,6 +184,185 @@ class Metrics:
             min_samples=self.min_samples, record=self.record,
             no_data_reason=self._no_data(slot, version, handler_regex, window))
 
+    # --- two arms over one window (a canary step) ----------------------------------------------------------
+
+    def wait_scraped_after(self, moment: float, *, timeout_s: float, interval_s: float = 0.2) -> float:
+        """Wait until Prometheus has scraped every pod of the app (every target with a version label) after
+        `moment` (epoch seconds); returns the time it saw that. A MetricsError at the deadline.
+
+        Before a load: the window's first readings are then taken before the load, so it is counted in full.
+        After it: every request it sent is in the last readings. Costs up to one scrape interval.
+        """
+        selector = f'{self.scope.selector()},{self.scope.version_label}!=""'
+        promql = f"min(timestamp(up{{{selector}}}))"
+
+        def scraped() -> float | None:
+            now = time.time()
+            oldest = self._value(promql, now)
+            return now if oldest is not None and oldest >= moment else None
+
+        seen = poll_until(scraped, timeout_s=timeout_s, interval_s=interval_s)
+        if seen is None:
+            raise MetricsError(f"Prometheus at {self.scope.prometheus_url} did not scrape every pod of "
+                               f"{self.scope.app} within {timeout_s:g}s after {_stamp(moment)} ({promql}); "
+                               "is a target down, or the scrape interval longer than the wait?")
+        return seen
+
+    def requests_between(self, *, since: When, until: When = None, slot: Slot | None = None,
+                         version: str | None = None, handler_regex: str = DEFAULT_HANDLERS) -> Measurement:
+        """Requests answered in the window [since, until] (until None: now), from the pods' own counters.
+
+        Each pod counts from its first scrape at or after `since` to its last scrape at or before `until`;
+        a series that appears in the window counts in full. So requests in a pod's scrape interval around
+        either edge fall out of (never into) the window, and a counter reset loses the requests before it.
+        """
+        start, end, window = self._between(since, until)
+        promql = self._window_count_query(self.scope.selector(slot=slot, version=version), handler_regex,
+                                          end - start)
+        samples = self._count(promql, end)
+        return Measurement(
+            measure="requests", value=float(samples), samples=samples,
+            subject=self._subject(slot, version, handler_regex), query=promql, window=window,
+            min_samples=self.min_samples, record=self.record,
+            no_data_reason=self._no_data(slot, version, handler_regex, window))
+
+    def share_of_requests(self, expected_percent: float, *, since: When, until: When = None,
+                          tolerance_pp: float = 2.0, min_samples: int = 100,
+                          handler_regex: str = DEFAULT_HANDLERS) -> CheckOutcome:
+        """The candidate's share of all the app's requests (every version's pods) in [since, until] is
+        within `tolerance_pp` percentage points of `expected_percent` (the step's effective weight).
+
+        The pods' series count every request a pod answered, including direct requests to the candidate or
+        baseline endpoints (a smoke test, a side-by-side load): a window that holds such traffic measures it
+        too, so a step's analysis must not send direct traffic before this check. Fewer than `min_samples`
+        requests in all is NO DATA, never a pass. Recorded; raises CheckFailed unless it passes.
+        """
+        candidate = self._arm("candidate", self.candidate)
+        start, end, window = self._between(since, until)
+        duration = end - start
+        candidate_query = self._window_count_query(self._arm_selector(candidate), handler_regex, duration)
+        total_query = self._window_count_query(self.scope.selector(), handler_regex, duration)
+        served, total = self._count(candidate_query, end), self._count(total_query, end)
+        name = candidate.version or candidate.slot
+        check = f"prometheus share of {name} == {expected_percent:g}% ± {tolerance_pp:g}pp"
+        threshold = f"{expected_percent:g}% ± {tolerance_pp:g}pp"
+        subject = f"{handler_regex} (candidate {name} of app {self.scope.app}, all versions' pods)"
+        source = f"{candidate_query} / {total_query}"
+        if total < max(min_samples, 1):
+            outcome = CheckOutcome(
+                check=check, verdict=Verdict.NO_DATA, value=None, display_value="no data", threshold=threshold,
+                subject=subject, source=source, window=window, samples=total,
+                message=f"share of {name}: only {format_count(total)} requests of {self.scope.app} in Prometheus "
+                        f"over {window}, fewer than the minimum {format_count(min_samples)}")
+        else:
+            share = 100.0 * served / total
+            verdict = Verdict.PASS if abs(share - expected_percent) <= tolerance_pp else Verdict.FAIL
+            relation = "within" if verdict is Verdict.PASS else "outside"
+            outcome = CheckOutcome(
+                check=check, verdict=verdict, value=share / 100, display_value=f"{share:.1f}%",
+                threshold=threshold, subject=subject, source=source, window=window, samples=total,
+                message=f"share of {name}: {share:.1f}% ({format_count(served)} of {format_count(total)} requests "
+                        f"in Prometheus over {window}), {relation} {tolerance_pp:g}pp of {expected_percent:g}%")
+        self.record(outcome)
+        require([outcome])
+        return outcome
+
+    def success_rate_vs_baseline(self, *, since: When, until: When = None, tolerance_pp: float = 0.5,
+                                 alpha: float = 0.01, min_samples: int = 20,
+                                 handler_regex: str = DEFAULT_HANDLERS) -> CheckOutcome:
+        """The candidate's success rate (non-5xx answers) is not worse than the baseline's beyond
+        `tolerance_pp` in the same window [since, until], from both arms' pods.
+
+        The error counts are compared by a one-sided Fisher exact test (exact with zero baseline errors):
+        FAIL when the candidate fails significantly more often (p < alpha) AND by more than the tolerance.
+        Fewer than `min_samples` requests on either arm is NO DATA, never a pass. The pods' series count
+        direct requests too (see share_of_requests). Recorded; raises CheckFailed unless it passes.
+        """
+        from releasegate.verifiers.compare import compare_error_rates  # scipy: only when comparing
+
+        candidate = self._arm("candidate", self.candidate)
+        baseline = self._arm("baseline", self.baseline)
+        start, end, window = self._between(since, until)
+        duration = end - start
+        counts: list[int] = []
+        queries: list[str] = []
+        for arm in (candidate, baseline):
+            selector = self._arm_selector(arm)
+            for extra in ("", f',{self.status_label}=~"5.."'):
+                queries.append(self._window_count_query(selector + extra, handler_regex, duration))
+                counts.append(self._count(queries[-1], end))
+        cand_total, cand_errors, base_total, base_errors = counts
+        subject = (f"{handler_regex} (candidate {candidate.version or candidate.slot} vs baseline "
+                   f"{baseline.version or baseline.slot}, Prometheus)")
+        compared = compare_error_rates(cand_errors, cand_total, base_errors, base_total, subject=subject,
+                                       alpha=alpha, tolerance_abs=tolerance_pp / 100, min_samples=min_samples,
+                                       source=f"errors {queries[1]} of {queries[0]}; errors {queries[3]} of "
+                                              f"{queries[2]}", window=window)
+        success = None if compared.value is None else 1 - compared.value
+        outcome = CheckOutcome(
+            check=f"success_rate vs baseline ± {tolerance_pp:g}pp", verdict=compared.verdict, value=success,
+            display_value="no data" if success is None else format_fraction(success),
+            threshold=f"baseline success rate - {tolerance_pp:g}pp (Fisher, alpha {alpha:g})", subject=subject,
+            source=compared.source, window=window, samples=cand_total,
+            message=compared.message)
+        self.record(outcome)
+        require([outcome])
+        return outcome
+
+    def latency_vs_baseline(self, q: float = 0.95, *, since: When, until: When = None,
+                            tolerance_ratio: float = 0.25, tolerance_abs_s: float = 0.05, min_samples: int = 20,
+                            handler_regex: str = DEFAULT_HANDLERS) -> CheckOutcome:
+        """The candidate's latency quantile q (p95 by default) in [since, until] is not above the baseline's
+        in the same window by more than max(tolerance_ratio x baseline, tolerance_abs_s).
+
+        Both quantiles come from the pods' histogram buckets counted over the window (histogram_quantile
+        interpolates inside a bucket): their precision is the buckets', and this is a comparison of two
+        estimates, not a significance test, so keep the tolerance at least a bucket wide where the latencies
+        lie. Fewer than `min_samples` requests on either arm is NO DATA. Recorded; raises CheckFailed.
+        """
+        if not 0 < q < 1:
+            raise ConfigError(f"latency quantile must be a fraction between 0 and 1 (0.95 for p95), got {q}")
+        candidate = self._arm("candidate", self.candidate)
+        baseline = self._arm("baseline", self.baseline)
+        start, end, window = self._between(since, until)
+        duration = end - start
+        values: list[float | None] = []
+        counts: list[int] = []
+        queries: list[str] = []
+        for arm in (candidate, baseline):
+            selector = self._arm_selector(arm)
+            buckets = self._window_count_query(selector, handler_regex, duration,
+                                               metric=f"{self.latency_metric}_bucket", by=" by (le)")
+            queries.append(f"histogram_quantile({q:g}, {buckets})")
+            value = self._value(queries[-1], end)
+            values.append(None if value is None or math.isnan(value) else value)
+            counts.append(self._count(self._window_count_query(selector, handler_regex, duration), end))
+        (cand_value, base_value), (cand_count, base_count) = values, counts
+        measure = f"p({q * 100:g})"
+        names = (candidate.version or candidate.slot, baseline.version or baseline.slot)
+        subject = f"{handler_regex} (candidate {names[0]} vs baseline {names[1]}, Prometheus)"
+        tolerance = f"max({tolerance_ratio:.0%}, {format_seconds(tolerance_abs_s)})"
+        if cand_value is None or base_value is None or min(cand_count, base_count) < max(min_samples, 1):
+            verdict, value, shown = Verdict.NO_DATA, None, "no data"
+            message = (f"{measure} on {subject}: only {format_count(cand_count)}/{format_count(base_count)} "
+                       f"requests (candidate/baseline) over {window}, fewer than the minimum "
+                       f"{format_count(min_samples)} on each side")
+        else:
+            allowed = max(tolerance_ratio * base_value, tolerance_abs_s)
+            verdict = Verdict.FAIL if cand_value - base_value > allowed else Verdict.PASS
+            value, shown = cand_value, format_seconds(cand_value)
+            relation = "slower beyond" if verdict is Verdict.FAIL else "within"
+            message = (f"{measure} on {subject}: candidate {format_seconds(cand_value)} vs baseline "
+                       f"{format_seconds(base_value)} over {format_count(cand_count)}/{format_count(base_count)} "
+                       f"requests, {relation} the {tolerance} tolerance")
+        outcome = CheckOutcome(
+            check=f"{measure} vs baseline", verdict=verdict, value=value, display_value=shown,
+            threshold=f"baseline {measure} + {tolerance}", subject=subject, source=" vs ".join(queries),
+            window=window, samples=cand_count, message=message)
+        self.record(outcome)
+        require([outcome])
+        return outcome
+
     # --- raw PromQL --------------------------------------------------------------------------------------
 
     def query(self, promql_template: str, *, window_s: float, slot: Slot | None = None,
@@ -275,6 +471,45 @@ class Metrics:
                               "one value: aggregate it, e.g. sum(...) or sum by () (...)")
         return float(result[0]["value"][1])
 
+    def _window_count_query(self, matchers: str, handler_regex: str, duration_s: float,
+                            metric: str | None = None, by: str = "") -> str:
+        """Requests of `matchers` in the window of `duration_s` ending at the evaluation time, per series:
+        the counter now minus its first reading in the window (min_over_time of a counter without reset);
+        a series that had no reading before the window (it appeared in it) counts in full."""
+        series = (f'{metric or self.requests_metric}'
+                  f'{{{matchers},{self.handler_label}=~"{_escape(handler_regex)}"}}')
+        window = promql_duration(duration_s)
+        return (f"sum{by}((({series} - min_over_time({series}[{window}])) and {series} offset {window}) "
+                f"or {series})")
+
+    def _count(self, promql: str, at: float) -> int:
+        value = self._value(promql, at)
+        return 0 if value is None or math.isnan(value) else round(value)
+
+    def _between(self, since: When, until: When) -> tuple[float, float, str]:
+        """The window's start and end as epoch seconds, and the window as a reader sees it."""
+        if since is None:
+            raise ConfigError("a window between two moments needs its start (since=...), e.g. the step's start")
+        start = _epoch(since)
+        end, now = (time.time(), True) if until is None else (_epoch(until), False)
+        if end <= start:
+            raise ConfigError(f"the window ends ({_stamp(end)}) before it starts ({_stamp(start)})")
+        return start, end, (f"{end - start:.1f}s from {_stamp(start)} to {_stamp(end)}"
+                            + (" (now)" if now else ""))
+
+    @staticmethod
+    def _arm(role: str, endpoint: Endpoint | None) -> Endpoint:
+        if endpoint is None or (endpoint.slot is None and endpoint.version is None):
+            raise ConfigError(f"comparing arms needs the {role}: create Metrics(..., {role}=endpoint) with an "
+                              "endpoint that has a version or slot")
+        return endpoint
+
+    def _arm_selector(self, endpoint: Endpoint) -> str:
+        """By version when known: the share is by version, whatever the slot is called on a target."""
+        if endpoint.version is not None:
+            return self.scope.selector(version=endpoint.version)
+        return self.scope.selector(slot=endpoint.slot)
+
     def _window(self, window_s: float, at: When) -> tuple[float, str]:
         """The evaluation time as epoch seconds, and the window as a reader sees it."""
         now = at is None
@@ -333,6 +568,14 @@ class Metrics:
     def _no_data(self, slot: Slot | None, version: str | None, handler_regex: str, window: str) -> str:
         return (f"Prometheus at {self.scope.prometheus_url} returned no series (or NaN) for "
                 f"{self._subject(slot, version, handler_regex)} over {window}")
+
+
+def _epoch(moment: datetime | float) -> float:
+    return moment.timestamp() if isinstance(moment, datetime) else float(moment)
+
+
+def _stamp(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z"
 
 
 def _constant(value: str) -> Callable[[], str]:
