@@ -312,24 +312,27 @@ class ProcessCluster:
 @contextlib.contextmanager
 def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "shop", app: str = "demo",
                     replicas: int = 2, runner_rules: list[dict[str, Any]] | None = None,
-                    layout: str = "bluegreen") -> Iterator[ProcessCluster]:
+                    layout: str = "bluegreen", empty: bool = False) -> Iterator[ProcessCluster]:
     """Seed `<app>` at v1 on blue (`layout="canary"`: charts/canary-app's layout, v1 on `<app>-stable`). With
-    `runner_rules`, the kubeconfig's user gets only those RBAC rules."""
+    `runner_rules`, the kubeconfig's user gets only those RBAC rules. With `empty`, no version runs: the live
+    Deployment is empty as the charts install it with firstDeploy=true (0 replicas, `releasegate.io/replicas` =
+    `replicas`), so the next release is a first deploy."""
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = ProcessRuntime(workdir, profiles)
     fake = FakeKube(pod_runtime=runtime, tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}).start()
     proxy: KubeProxy | None = None
     try:
         if layout == "canary":
-            fake.seed_canary(namespace=namespace, app=app, image=f"shop/{app}:v1", replicas=replicas, wait=False)
+            fake.seed_canary(namespace=namespace, app=app, image=f"shop/{app}:v1", replicas=replicas, wait=False,
+                             empty=empty)
             live, services = f"{app}-stable", [app, f"{app}-stable", f"{app}-canary"]
         else:
             # The seeded pods carry no version label (the chart's would); the image tag says v1 instead.
             fake.seed_blue_green(namespace=namespace, app=app, blue_image=f"shop/{app}:v1", replicas=replicas,
-                                 wait=False)
+                                 wait=False, empty=empty)
             live, services = f"{app}-blue", [app, f"{app}-preview"]
         fake.wait_for(lambda: fake.deployment_available(namespace, live)
-                      and len(fake.endpoints_ready(namespace, app)) == replicas, timeout=30)
+                      and len(fake.endpoints_ready(namespace, app)) == (0 if empty else replicas), timeout=30)
         proxy = KubeProxy(fake, namespace, services, workdir, app).start()
         if runner_rules is not None:
             fake.set_rbac({RUNNER_USER: runner_rules})

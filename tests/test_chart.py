@@ -10,20 +10,29 @@ when helm is not on PATH (the install step is in the chart's README, "Testing th
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from releasegate.core.config import AppConfig, Config, KubernetesConfig
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import ReleaseState, TrafficSplit
+from tests import charts
+from tests.charts import (
+    BLUE_GREEN_CHART,
+    Obj,
+    by_kind,
+    grant_runner,
+    helm_lint,
+    install,
+    load_rules,
+    names_by_verb,
+    needs_helm,
+    render_fails,
+    triples,
+)
 from tests.k8s_verbs import (
-    ROOT,
     api_calls_in,
     api_calls_of_target,
     blue_green_modules,
@@ -31,24 +40,16 @@ from tests.k8s_verbs import (
     verbs_used_by_target,
 )
 
-CHART = ROOT / "charts" / "bluegreen-app"
+CHART = BLUE_GREEN_CHART
 RULES_FILE = CHART / "files" / "runner-rules.yaml"
-HELM = shutil.which("helm")
-needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH; install it as "
-                                "charts/bluegreen-app/README.md says (Testing the chart) to render the chart")
-
-Triple = tuple[str, str, str]
-Obj = dict[str, Any]
-
-
-def triples(rules: list[Obj]) -> set[Triple]:
-    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
 
 
 def rules_file() -> dict[str, list[Obj]]:
-    data: dict[str, list[Obj]] = yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
-    return data
+    return load_rules(RULES_FILE)
+
+
+def render(*args: str) -> list[Obj]:
+    return charts.render(CHART, *args)
 
 
 # -- the extractor itself: it must see every request, and refuse what it cannot check ----------------------
@@ -126,27 +127,12 @@ def test_chart_metadata_and_default_values() -> None:
 
 # -- rendering with real helm -------------------------------------------------------------------------------
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    assert HELM is not None
-    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
-
-
-def render(*args: str, namespace: str = "shop", release: str = "web") -> list[Obj]:
-    result = helm("template", release, str(CHART), "--namespace", namespace, *args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_kind(objects: list[Obj]) -> dict[tuple[str, str], Obj]:
-    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
-
-
 @needs_helm
 @pytest.mark.parametrize("values", [[], ["--set", "serviceMonitor.enabled=true,rbac.portForward=true,"
-                                               "idle.enabled=false,liveSlot=green"]])
+                                               "idle.enabled=false,liveSlot=green"],
+                                    ["--set", "firstDeploy=true,version="]])
 def test_helm_lint_passes(values: list[str]) -> None:
-    result = helm("lint", "--strict", str(CHART), *values)
-    assert result.returncode == 0, result.stdout + result.stderr
+    helm_lint(CHART, *values)
 
 
 @needs_helm
@@ -191,8 +177,7 @@ def test_rendered_role_and_cluster_role_grant_exactly_what_the_target_requests()
     assert triples(role["rules"]) | triples(cluster_role["rules"]) == verbs_used_by_target()
     assert triples(cluster_role["rules"]) == {("", "namespaces", "get")}
     # Verbs on one named object are confined to the app's own objects.
-    names = {(rule["resources"][0], verb): tuple(rule.get("resourceNames", ()))
-             for rule in role["rules"] for verb in rule["verbs"]}
+    names = names_by_verb(role["rules"])
     assert names["deployments", "get"] == names["deployments", "update"] == ("web-blue", "web-green")
     assert names["deployments/scale", "patch"] == ("web-blue", "web-green")
     assert names["services", "patch"] == names["services", "get"] == ("web", "web-preview")
@@ -280,53 +265,29 @@ def test_rbac_can_be_turned_off() -> None:
     ("version=", "version is empty"),
 ])
 def test_bad_values_fail_with_a_clear_message(values: str, message: str) -> None:
-    result = helm("template", "web", str(CHART), "--set", values)
-    assert result.returncode != 0
-    assert message in result.stderr
+    assert message in render_fails(CHART, values)
 
 
 # -- the chart against the fake API server (helm + tests/fakekube) ------------------------------------------
 
-RUNNER_TOKEN = "runner-token"
-RUNNER_USER = "system:serviceaccount:shop:web-releasegate"
-
-
-@pytest.fixture
-def fake_kube() -> Iterator[Any]:
-    from tests.fakekube import FakeKube
-
-    with FakeKube(tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}) as kube:
-        yield kube
-
-
-def install(kube: Any, objects: list[Obj], release: str = "web", namespace: str = "shop") -> None:
-    """What `helm install` leaves on the cluster, for the kinds the fake serves (RBAC is set separately)."""
-    kube.seed_namespace(namespace)
-    for obj in objects:
-        if obj["kind"] in ("Deployment", "Service"):
-            obj["metadata"].setdefault("annotations", {}).update(
-                {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace})
-            kube.create(obj)
-
-
 @needs_helm
-def test_upgrade_keeps_what_releasegate_changed(fake_kube: Any, tmp_path: Path) -> None:
+def test_upgrade_keeps_what_releasegate_changed(chart_kube: Any, tmp_path: Path) -> None:
     """`helm upgrade` after a release of v2 to green must not move traffic back or revive blue."""
-    install(fake_kube, render("--set", "rbac.create=false"))
+    install(chart_kube, render("--set", "rbac.create=false"))
     # What releasegate leaves after releasing v2: green runs v2 and serves, blue is scaled down.
-    service = fake_kube.get_object("services", "shop", "web")
+    service = chart_kube.get_object("services", "shop", "web")
     service["spec"]["selector"]["slot"] = "green"
-    fake_kube.apply(service)
-    green = fake_kube.get_object("deployments", "shop", "web-green")
+    chart_kube.apply(service)
+    green = chart_kube.get_object("deployments", "shop", "web-green")
     green["spec"]["replicas"] = 2
     green["spec"]["template"]["metadata"]["labels"]["version"] = "v2"
     green["spec"]["template"]["spec"]["containers"][0]["image"] = "releasegate-demo:v2"
-    fake_kube.apply(green)
-    blue = fake_kube.get_object("deployments", "shop", "web-blue")
+    chart_kube.apply(green)
+    blue = chart_kube.get_object("deployments", "shop", "web-blue")
     blue["spec"]["replicas"] = 0
-    fake_kube.apply(blue)
-    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop")
-    fake_kube.clear_requests()
+    chart_kube.apply(blue)
+    kubeconfig = chart_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop")
+    chart_kube.clear_requests()
 
     # --dry-run=server makes `lookup` read the cluster, as `helm upgrade` does; the fake serves no OpenAPI.
     upgrade = ["--set", "rbac.create=false,replicas=3", "--dry-run=server", "--disable-openapi-validation",
@@ -340,7 +301,7 @@ def test_upgrade_keeps_what_releasegate_changed(fake_kube: Any, tmp_path: Path) 
     assert green_spec["template"]["spec"]["containers"][0]["image"] == "releasegate-demo:v2"
     blue_spec = objects["Deployment", "web-blue"]["spec"]
     assert blue_spec["replicas"] == 0 and blue_spec["template"]["metadata"]["labels"]["version"] == "v1"
-    assert [r for r in fake_kube.requests if r.is_write] == []
+    assert [r for r in chart_kube.requests if r.is_write] == []
 
     # preserveReleaseState=false: the values win (documented: the upgrade moves traffic back).
     objects = by_kind(render(*upgrade, "--set", "preserveReleaseState=false"))
@@ -348,19 +309,15 @@ def test_upgrade_keeps_what_releasegate_changed(fake_kube: Any, tmp_path: Path) 
 
 
 @needs_helm
-def test_rendered_rbac_is_enough_for_a_whole_blue_green_cycle(fake_kube: Any, tmp_path: Path) -> None:
+def test_rendered_rbac_is_enough_for_a_whole_blue_green_cycle(chart_kube: Any, tmp_path: Path) -> None:
     """The chart's Role and ClusterRole, enforced by the fake API server, let the target do every step."""
     from releasegate.targets.kubernetes.target import KubernetesTarget
 
     objects = render()
-    install(fake_kube, objects)
-    rbac = [obj for obj in objects if obj["kind"] in ("Role", "ClusterRole")]
-    fake_kube.set_rbac({RUNNER_USER: rbac})
-    fake_kube.wait_for(lambda: fake_kube.deployment_available("shop", "web-blue"), timeout=10)
-    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop", token=RUNNER_TOKEN)
-    config = Config(app=AppConfig(name="web"), kubernetes=KubernetesConfig(
-        kubeconfig=str(kubeconfig), namespace="shop", access="cluster-dns", max_retries=0,
-        endpoints_timeout_s=20))
+    install(chart_kube, objects)
+    grant_runner(chart_kube, objects)
+    chart_kube.wait_for(lambda: chart_kube.deployment_available("shop", "web-blue"), timeout=10)
+    config = charts.runner_config(chart_kube, tmp_path)
 
     target = KubernetesTarget.open(config)  # reads the namespace: the ClusterRole's rule
     try:
@@ -380,7 +337,7 @@ def test_rendered_rbac_is_enough_for_a_whole_blue_green_cycle(fake_kube: Any, tm
         target.close()
 
     # The restriction is real: an object that is not the app's is out of reach.
-    fake_kube.create({"apiVersion": "v1", "kind": "Service",
+    chart_kube.create({"apiVersion": "v1", "kind": "Service",
                       "metadata": {"name": "other", "namespace": "shop"},
                       "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]}})
     other_kube = config.kubernetes.model_copy(update={"service": "other"})
@@ -390,14 +347,43 @@ def test_rendered_rbac_is_enough_for_a_whole_blue_green_cycle(fake_kube: Any, tm
 
 
 @needs_helm
-def test_without_namespace_read_preflight_names_the_missing_rule(fake_kube: Any, tmp_path: Path) -> None:
+def test_without_namespace_read_preflight_names_the_missing_rule(chart_kube: Any, tmp_path: Path) -> None:
     objects = render("--set", "rbac.namespaceRead=false")
-    install(fake_kube, objects)
-    fake_kube.set_rbac({RUNNER_USER: [obj for obj in objects if obj["kind"] == "Role"]})
-    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop", token=RUNNER_TOKEN)
-    config = Config(app=AppConfig(name="web"), kubernetes=KubernetesConfig(
-        kubeconfig=str(kubeconfig), namespace="shop", access="cluster-dns", max_retries=0))
+    install(chart_kube, objects)
+    grant_runner(chart_kube, [obj for obj in objects if obj["kind"] == "Role"])
     from releasegate.targets.kubernetes.target import KubernetesTarget
 
     with pytest.raises(ConfigError, match="RBAC forbids get on namespaces"):
-        KubernetesTarget.open(config)
+        KubernetesTarget.open(charts.runner_config(chart_kube, tmp_path))
+
+
+@needs_helm
+def test_first_deploy_installs_empty_slots_a_release_deploys_with_the_chart_replicas(chart_kube: Any,
+                                                                                  tmp_path: Path) -> None:
+    """firstDeploy=true: both slots empty, the Services and RBAC as usual; the target (under the rendered Role)
+    reads no live version and deploys `replicas` pods; a later `helm upgrade` keeps what the release did."""
+    from releasegate.targets.kubernetes.target import KubernetesTarget
+
+    objects = render("--set", "firstDeploy=true,replicas=3")
+    rendered = by_kind(objects)
+    assert all(charts.empty_slot(rendered["Deployment", f"web-{slot}"], 3) for slot in ("blue", "green"))
+    assert rendered["Service", "web"]["spec"]["selector"] == {"app": "web", "slot": "blue"}
+    install(chart_kube, objects)
+    grant_runner(chart_kube, objects)
+    target = KubernetesTarget.open(charts.runner_config(chart_kube, tmp_path, min_ready_s=0.1))
+    try:
+        assert (target.live_state().live_version, target.candidate_slot("blue")) == (None, "green")
+        target.deploy("green", "v1")
+        assert target.wait_ready("green", 20).ready_replicas == 3
+        target.set_traffic(TrafficSplit.all_to("green"))
+    finally:
+        target.close()
+    kubeconfig = chart_kube.write_kubeconfig(tmp_path / "admin", namespace="shop")
+    chart_kube.set_rbac(None)  # helm's discovery as the admin; the fake's RBAC mode serves only what rules name
+    upgrade = by_kind(render("--set", "firstDeploy=true,replicas=3,rbac.create=false", "--dry-run=server",
+                             "--disable-openapi-validation", "--kubeconfig", str(kubeconfig)))
+    green = upgrade["Deployment", "web-green"]
+    assert (green["spec"]["replicas"], green["metadata"]["labels"]["version"]) == (3, "v1")
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"] == "releasegate-demo:v1"
+    assert upgrade["Service", "web"]["spec"]["selector"]["slot"] == "green"
+    assert charts.empty_slot(upgrade["Deployment", "web-blue"], 3)

@@ -10,9 +10,6 @@ fake API server, lets the runner read the Ingress and set each weight, and nothi
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +28,21 @@ from releasegate.targets.kubernetes.alb import (
     forward_action,
     read_weights,
 )
-from tests.k8s_verbs import ROOT, verbs_used_by_canary_target
+from tests import charts
+from tests.charts import CANARY_CHART, Obj, Triple, by_kind, load_rules, needs_helm, triples
+from tests.k8s_verbs import verbs_used_by_canary_target
 
-CHART = ROOT / "charts" / "canary-app"
+CHART = CANARY_CHART
 RULES_FILE = CHART / "files" / "runner-rules.yaml"
-BLUE_GREEN_RULES = ROOT / "charts" / "bluegreen-app" / "files" / "runner-rules.yaml"
-HELM = shutil.which("helm")
-needs_helm = pytest.mark.skipif(HELM is None, reason="helm is not on PATH; install it as "
-                                "charts/bluegreen-app/README.md says (Testing the chart) to render the chart")
+ROLLOUT_RULES = CHART / "files" / "rollout-rules.yaml"
+BLUE_GREEN_RULES = charts.BLUE_GREEN_CHART / "files" / "runner-rules.yaml"
 INGRESS_TRIPLES = {("networking.k8s.io", "ingresses", "get"), ("networking.k8s.io", "ingresses", "patch")}
 # An HPA on <app>-stable (found by list) and the canary's own HPA <app>-canary (create, update, delete).
 HPA_TRIPLES = {("autoscaling", "horizontalpodautoscalers", verb) for verb in ("list", "create", "update", "delete")}
 
-Triple = tuple[str, str, str]
-Obj = dict[str, Any]
 
-
-def triples(rules: list[Obj]) -> set[Triple]:
-    return {(group, resource, verb) for rule in rules for group in rule["apiGroups"]
-            for resource in rule["resources"] for verb in rule["verbs"]}
-
-
-def load_rules(path: Path) -> dict[str, list[Obj]]:
-    data: dict[str, list[Obj]] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return data
+def render(*args: str) -> list[Obj]:
+    return charts.render(CHART, *args)
 
 
 def blue_green_triples() -> set[Triple]:
@@ -104,21 +92,6 @@ def test_chart_metadata_and_default_values() -> None:
 
 # -- rendering with real helm -------------------------------------------------------------------------------
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    assert HELM is not None
-    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
-
-
-def render(*args: str, namespace: str = "shop", release: str = "web") -> list[Obj]:
-    result = helm("template", release, str(CHART), "--namespace", namespace, *args)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_kind(objects: list[Obj]) -> dict[tuple[str, str], Obj]:
-    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
-
-
 ALB = ("--set", "traffic=alb")
 RUNNER_OBJECTS = {("ServiceAccount", "web-releasegate"), ("Role", "web-releasegate-runner"),
                   ("RoleBinding", "web-releasegate-runner"), ("ClusterRole", "releasegate:shop:web-namespace-read"),
@@ -132,10 +105,10 @@ APP_OBJECTS = {("Deployment", "web-stable"), ("Deployment", "web-canary"), ("Ser
     [], list(ALB),
     ["--set", "traffic=alb,serviceMonitor.enabled=true,rbac.portForward=true,ingress.host=shop.example.com,"
               "ingress.name=edge,service.port=8080,canary.replicas=1,canary.version=v2"],
-], ids=["replicas", "alb", "alb-overrides"])
+    ["--set", "firstDeploy=true,version=,rbac.rollout.enabled=true"],
+], ids=["replicas", "alb", "alb-overrides", "first-deploy-rollout"])
 def test_helm_lint_passes(values: list[str]) -> None:
-    result = helm("lint", "--strict", str(CHART), *values)
-    assert result.returncode == 0, result.stdout + result.stderr
+    charts.helm_lint(CHART, *values)
 
 
 @needs_helm
@@ -196,8 +169,7 @@ def test_alb_mode_role_adds_exactly_get_and_patch_on_this_ingress() -> None:
     cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
     assert triples(role["rules"]) | triples(cluster_role["rules"]) == \
         blue_green_triples() | INGRESS_TRIPLES | HPA_TRIPLES
-    names = {(rule["resources"][0], verb): tuple(rule.get("resourceNames", ()))
-             for rule in role["rules"] for verb in rule["verbs"]}
+    names = charts.names_by_verb(role["rules"])
     assert names["ingresses", "get"] == names["ingresses", "patch"] == ("web",)
     assert names["deployments", "get"] == names["deployments/scale", "patch"] == ("web-stable", "web-canary")
     assert names["services", "patch"] == ("web", "web-stable", "web-canary")
@@ -225,8 +197,7 @@ def test_alb_mode_with_overrides() -> None:
     canary = objects["Deployment", "shop-canary"]["spec"]
     assert canary["replicas"] == 1
     assert canary["template"]["spec"]["containers"][0]["image"] == "releasegate-demo:v2"
-    names = {(rule["resources"][0], verb): tuple(rule.get("resourceNames", ()))
-             for rule in objects["Role", "shop-releasegate-runner"]["rules"] for verb in rule["verbs"]}
+    names = charts.names_by_verb(objects["Role", "shop-releasegate-runner"]["rules"])
     assert names["ingresses", "patch"] == ("edge",)
     assert names["pods/portforward", "create"] == ()
 
@@ -245,45 +216,21 @@ def test_rbac_can_be_turned_off() -> None:
     ("version=", "version is empty"),
 ])
 def test_bad_values_fail_with_a_clear_message(values: str, message: str) -> None:
-    result = helm("template", "web", str(CHART), "--set", values)
-    assert result.returncode != 0
-    assert message in result.stderr
+    assert message in charts.render_fails(CHART, values)
 
 
 # -- the chart against the fake API server (helm + tests/fakekube) ------------------------------------------
 
-RUNNER_TOKEN = "runner-token"
-RUNNER_USER = "system:serviceaccount:shop:web-releasegate"
-
-
-@pytest.fixture
-def fake_kube() -> Iterator[Any]:
-    from tests.fakekube import FakeKube
-
-    with FakeKube(tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}) as kube:
-        yield kube
-
-
-def install(kube: Any, objects: list[Obj], release: str = "web", namespace: str = "shop") -> None:
-    """What `helm install` leaves on the cluster, for the kinds the fake serves (RBAC is set separately)."""
-    kube.seed_namespace(namespace)
-    for obj in objects:
-        if obj["kind"] in ("Deployment", "Service", "Ingress"):
-            obj["metadata"].setdefault("annotations", {}).update(
-                {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace})
-            kube.create(obj)
-
-
 @needs_helm
-def test_rendered_role_lets_the_runner_set_every_weight_and_no_more(fake_kube: Any) -> None:
+def test_rendered_role_lets_the_runner_set_every_weight_and_no_more(chart_kube: Any) -> None:
     objects = render(*ALB)
-    install(fake_kube, objects)  # the fake validates the rendered Ingress as a v1.32 server does
-    fake_kube.set_rbac({RUNNER_USER: [obj for obj in objects if obj["kind"] in ("Role", "ClusterRole")]})
-    fake_kube.create({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+    charts.install(chart_kube, objects)  # the fake validates the rendered Ingress as a v1.32 server does
+    charts.grant_runner(chart_kube, objects)
+    chart_kube.create({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                       "metadata": {"name": "other", "namespace": "shop"},
                       "spec": {"ingressClassName": "alb", "defaultBackend": {"service": {
                           "name": "other", "port": {"number": 80}}}}})
-    with client.ApiClient(fake_kube.client_configuration(RUNNER_TOKEN)) as runner:
+    with client.ApiClient(chart_kube.client_configuration(charts.CHART_RUNNER_TOKEN)) as runner:
         net = client.NetworkingV1Api(runner)
         read = json.loads(net.read_namespaced_ingress("web", "shop", _preload_content=False).data)
         assert check_ingress(read, "web") is None
@@ -300,27 +247,27 @@ def test_rendered_role_lets_the_runner_set_every_weight_and_no_more(fake_kube: A
                 forbidden()
             assert err.value.status == 403
     # Helm's other annotations and the spec are untouched.
-    live = fake_kube.get_object("ingresses", "shop", "web")
+    live = chart_kube.get_object("ingresses", "shop", "web")
     rendered = by_kind(objects)["Ingress", "web"]
     assert live["spec"] == rendered["spec"]
     assert live["metadata"]["annotations"]["alb.ingress.kubernetes.io/target-type"] == "ip"
 
 
 @needs_helm
-def test_upgrade_keeps_the_weights_and_versions_releasegate_set(fake_kube: Any, tmp_path: Path) -> None:
-    install(fake_kube, render(*ALB, "--set", "rbac.create=false"))
+def test_upgrade_keeps_the_weights_and_versions_releasegate_set(chart_kube: Any, tmp_path: Path) -> None:
+    charts.install(chart_kube, render(*ALB, "--set", "rbac.create=false"))
     # A release in progress: canary v2 on 2 pods with 50% of the ALB's traffic.
-    canary = fake_kube.get_object("deployments", "shop", "web-canary")
+    canary = chart_kube.get_object("deployments", "shop", "web-canary")
     canary["spec"]["replicas"] = 2
     canary["spec"]["template"]["metadata"]["labels"]["version"] = "v2"
     canary["spec"]["template"]["spec"]["containers"][0]["image"] = "releasegate-demo:v2"
-    fake_kube.apply(canary)
-    ingress = fake_kube.get_object("ingresses", "shop", "web")
+    chart_kube.apply(canary)
+    ingress = chart_kube.get_object("ingresses", "shop", "web")
     ingress["metadata"]["annotations"].update(
         annotation_patch("web", forward_action("web-stable", "web-canary", 80, 50))["metadata"]["annotations"])
-    fake_kube.apply(ingress)
-    kubeconfig = fake_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop")
-    fake_kube.clear_requests()
+    chart_kube.apply(ingress)
+    kubeconfig = chart_kube.write_kubeconfig(tmp_path / "kubeconfig", namespace="shop")
+    chart_kube.clear_requests()
 
     # --dry-run=server makes `lookup` read the cluster, as `helm upgrade` does; the fake serves no OpenAPI.
     upgrade = [*ALB, "--set", "rbac.create=false,replicas=3", "--dry-run=server", "--disable-openapi-validation",
@@ -331,9 +278,62 @@ def test_upgrade_keeps_the_weights_and_versions_releasegate_set(fake_kube: Any, 
     assert canary_spec["replicas"] == 2
     assert canary_spec["template"]["spec"]["containers"][0]["image"] == "releasegate-demo:v2"
     assert objects["Deployment", "web-stable"]["spec"]["replicas"] == 3
-    assert [r for r in fake_kube.requests if r.is_write] == []
+    assert [r for r in chart_kube.requests if r.is_write] == []
 
     # preserveReleaseState=false: the values win (documented: the upgrade moves traffic back to stable).
     objects = by_kind(render(*upgrade, "--set", "preserveReleaseState=false"))
     assert read_weights(objects["Ingress", "web"], "web") == {"web-canary": 0, "web-stable": 100}
     assert objects["Deployment", "web-canary"]["spec"]["replicas"] == 0
+
+
+# -- first deploy and the Argo Rollouts runner -------------------------------------------------------------
+
+@needs_helm
+def test_first_deploy_installs_an_empty_stable_a_release_verifies_at_the_chart_replicas(chart_kube: Any,
+                                                                                     tmp_path: Path) -> None:
+    """firstDeploy=true: both Deployments empty, Services, Ingress and RBAC as usual; the canary target (under the
+    rendered Role) reads no live version and provisions the canary at `replicas` pods for a first deploy."""
+    from releasegate.targets.kubernetes.canary import KubernetesCanaryTarget
+
+    objects = render(*ALB, "--set", "firstDeploy=true,replicas=3")
+    rendered = by_kind(objects)
+    assert all(charts.empty_slot(rendered["Deployment", f"web-{slot}"], 3) for slot in ("stable", "canary"))
+    assert set(rendered) == APP_OBJECTS | RUNNER_OBJECTS | {("Ingress", "web")}
+    charts.install(chart_kube, objects)
+    charts.grant_runner(chart_kube, objects)
+    target = KubernetesCanaryTarget.open(charts.runner_config(chart_kube, tmp_path, traffic="alb", min_ready_s=0.1))
+    try:
+        state = target.live_state()
+        assert (state.live_slot, state.live_version) == ("stable", None)
+        target.deploy("canary", "v1")
+        assert target.wait_ready("canary", 20).ready_replicas == 3
+    finally:
+        target.close()
+
+
+def test_rollout_rules_are_a_file_of_their_own_with_the_same_shape() -> None:
+    rules = load_rules(ROLLOUT_RULES)
+    assert set(rules) == {"namespaced", "cluster"}
+    assert triples(rules["cluster"]) == triples(load_rules(RULES_FILE)["cluster"])
+    for rule in rules["namespaced"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"} and len(rule["resources"]) == 1, rule
+
+
+@needs_helm
+@pytest.mark.parametrize("traffic", ["replicas", "alb"])
+def test_rbac_rollout_grants_exactly_the_rollout_rules_on_the_apps_objects(traffic: str) -> None:
+    """rbac.rollout.enabled: the Role is files/rollout-rules.yaml and nothing more (no Deployment, HPA or Ingress
+    right, whatever the traffic mode), confined to the Rollout and the app's Services where a name can be given."""
+    objects = by_kind(render("--set", f"traffic={traffic},rbac.rollout.enabled=true",
+                             "--set", "rbac.rollout.name=shop-rollout,rbac.rollout.services[0]=web-preview"))
+    rules = load_rules(ROLLOUT_RULES)
+    role = objects["Role", "web-releasegate-runner"]
+    cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
+    assert triples(role["rules"]) == triples(rules["namespaced"])
+    assert triples(cluster_role["rules"]) == triples(rules["cluster"])
+    names = charts.names_by_verb(role["rules"])
+    assert names["rollouts", "get"] == names["rollouts", "update"] == names["rollouts/status", "patch"] == \
+        ("shop-rollout",)
+    assert names["services", "patch"] == ("web", "web-stable", "web-canary", "web-preview")
+    assert names["leases", "update"] == ("web-release",)
+    assert names["replicasets", "list"] == names["leases", "create"] == ()

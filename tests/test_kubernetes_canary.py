@@ -18,7 +18,7 @@ from kubernetes.client import ApiException
 
 from releasegate.core.config import Config, parse_config
 from releasegate.core.errors import ConfigError
-from releasegate.core.types import Role, TrafficSplit
+from releasegate.core.types import Phase, ReleaseState, Role, TrafficSplit
 from releasegate.targets.kubernetes.canary import (
     KubernetesCanaryTarget,
     canary_stable_counts,
@@ -260,6 +260,50 @@ def test_abort_puts_all_traffic_back_on_stable_and_removes_the_canary(fake_kube:
     state = target.live_state()
     assert state.traffic == TrafficSplit.all_to("stable")
     assert state.versions == {"stable": "v1", "canary": None}
+
+
+def record_first_deploy(target: KubernetesCanaryTarget, phase: Phase) -> None:
+    """What the controller writes before each action of a first deploy (no previous version)."""
+    target.record_release_state(ReleaseState(run_id="run-1", version="v1", previous_version=None, live_slot="stable",
+                                             live_version=None, candidate_slot="canary", phase=phase, updated_at=1.0))
+
+
+def test_a_first_deploy_verifies_a_full_size_canary_promotes_it_and_rolls_back_to_empty(fake_kube: FakeKube,
+                                                                                        open_target: Any) -> None:
+    fake_kube.seed_canary(namespace=NS, app=APP, image="shop/web:v1", replicas=3, pod_spec=POD_SPEC, empty=True)
+    target = open_target(fake_kube)  # preflight accepts the empty layout
+    state = target.live_state()
+    assert (state.live_slot, state.live_version, dict(state.versions)) == ("stable", None, {"stable": None,
+                                                                                          "canary": None})
+    target.deploy("canary", "v1")
+    assert target.wait_ready("canary", 20).ready_replicas == 3  # the annotated count: verified at its full size
+    assert version_served(fake_kube, "canary") == ("v1", "shop/web:v1")
+    canary = fake_kube.get_object("deployments", NS, f"{APP}-canary")
+    assert canary is not None and canary["spec"]["template"]["spec"]["tolerations"] == POD_SPEC["tolerations"]
+    assert endpoint_slots(fake_kube) == []  # users reach nothing before the promotion
+    assert Role.BASELINE not in target.endpoints("canary")
+
+    record_first_deploy(target, Phase.SWITCHING)
+    promotion = target.promote("canary", "v1")
+    assert "web-stable updated in place to v1 (3 replicas)" in promotion.detail
+    assert version_served(fake_kube, "stable") == ("v1", "shop/web:v1")
+    assert replicas(fake_kube, "canary") is None and endpoint_slots(fake_kube) == ["stable"] * 3
+    stable = fake_kube.get_object("deployments", NS, f"{APP}-stable")
+    assert stable is not None and stable["spec"]["template"]["spec"]["nodeSelector"] == {"workload": "application"}
+    assert target.live_state().live_version == "v1"
+
+    # The controller's rollback after a promotion that had no previous version: all traffic to stable, which
+    # goes back to what the chart installed (0 replicas, no version label, the untagged image).
+    record_first_deploy(target, Phase.ROLLING_BACK)
+    assert target.set_traffic(TrafficSplit.all_to("stable")).traffic == TrafficSplit.all_to("stable")
+    stable = fake_kube.get_object("deployments", NS, f"{APP}-stable")
+    assert stable is not None and stable["spec"]["replicas"] == 0
+    assert "version" not in stable["spec"]["template"]["metadata"]["labels"]
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web"
+    assert fake_kube.endpoints_ready(NS, APP) == []
+    target.remove("canary")
+    assert target.live_state().live_version is None
+    assert fake_kube.errors == []
 
 
 def test_bad_slots_are_config_errors(fake_kube: FakeKube, open_target: Any) -> None:

@@ -35,12 +35,13 @@ def runner_rules() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[ProcessCluster]:
     workdir = tmp_path_factory.mktemp("cluster")
     profiles = workdir / "profiles.toml"
     profiles.write_text(TEST_PROFILES)
+    empty = getattr(request, "param", None) == "first-deploy"
     with process_cluster(workdir, profiles=profiles, namespace=NS, app=APP, runner_rules=runner_rules(),
-                         layout="canary") as cluster:
+                         layout="canary", empty=empty) as cluster:
         yield cluster
 
 
@@ -112,3 +113,25 @@ def test_a_canary_release_promotes_then_a_bad_one_aborts(project: ReleaseProject
     assert stable is not None and stable["spec"]["replicas"] == 2
     assert stable["spec"]["template"]["metadata"]["labels"]["version"] == "v2"
     assert service["metadata"]["annotations"]["releasegate.io/phase"] == "rolled-back"
+
+
+@pytest.mark.parametrize("cluster", ["first-deploy"], indirect=True)
+def test_a_first_canary_deploy_to_an_empty_namespace_is_verified_and_promoted(project: ReleaseProject,
+                                                                             cluster: ProcessCluster) -> None:
+    """charts/canary-app with firstDeploy=true: demo-stable empty. No shift (nothing to split with); v1 runs on a
+    canary of the annotated 2 pods, is verified at every step, and promote takes demo-stable from 0 to 2 pods."""
+    result = project.release("--release", "v1", "--release-strategy", "canary")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    assert (junit.suite_properties["release.decision"], junit.suite_properties["release.previous"]) == ("promoted", "")
+    for weight in (50, 100):
+        assert junit.case(f"shift[{weight}%]")["outcome"] == "skipped"
+        assert junit.case(f"test_candidate_success_rate[{weight}%]")["outcome"] == "passed"
+    assert junit.case("test_users_still_reach_the_previous_version")["outcome"] == "passed"
+    assert dict(junit.case("provision")["properties"])["release.provision.replicas"] == "2/2"
+    stable = deployment(cluster, "stable")
+    assert stable is not None and stable["spec"]["replicas"] == 2
+    assert stable["spec"]["template"]["metadata"]["labels"]["version"] == "v1"
+    assert deployment(cluster, "canary") is None
+    assert "updated in place to v1 (2 replicas)" in properties(project, "promote")["release.switch.detail"]
+    assert not [r for r in cluster.fake.requests if r.status == 403]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from releasegate.plugins.fixtures import FIRST_DEPLOY_NO_BASELINE
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import DEMO_SEED, PROJECT_ROOT, TEST_PROFILES
 from tests.release_project import ReleaseProject, copy_shipped_suites
@@ -34,8 +35,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     workdir = tmp_path_factory.mktemp("cluster")
     profiles = workdir / "profiles.toml"
     profiles.write_text(TEST_PROFILES)
-    rules = runner_rules() if getattr(request, "param", None) == "least-privilege" else None
-    with process_cluster(workdir, profiles=profiles, namespace=NS, app=APP, runner_rules=rules) as cluster:
+    param = getattr(request, "param", None)
+    rules = runner_rules() if param in ("least-privilege", "first-deploy") else None
+    with process_cluster(workdir, profiles=profiles, namespace=NS, app=APP, runner_rules=rules,
+                         empty=param == "first-deploy") as cluster:
         yield cluster
 
 
@@ -105,6 +108,36 @@ def test_a_good_release_on_kubernetes(project: ReleaseProject, cluster: ProcessC
     granted = {(group, resource, verb) for rule in runner_rules() for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
     assert used == granted, f"used but not granted: {used - granted}; granted but unused: {granted - used}"
+
+
+@pytest.mark.parametrize("cluster", ["first-deploy"], indirect=True)
+def test_a_first_deploy_to_an_empty_namespace_is_verified_and_promoted(project: ReleaseProject,
+                                                                      cluster: ProcessCluster) -> None:
+    """The chart installed with firstDeploy=true: demo-blue selected but empty. v1 is verified by the shipped
+    suites (the comparison skips: no baseline), then gets all traffic, under the chart's least-privilege rules."""
+    configure(project, cluster)
+    result = project.release("--release", "v1")
+    assert result.ret == 0, result.stdout.str()
+    junit = project.junit()
+    assert (junit.suite_properties["release.decision"], junit.suite_properties["release.previous"]) == ("promoted", "")
+    for name in ("test_candidate_is_the_release_version", "test_users_still_reach_the_previous_version",
+                 "test_candidate_meets_its_slos_under_load", "test_candidate_success_rate", "test_candidate_latency",
+                 "test_service_serves_the_new_version"):
+        assert junit.case(name)["outcome"] == "passed", junit.case(name)
+    compare = junit.case("test_candidate_is_no_worse_than_baseline")
+    assert compare["outcome"] == "skipped" and FIRST_DEPLOY_NO_BASELINE[:40] in compare["message"], compare
+    provision, switch = dict(junit.case("provision")["properties"]), dict(junit.case("switch")["properties"])
+    assert provision["release.provision.replicas"] == "2/2"  # the chart's annotation, not the empty slot's 0
+    assert dict(junit.case("finalize")["properties"])["release.finalize.scaled_down"].startswith("nothing")
+    print(f"\nfirst deploy of v1 to an empty namespace: {provision['release.provision.replicas']} pods ready in "
+          f"{provision['release.provision.ready_s']}s, all traffic to them in {switch['release.switch.converged_ms']} "
+          "ms; the comparison skipped (no baseline), every absolute check passed")
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "green"}
+    green = cluster.fake.get_object("deployments", NS, f"{APP}-green")
+    assert green is not None and green["spec"]["replicas"] == 2
+    assert green["spec"]["template"]["metadata"]["labels"]["version"] == "v1"
+    assert service(cluster)["metadata"]["annotations"]["releasegate.io/live-version"] == "v1"
+    assert not [r for r in cluster.fake.requests if r.status == 403]
 
 
 def verb_resource(request: Any) -> tuple[str, str, str]:

@@ -223,6 +223,79 @@ def test_scale_down_and_remove(target: KubernetesTarget, seeded: FakeKube) -> No
     target.remove("green")  # idempotent
 
 
+# -- first deploy: the chart's firstDeploy=true leaves the live slot empty ------------------------------------
+
+@pytest.fixture
+def empty(fake_kube: FakeKube) -> FakeKube:
+    """blue selected but empty: 0 replicas, no version, `releasegate.io/replicas: "2"` (seed.make_empty)."""
+    fake_kube.seed_blue_green(namespace=NS, app=APP, blue_image="shop/web:v1", replicas=2, empty=True)
+    fake_kube.clear_requests()
+    return fake_kube
+
+
+def test_a_first_deploy_gets_the_annotated_replicas_and_its_rollback_serves_nothing(tmp_path: Path,
+                                                                                   empty: FakeKube) -> None:
+    target = KubernetesTarget.open(make_config(tmp_path, empty))
+    try:
+        state = target.live_state()  # no version serves: not an error, a first deploy
+        assert (state.live_slot, state.live_version, dict(state.versions)) == ("blue", None, {"blue": None,
+                                                                                            "green": None})
+        assert empty.write_requests() == []  # opening and reading wrote nothing
+        target.deploy("green", "v1")
+        green = empty.get_object("deployments", NS, "web-green")
+        assert green is not None and green["spec"]["replicas"] == 2  # the annotation's count, not blue's 0
+        assert green["spec"]["template"]["spec"]["containers"][0]["image"] == "shop/web:v1"
+        assert green["spec"]["template"]["metadata"]["labels"]["version"] == "v1"
+        blue = empty.get_object("deployments", NS, "web-blue")
+        assert blue is not None  # everything else of the pod template is the empty slot's (probes, ports, ...)
+        assert {k: v for k, v in green["spec"]["template"]["spec"]["containers"][0].items() if k != "image"} == \
+            {k: v for k, v in blue["spec"]["template"]["spec"]["containers"][0].items() if k != "image"}
+        assert target.wait_ready("green", 10).ready_replicas == 2
+        endpoints = target.endpoints("green")
+        assert Role.BASELINE not in endpoints  # nothing to compare with
+        assert endpoints[Role.SERVICE].version is None and endpoints[Role.CANDIDATE].version == "v1"
+
+        promotion = target.promote("green", "v1")
+        assert (promotion.live_slot, promotion.retired_slot) == ("green", None)  # nothing to scale down later
+        assert len(empty.endpoints_ready(NS, APP)) == 2
+        # The rollback of a first deploy: all traffic back to the empty slot, which returns once none is listed.
+        target.set_traffic(TrafficSplit.all_to("blue"))
+        assert selector(empty) == {"app": APP, "slot": "blue"}
+        assert empty.endpoints_ready(NS, APP) == []
+        target.remove("green")
+        wait_until(lambda: empty.get_object("deployments", NS, "web-green") is None, timeout_s=5,
+                   what="web-green to be deleted")
+        assert target.live_state().live_version is None
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"replicas": 2}, r"^Deployment shop/web-blue runs 2 replica\(s\) of no known version \(no 'version' pod label, "
+                      r"an image without a tag\); label its pod template version=<version>, or scale it to 0"),
+    ({"annotation": None}, r"^Deployment shop/web-blue runs no version \(a first deploy\) and its annotation "
+                           r"releasegate.io/replicas must say how many replicas to deploy, but it is missing; install "
+                           r"with the chart's firstDeploy=true"),
+    ({"annotation": "0"}, r"but it is '0'; install"),
+], ids=["unknown-version-serving", "no-replica-annotation", "zero-replicas-annotated"])
+def test_an_empty_slot_a_first_deploy_cannot_work_from_is_refused(tmp_path: Path, empty: FakeKube,
+                                                                 change: dict[str, Any], expected: str) -> None:
+    blue = empty.get_object("deployments", NS, "web-blue")
+    assert blue is not None
+    if "replicas" in change:
+        blue["spec"]["replicas"] = change["replicas"]
+    if "annotation" in change:
+        blue["metadata"]["annotations"].pop("releasegate.io/replicas")
+        if change["annotation"] is not None:
+            blue["metadata"]["annotations"]["releasegate.io/replicas"] = change["annotation"]
+    empty.apply(blue)
+    empty.clear_requests()
+    with pytest.raises(ConfigError, match=expected) as error:
+        KubernetesTarget.open(make_config(tmp_path, empty))
+    assert "\n" not in str(error.value)
+    assert empty.write_requests() == []
+
+
 def test_release_state_lives_in_service_annotations(target: KubernetesTarget, seeded: FakeKube) -> None:
     state = ReleaseState(run_id="run-1", version="v2", previous_version="v1", live_slot="blue", live_version="v1",
                          candidate_slot="green", phase=Phase.VERIFYING, updated_at=1_800_000_000.5)

@@ -125,7 +125,8 @@ class EndpointResolver:
             result[Role.CANDIDATE] = Endpoint(Role.CANDIDATE, url, candidate_slot, state.versions.get(candidate_slot))
         if baseline_slot is None:
             baseline_slot = live_slot if live_slot != candidate_slot else None
-        if baseline_slot is not None:
+        # A first deploy has no baseline: the live slot runs no version, there is nothing to compare with.
+        if baseline_slot is not None and state.versions.get(baseline_slot) is not None:
             if self.kube.baseline_url:
                 url = self._template(self.kube.baseline_url, "baseline_url", baseline_slot)
             elif self.slot_service:

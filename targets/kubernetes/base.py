@@ -266,9 +266,12 @@ class KubernetesBase:
             raise not_ready(f"not ready after {time.monotonic() - started:.0f}s")
         return status
 
-    def _wait_endpoints(self, wanted_pods: Callable[[], set[str]], what: str) -> None:
+    def _wait_endpoints(self, wanted_pods: Callable[[], set[str]], what: str, *, serve_nothing: bool = False) -> None:
         """Until the Service's EndpointSlices list exactly the pods `wanted_pods()` names (asked again at every
-        look: a pod that becomes ready meanwhile must not make the wait miss the moment it converged)."""
+        look: a pod that becomes ready meanwhile must not make the wait miss the moment it converged).
+
+        An empty list counts only with `serve_nothing` (traffic back to an empty slot, the rollback of a first
+        deploy): otherwise it is what a Service shows before its pods are ready, not convergence."""
         listed: set[str] = set()
         wanted: set[str] = set()
 
@@ -280,7 +283,7 @@ class KubernetesBase:
             listed = {str((endpoint.get("targetRef") or {}).get("name"))
                       for item in slices.get("items") or [] for endpoint in item.get("endpoints") or []
                       if (endpoint.get("conditions") or {}).get("ready", True)}
-            return True if listed and listed == wanted else None
+            return True if listed == wanted and (listed or serve_nothing) else None
 
         timeout_s = self.config.kubernetes.endpoints_timeout_s
         if poll_until(converged, timeout_s=timeout_s, interval_s=POLL_S / 5) is None:

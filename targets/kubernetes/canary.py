@@ -32,6 +32,13 @@ An HPA that targets `<app>-stable` (autoscaling/v2): the replica arithmetic uses
 as the total, and the canary gets an HPA `<app>-canary` of its own: the stable HPA's metrics and behavior,
 `minReplicas` the canary's count for the step (so it never drops below the weight) and `maxReplicas` the
 stable maximum scaled to the weight. It is deleted when the canary goes (abort, remove, promote).
+
+First deploy: the chart installed with `firstDeploy=true` leaves `<app>-stable` empty (layout.py: 0 replicas, no
+version, the annotation `releasegate.io/replicas` with the app's replica count). Nothing serves, so there is no
+split to make: the canary is provisioned with that whole count (it is verified at the size it will run at),
+promote updates `<app>-stable` in place from 0 to that count with the new version and removes the canary. A
+rollback after the promotion (all traffic to stable while the recorded release state says no version served
+before) puts `<app>-stable` back to empty: 0 replicas, no version label, the untagged image.
 """
 
 from __future__ import annotations
@@ -61,7 +68,16 @@ from releasegate.targets.kubernetes import alb
 from releasegate.targets.kubernetes.access import EndpointResolver
 from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
 from releasegate.targets.kubernetes.base import KubernetesBase
-from releasegate.targets.kubernetes.layout import Layout, derive_candidate, image_with_tag, version_of
+from releasegate.targets.kubernetes.layout import (
+    Layout,
+    check_slot,
+    derive_candidate,
+    image_repository,
+    image_with_tag,
+    intended_replicas,
+    is_empty,
+    version_of,
+)
 
 STABLE: Slot = "stable"
 CANARY: Slot = "canary"
@@ -175,9 +191,11 @@ class KubernetesCanaryTarget(KubernetesBase):
             except NotFoundError:
                 raise ConfigError(f"Service {self._ns()}/{self.slot_service(slot)} (the {slot} slot alone) does not "
                                   f"exist; {install}") from None
-        if self._get_deployment(STABLE) is None:
+        stable = self._get_deployment(STABLE)
+        if stable is None:
             raise ConfigError(f"Deployment {self._ns()}/{self.layout.deployment(STABLE)} does not exist; {install} "
-                              "or fix kubernetes.deployment_name")
+                              "(with firstDeploy=true when no version runs yet) or fix kubernetes.deployment_name")
+        check_slot(stable, self.layout, "charts/canary-app")
         if self.mode == "alb":
             warning = alb.check_ingress(self._get_ingress(), self.layout.service)
             if warning:
@@ -271,10 +289,13 @@ class KubernetesCanaryTarget(KubernetesBase):
                       _content_type=CONTENT_TYPES["strategic"])
 
     def _total(self, canary: dict[str, Any] | None, stable: dict[str, Any]) -> int:
-        """The replicas the weights are shares of: recorded on the canary, else the stable HPA's, else stable's."""
+        """The replicas the weights are shares of: recorded on the canary, else (a first deploy) the empty stable's
+        annotation, else the stable HPA's, else stable's."""
         recorded = ((canary or {}).get("metadata", {}).get("annotations") or {}).get(self.layout.annotation(TOTAL_KEY))
         if recorded and recorded.isdigit() and int(recorded) > 0:
             return int(recorded)
+        if is_empty(stable, self.layout):
+            return intended_replicas(stable, self.layout)
         hpa = self._stable_hpa(self._hpas())
         current = int((hpa or {}).get("status", {}).get("currentReplicas") or 0)
         return current or max(1, self._replicas(stable))
@@ -291,7 +312,8 @@ class KubernetesCanaryTarget(KubernetesBase):
         self._delete_canary_hpa()  # a leftover of an interrupted release would scale the new canary
         total = self._total(None, stable)
         candidate = derive_candidate(stable, self.layout, CANARY, version)
-        candidate["spec"]["replicas"] = PROVISION_REPLICAS
+        # A first deploy has no split to grow through: the candidate runs, and is verified at, its full size.
+        candidate["spec"]["replicas"] = total if is_empty(stable, self.layout) else PROVISION_REPLICAS
         candidate["metadata"]["annotations"][self.layout.annotation(TOTAL_KEY)] = str(total)
 
         def create_or_replace() -> None:
@@ -318,8 +340,55 @@ class KubernetesCanaryTarget(KubernetesBase):
         weight = int(split.weights.get(CANARY, 0))
         previous = self.live_state().traffic
         started = time.monotonic()
-        traffic = self._alb_traffic(weight) if self.mode == "alb" else self._replica_traffic(weight)
+        if weight == 0 and self._first_deploy_in_progress():
+            traffic = self._serve_nothing()
+        else:
+            traffic = self._alb_traffic(weight) if self.mode == "alb" else self._replica_traffic(weight)
         return SwitchResult(traffic=traffic, previous=previous, converged_ms=(time.monotonic() - started) * 1000)
+
+    def _first_deploy_in_progress(self) -> bool:
+        """Does the release state on `<app>` say a release is running that no version served before?"""
+        state = self.read_release_state()
+        return state is not None and not state.finished and state.previous_version is None
+
+    def _serve_nothing(self) -> TrafficSplit:
+        """All traffic back to stable when stable ran nothing before this release: the rollback of a first deploy.
+        `<app>` selects stable only, the canary goes to 0 and `<app>-stable` back to empty (0 replicas, no version),
+        as the chart installed it; returns once `<app>` lists no ready endpoint."""
+        stable, canary = self._deployments()
+        if self.mode == "alb":
+            self._write_alb_weight(0)
+        self._select_stable_only(True)
+        self._delete_canary_hpa()
+        if canary is not None and self._replicas(canary) > 0:
+            self._scale(CANARY, 0)
+        if not is_empty(stable, self.layout):
+            retry_on_conflict(lambda: self._update_stable(None, 0))
+        self._wait_endpoints(set, "no pod (no version served before this first deploy)", serve_nothing=True)
+        return TrafficSplit.all_to(STABLE)
+
+    def _update_stable(self, version: str | None, replicas: int) -> None:
+        """Replace `<app>-stable` with `version` (image tag and version label; None: empty, an untagged image and no
+        label) at `replicas`, keeping the rest of its pod template."""
+        current, _ = self._deployments()
+        body = copy.deepcopy(current)
+        body.pop("status", None)
+        body["spec"]["replicas"] = replicas
+        template = body["spec"]["template"]
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        containers = template["spec"]["containers"]
+        container = next((c for c in containers if c["name"] == self.layout.container), containers[0]) \
+            if self.layout.container else containers[0]
+        if version is None:
+            labels.pop(self.layout.version_label, None)
+            (body["metadata"].get("labels") or {}).pop(self.layout.version_label, None)
+            container["image"] = image_repository(container["image"])
+        else:
+            labels[self.layout.version_label] = version
+            body["metadata"].setdefault("labels", {})[self.layout.version_label] = version
+            container["image"] = image_with_tag(container["image"], version)
+        self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
+                      self.layout.deployment(STABLE), self._ns(), body)
 
     def _deployments(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         stable = self._get_deployment(STABLE)
@@ -483,24 +552,7 @@ class KubernetesCanaryTarget(KubernetesBase):
         started = time.monotonic()
         stable, canary = self._deployments()
         total = self._total(canary, stable)
-
-        def update_stable() -> None:
-            current, _ = self._deployments()
-            body = copy.deepcopy(current)
-            for key in ("status",):
-                body.pop(key, None)
-            body["spec"]["replicas"] = total
-            template = body["spec"]["template"]
-            template.setdefault("metadata", {}).setdefault("labels", {})[self.layout.version_label] = version
-            containers = template["spec"]["containers"]
-            container = next((c for c in containers if c["name"] == self.layout.container), containers[0]) \
-                if self.layout.container else containers[0]
-            container["image"] = image_with_tag(container["image"], version)
-            body["metadata"].setdefault("labels", {})[self.layout.version_label] = version
-            self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
-                          self.layout.deployment(STABLE), self._ns(), body)
-
-        retry_on_conflict(update_stable)
+        retry_on_conflict(lambda: self._update_stable(version, total))
         self.wait_ready(STABLE, self._ready_timeout())
         if self.mode == "alb":
             self._write_alb_weight(0)

@@ -1,4 +1,9 @@
-"""The blue-green layout on a cluster: object names, and the candidate Deployment derived from the live one."""
+"""The blue-green layout on a cluster: object names, and the candidate Deployment derived from the live one.
+
+An empty slot (what the charts install with `firstDeploy=true`) is a Deployment with 0 replicas that runs no
+version: no version label, and an image without a tag. It keeps the pod template a first deploy derives the
+candidate from, and says in the annotation `<annotation_prefix>replicas` how many replicas the app runs.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +65,53 @@ def image_with_tag(image: str, tag: str) -> str:
     colon = image.rfind(":")
     repository = image[:colon] if colon > slash else image
     return f"{repository}:{tag}"
+
+
+def image_repository(image: str) -> str:
+    """`registry:5000/shop/web:v1@sha256:..` -> `registry:5000/shop/web` (what an empty slot's image is)."""
+    image = image.split("@", 1)[0]
+    slash, colon = image.rfind("/"), image.rfind(":")
+    return image[:colon] if colon > slash else image
+
+
+REPLICAS_KEY = "replicas"
+"""The annotation (under kubernetes.annotation_prefix) with which an empty slot's Deployment says how many replicas
+a first deploy gives the app: its own spec.replicas is 0."""
+
+
+def spec_replicas(deployment: dict[str, Any]) -> int:
+    return int(deployment["spec"].get("replicas", 1))
+
+
+def is_empty(deployment: dict[str, Any], layout: Layout) -> bool:
+    """Does this Deployment run no version at all (0 replicas, no version label, an untagged image)?"""
+    return spec_replicas(deployment) == 0 and version_of(deployment, layout) is None
+
+
+def check_slot(deployment: dict[str, Any], layout: Layout, chart: str) -> None:
+    """ConfigError for a live Deployment a release cannot work from: pods of no known version, or an empty slot
+    that does not say how many replicas a first deploy runs. Only reads; called in preflight."""
+    name = f"{layout.namespace}/{deployment['metadata']['name']}"
+    if version_of(deployment, layout) is None and spec_replicas(deployment) > 0:
+        raise ConfigError(f"Deployment {name} runs {spec_replicas(deployment)} replica(s) of no known version (no "
+                          f"{layout.version_label!r} pod label, an image without a tag); label its pod template "
+                          f"{layout.version_label}=<version>, or scale it to 0 and install {chart} with "
+                          "firstDeploy=true for a first deploy")
+    if is_empty(deployment, layout):
+        intended_replicas(deployment, layout)
+
+
+def intended_replicas(deployment: dict[str, Any], layout: Layout) -> int:
+    """How many replicas a first deploy gives the app: the empty slot's `<prefix>replicas` annotation."""
+    key = layout.annotation(REPLICAS_KEY)
+    value = str((deployment["metadata"].get("annotations") or {}).get(key) or "")
+    if not value.isdigit() or int(value) < 1:
+        got = f"it is {value!r}" if value else "it is missing"
+        raise ConfigError(f"Deployment {layout.namespace}/{deployment['metadata']['name']} runs no version (a first "
+                          f"deploy) and its annotation {key} must say how many replicas to deploy, but {got}; "
+                          f"install with the chart's firstDeploy=true (it sets the annotation from `replicas`) or "
+                          f"annotate it: kubectl annotate deployment {deployment['metadata']['name']} {key}=2")
+    return int(value)
 
 
 def version_of(deployment: dict[str, Any], layout: Layout) -> str | None:

@@ -3,10 +3,16 @@
 Deployments `<app>-blue` and `<app>-green` carry a slot label; the Service `<app>` selects the live slot
 and `<app>-preview` the candidate. Release state is kept in annotations on the Service, the lock in a
 Lease (both in base.py, shared with the canary layout of canary.py).
+
+First deploy: the chart installed with `firstDeploy=true` leaves the live slot empty (layout.py: 0 replicas, no
+version, the annotation `releasegate.io/replicas`). The live state then says no version serves; the candidate is
+derived from the empty slot's pod template and gets the annotated replica count; a rollback points the Service
+back at the empty slot, so nothing serves, as before the release.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 from releasegate.core.errors import ConfigError, TargetError
@@ -23,7 +29,7 @@ from releasegate.core.types import (
 )
 from releasegate.targets.kubernetes.api import CONTENT_TYPES, NotFoundError, retry_on_conflict
 from releasegate.targets.kubernetes.base import ArgoCDSelfHealWarning, KubernetesBase
-from releasegate.targets.kubernetes.layout import derive_candidate, version_of
+from releasegate.targets.kubernetes.layout import check_slot, derive_candidate, intended_replicas, is_empty, version_of
 
 __all__ = ["ArgoCDSelfHealWarning", "KubernetesTarget"]
 
@@ -43,10 +49,12 @@ class KubernetesTarget(KubernetesBase):
         if slot not in SLOTS:
             raise ConfigError(f"Service {self._ns()}/{self.layout.service} does not select a slot (selector "
                               f"{service['spec'].get('selector')}); it must hold {self.layout.slot_label}=blue|green")
-        if self._get_deployment(slot) is None:
+        live = self._get_deployment(slot)
+        if live is None:
             raise ConfigError(f"Deployment {self._ns()}/{self.layout.deployment(slot)} (the live slot {slot}) "
-                              "does not exist; install the app with charts/bluegreen-app or fix "
-                              "kubernetes.deployment_name")
+                              "does not exist; install the app with charts/bluegreen-app (with firstDeploy=true "
+                              "when no version runs yet) or fix kubernetes.deployment_name")
+        check_slot(live, self.layout, "charts/bluegreen-app")
         self._warn_about_argocd(service)
 
     def live_state(self) -> LiveState:
@@ -79,15 +87,22 @@ class KubernetesTarget(KubernetesBase):
             raise ConfigError(f"Deployment {self._ns()}/{self.layout.deployment(live_slot)} does not exist; the "
                               "candidate is derived from it")
         candidate = derive_candidate(live, self.layout, slot, version)
+        if is_empty(live, self.layout):  # a first deploy: the empty slot says how many replicas the app runs
+            candidate["spec"]["replicas"] = intended_replicas(live, self.layout)
 
         def create_or_replace() -> None:
             existing = self._get_deployment(slot)
             if existing is None:
                 self.api.call("create", "deployments", self.apps.create_namespaced_deployment, self._ns(), candidate)
                 return
-            candidate["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            body = copy.deepcopy(candidate)
+            # Keep what others wrote on the slot's Deployment: Helm's ownership annotations, without which the
+            # next `helm upgrade` refuses to adopt it ("invalid ownership metadata").
+            body["metadata"]["annotations"] = {**(existing["metadata"].get("annotations") or {}),
+                                               **candidate["metadata"]["annotations"]}
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
             self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
-                          self.layout.deployment(slot), self._ns(), candidate)
+                          self.layout.deployment(slot), self._ns(), body)
 
         retry_on_conflict(create_or_replace)
         # The preview Service always points at the candidate slot.
@@ -105,7 +120,9 @@ class KubernetesTarget(KubernetesBase):
         self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.service, self._ns(),
                       {"spec": {"selector": {self.layout.slot_label: slot}}},
                       _content_type=CONTENT_TYPES["strategic"])
-        self._wait_endpoints(lambda: self._serving_pods(slot), f"slot {slot}")
+        deployment = self._get_deployment(slot)
+        empty = deployment is None or is_empty(deployment, self.layout)  # a first deploy's rollback: nothing serves
+        self._wait_endpoints(lambda: self._serving_pods(slot), f"slot {slot}", serve_nothing=empty)
         converged_ms = (time.monotonic() - started) * 1000
         return SwitchResult(traffic=split, previous=previous, converged_ms=converged_ms)
 

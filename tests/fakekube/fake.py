@@ -302,20 +302,22 @@ class FakeKube:
         replicas: int = 3,
         port: int = 8080,
         wait: bool = True,
+        empty: bool = False,
     ) -> dict[str, JsonObj]:
         """Namespace + ``<app>-blue`` (and ``<app>-green`` if an image is given) + Services ``<app>``
         (live slot)
-        and ``<app>-preview`` (the other slot), like the recorded layout. Waits for rollouts by default."""
+        and ``<app>-preview`` (the other slot), like the recorded layout. Waits for rollouts by default.
+        With ``empty``, ``<app>-blue`` runs no version (0 replicas, ``releasegate.io/replicas`` = ``replicas``)."""
         from .seed import blue_green_objects
 
         self.seed_namespace(namespace)
         created: dict[str, JsonObj] = {}
-        for obj in blue_green_objects(namespace, app, live_slot, blue_image, green_image, replicas, port):
+        for obj in blue_green_objects(namespace, app, live_slot, blue_image, green_image, replicas, port, empty):
             created[f"{obj['kind']}/{obj['metadata']['name']}"] = self.create(obj)
         if wait:
             names = [k.split("/", 1)[1] for k in created if k.startswith("Deployment/")]
             self.wait_for(lambda: all(self.deployment_available(namespace, n) for n in names), timeout=10)
-            self.wait_for(lambda: self.endpoints_ready(namespace, app), timeout=10)
+            self.wait_for(lambda: empty or self.endpoints_ready(namespace, app), timeout=10)
         return created
 
     def seed_canary(
@@ -329,18 +331,21 @@ class FakeKube:
         pod_spec: JsonObj | None = None,
         ingress: bool = False,
         wait: bool = True,
+        empty: bool = False,
     ) -> dict[str, JsonObj]:
         """Namespace + charts/canary-app's layout (``seed.canary_objects``): ``<app>-stable`` with ``replicas``,
-        ``<app>-canary`` with none, the three Services, and with ``ingress`` the ALB Ingress. Waits for stable."""
+        ``<app>-canary`` with none, the three Services, and with ``ingress`` the ALB Ingress. Waits for stable.
+        With ``empty``, stable runs no version (0 replicas, ``releasegate.io/replicas`` = ``replicas``)."""
         from .seed import canary_objects
 
         self.seed_namespace(namespace)
         created: dict[str, JsonObj] = {}
-        for obj in canary_objects(namespace, app, image, replicas, port, pod_spec, ingress):
+        for obj in canary_objects(namespace, app, image, replicas, port, pod_spec, ingress, empty):
             created[f"{obj['kind']}/{obj['metadata']['name']}"] = self.create(obj)
         if wait:
+            serving = 0 if empty else replicas
             self.wait_for(lambda: self.deployment_available(namespace, f"{app}-stable"), timeout=10)
-            self.wait_for(lambda: len(self.endpoints_ready(namespace, app)) == replicas, timeout=10)
+            self.wait_for(lambda: len(self.endpoints_ready(namespace, app)) == serving, timeout=10)
         return created
 
     def deployment_available(self, namespace: str, name: str) -> bool:

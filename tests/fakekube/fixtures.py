@@ -4,6 +4,8 @@
   if the fake itself hit a bug (controller or handler traceback).
 * ``kube_api``: a ``kubernetes.client.ApiClient`` for it (admin token, no TLS), closed after the test.
 * ``kube_api_factory``: more clients, e.g. with another token.
+* ``chart_kube``: a ``fake_kube`` that also knows ``CHART_RUNNER_TOKEN``, the token of the ServiceAccount the
+  charts create for the Helm release ``web`` in ``shop`` (tests/charts.py runs the runner under its rendered Role).
 """
 
 from __future__ import annotations
@@ -13,17 +15,30 @@ from typing import Any
 
 import pytest
 
+from .auth import DEFAULT_TOKENS
 from .fake import FakeKube
 
+CHART_RUNNER_TOKEN = "runner-token"
+CHART_RUNNER_USER = "system:serviceaccount:shop:web-releasegate"
 
-@pytest.fixture
-def fake_kube() -> Iterator[FakeKube]:
-    fake = FakeKube().start()
+
+def _running(fake: FakeKube) -> Iterator[FakeKube]:
+    fake.start()
     try:
         yield fake
     finally:
         fake.stop()
     assert not fake.errors, "fake API server bug:\n" + "\n".join(fake.errors)
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[FakeKube]:
+    yield from _running(FakeKube())
+
+
+@pytest.fixture
+def chart_kube() -> Iterator[FakeKube]:
+    yield from _running(FakeKube(tokens={**DEFAULT_TOKENS, CHART_RUNNER_TOKEN: CHART_RUNNER_USER}))
 
 
 @pytest.fixture

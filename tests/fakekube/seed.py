@@ -48,6 +48,18 @@ def service(namespace: str, name: str, app: str, slot: str, port: int = 8080) ->
     }
 
 
+def make_empty(deployment: JsonObj, replicas: int) -> JsonObj:
+    """A slot as the charts install it with `firstDeploy=true`: 0 replicas, no version label, the image without a
+    tag, and the annotation `releasegate.io/replicas` with the replica count a first deploy gives the app."""
+    deployment["spec"]["replicas"] = 0
+    for labels in (deployment["metadata"]["labels"], deployment["spec"]["template"]["metadata"]["labels"]):
+        labels.pop("version", None)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = container["image"].rsplit(":", 1)[0]
+    deployment["metadata"].setdefault("annotations", {})["releasegate.io/replicas"] = str(replicas)
+    return deployment
+
+
 def blue_green_objects(
     namespace: str,
     app: str,
@@ -56,9 +68,13 @@ def blue_green_objects(
     green_image: str | None,
     replicas: int,
     port: int,
+    empty: bool = False,
 ) -> list[JsonObj]:
+    """With `empty`, `<app>-blue` runs no version (make_empty): the layout of a first deploy."""
     other = "green" if live_slot == "blue" else "blue"
     objects = [deployment(namespace, app, "blue", blue_image, replicas, port)]
+    if empty:
+        make_empty(objects[0], replicas)
     if green_image is not None:
         objects.append(deployment(namespace, app, "green", green_image, replicas, port))
     objects.append(service(namespace, app, app, live_slot, port))
@@ -67,9 +83,10 @@ def blue_green_objects(
 
 
 def canary_objects(namespace: str, app: str, image: str, replicas: int, port: int,
-                   pod_spec: JsonObj | None = None, ingress: bool = False) -> list[JsonObj]:
+                   pod_spec: JsonObj | None = None, ingress: bool = False, empty: bool = False) -> list[JsonObj]:
     """charts/canary-app's layout: `<app>-stable` (`replicas`) and `<app>-canary` (0), Services `<app>` (both
-    slots), `<app>-stable` and `<app>-canary`, and with `ingress` the ALB Ingress with all traffic on stable."""
+    slots), `<app>-stable` and `<app>-canary`, and with `ingress` the ALB Ingress with all traffic on stable.
+    With `empty`, both Deployments run no version (make_empty): the layout of a first deploy."""
     version = image.rsplit(":", 1)[1]
     objects: list[JsonObj] = []
     for slot, count in (("stable", replicas), ("canary", 0)):
@@ -77,7 +94,7 @@ def canary_objects(namespace: str, app: str, image: str, replicas: int, port: in
         obj["metadata"]["labels"]["version"] = version
         obj["spec"]["template"]["metadata"]["labels"]["version"] = version
         obj["spec"]["template"]["spec"].update(pod_spec or {})
-        objects.append(obj)
+        objects.append(make_empty(obj, replicas) if empty else obj)
     for name, slot in ((app, None), (f"{app}-stable", "stable"), (f"{app}-canary", "canary")):
         obj = service(namespace, name, app, slot or "", port)
         if slot is None:

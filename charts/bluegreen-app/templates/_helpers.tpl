@@ -67,6 +67,7 @@ down), so an upgrade neither revives an old slot nor scales the live one to the 
 {{- $isLive := eq .slot (include "bluegreen-app.liveSlot" $root) -}}
 {{- $version := $values.version -}}
 {{- $replicas := $values.replicas -}}
+{{- $existingVersion := "" -}}
 {{- if not $isLive -}}
 {{- $version = $values.idle.version | default $values.version -}}
 {{- $replicas = $values.idle.replicas -}}
@@ -78,14 +79,18 @@ down), so an upgrade neither revives an old slot nor scales the live one to the 
 {{- $labels := dig "spec" "template" "metadata" "labels" dict $existing -}}
 {{- if hasKey $labels $values.labels.version -}}
 {{- $version = index $labels $values.labels.version -}}
+{{- $existingVersion = $version -}}
 {{- end -}}
 {{- if not $isLive -}}
 {{- $replicas = dig "spec" "replicas" 1 $existing -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if not $version -}}
-{{- fail "version is empty: set the version the live slot runs (e.g. --set version=v1)" -}}
+{{- if and $values.firstDeploy (not $existingVersion) -}}
+{{- $version = "" -}}
+{{- $replicas = 0 -}}
+{{- else if not $version -}}
+{{- fail "version is empty: set the version the live slot runs (e.g. --set version=v1), or firstDeploy=true to install no version" -}}
 {{- end -}}
 version: {{ $version | toString | quote }}
 replicas: {{ $replicas | int }}

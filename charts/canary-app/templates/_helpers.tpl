@@ -41,6 +41,7 @@ revives an old canary nor changes the replica weights of a release in progress.
 {{- $values := $root.Values -}}
 {{- $version := $values.version -}}
 {{- $replicas := $values.replicas -}}
+{{- $existingVersion := "" -}}
 {{- if eq .slot "canary" -}}
 {{- $version = $values.canary.version | default $values.version -}}
 {{- $replicas = $values.canary.replicas -}}
@@ -52,14 +53,18 @@ revives an old canary nor changes the replica weights of a release in progress.
 {{- $labels := dig "spec" "template" "metadata" "labels" dict $existing -}}
 {{- if hasKey $labels $values.labels.version -}}
 {{- $version = index $labels $values.labels.version -}}
+{{- $existingVersion = $version -}}
 {{- end -}}
 {{- if eq .slot "canary" -}}
 {{- $replicas = dig "spec" "replicas" 1 $existing -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if not $version -}}
-{{- fail "version is empty: set the version the stable Deployment runs (e.g. --set version=v1)" -}}
+{{- if and $values.firstDeploy (not $existingVersion) -}}
+{{- $version = "" -}}
+{{- $replicas = 0 -}}
+{{- else if not $version -}}
+{{- fail "version is empty: set the version the stable Deployment runs (e.g. --set version=v1), or firstDeploy=true to install no version" -}}
 {{- end -}}
 version: {{ $version | toString | quote }}
 replicas: {{ $replicas | int }}
@@ -109,28 +114,45 @@ toJson would sort the keys; the controller would not mind, but releasegate compa
 {{- end -}}
 
 {{/*
-The runner's namespaced rules, from files/runner-rules.yaml (plus its `alb` section with traffic=alb). A verb
-that acts on one named object (get, update, patch, delete) is restricted to the app's own objects with
-resourceNames; create and list cannot be (the API server authorizes them before a name exists).
+The runner's rules file: files/rollout-rules.yaml with rbac.rollout.enabled (the Argo Rollouts target), else
+files/runner-rules.yaml (the Deployment targets). Both have `namespaced` and `cluster` sections.
+*/}}
+{{- define "canary-app.rulesFile" -}}
+{{- if .Values.rbac.rollout.enabled -}}files/rollout-rules.yaml{{- else -}}files/runner-rules.yaml{{- end -}}
+{{- end -}}
+
+{{/*
+The runner's namespaced rules, from its rules file (plus the `alb` section of files/runner-rules.yaml with
+traffic=alb, and its `portForward` section with rbac.portForward). A verb that acts on one named object (get,
+update, patch, delete) is restricted to the app's own objects with resourceNames; create and list cannot be (the
+API server authorizes them before a name exists). With rbac.rollout.enabled: the Rollout rbac.rollout.name and
+the Services <app>, <app>-stable, <app>-canary and rbac.rollout.services; no Ingress rule (the Rollouts controller
+sets ALB weights itself).
 */}}
 {{- define "canary-app.runnerRules" -}}
 {{- $app := include "canary-app.name" . -}}
+{{- $rollout := .Values.rbac.rollout.enabled -}}
 {{- $slots := list (printf "%s-stable" $app) (printf "%s-canary" $app) -}}
 {{- $services := list $app (printf "%s-stable" $app) (printf "%s-canary" $app) -}}
-{{- $names := dict "deployments" $slots "deployments/scale" $slots "services" $services "leases" (list (printf "%s-release" $app)) "horizontalpodautoscalers" (list (printf "%s-canary" $app)) "ingresses" (list (include "canary-app.ingressName" .)) -}}
+{{- $rolloutName := .Values.rbac.rollout.name | default $app -}}
+{{- if $rollout -}}
+{{- $services = concat $services .Values.rbac.rollout.services | uniq -}}
+{{- end -}}
+{{- $names := dict "deployments" $slots "deployments/scale" $slots "services" $services "leases" (list (printf "%s-release" $app)) "horizontalpodautoscalers" (list (printf "%s-canary" $app)) "ingresses" (list (include "canary-app.ingressName" .)) "rollouts" (list $rolloutName) "rollouts/status" (list $rolloutName) -}}
 {{- $nameable := list "get" "update" "patch" "delete" -}}
-{{- $file := .Files.Get "files/runner-rules.yaml" | fromYaml -}}
+{{- $deploymentRules := .Files.Get "files/runner-rules.yaml" | fromYaml -}}
+{{- $file := .Files.Get (include "canary-app.rulesFile" .) | fromYaml -}}
 {{- $source := $file.namespaced -}}
-{{- if eq (include "canary-app.traffic" .) "alb" -}}
-{{- $source = concat $source $file.alb -}}
+{{- if and (not $rollout) (eq (include "canary-app.traffic" .) "alb") -}}
+{{- $source = concat $source $deploymentRules.alb -}}
 {{- end -}}
 {{- if .Values.rbac.portForward -}}
-{{- $source = concat $source $file.portForward -}}
+{{- $source = concat $source $deploymentRules.portForward -}}
 {{- end -}}
 {{- $rules := list -}}
 {{- range $rule := $source -}}
 {{- if ne (len $rule.resources) 1 -}}
-{{- fail "files/runner-rules.yaml: one resource per rule, so resourceNames can be chosen per resource" -}}
+{{- fail "files/*-rules.yaml: one resource per rule, so resourceNames can be chosen per resource" -}}
 {{- end -}}
 {{- $resource := first $rule.resources -}}
 {{- $named := list -}}
@@ -154,7 +176,7 @@ resourceNames; create and list cannot be (the API server authorizes them before 
 
 {{/* The cluster-scoped rules, each restricted to this release's namespace. */}}
 {{- define "canary-app.runnerClusterRules" -}}
-{{- $file := .Files.Get "files/runner-rules.yaml" | fromYaml -}}
+{{- $file := .Files.Get (include "canary-app.rulesFile" .) | fromYaml -}}
 {{- $rules := list -}}
 {{- range $rule := $file.cluster -}}
 {{- $rules = append $rules (merge (dict "resourceNames" (list $.Release.Namespace)) $rule) -}}
