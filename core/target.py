@@ -21,6 +21,7 @@ from releasegate.core.types import (
     SwitchResult,
     TrafficSplit,
     WorkloadStatus,
+    other_slot,
 )
 
 
@@ -131,3 +132,13 @@ class Target(Protocol):
     def close(self) -> None:
         """Free what the target object holds (connections, an ephemeral local cluster)."""
         ...
+
+
+def promote_by_moving_traffic(target: Target, slot: Slot, version: str) -> Promotion:
+    """`Target.promote` of the two-slot layouts (the local router, the blue-green Service): all traffic to
+    `slot`; the other slot, if it runs a version, stays warm until finalize scales it down."""
+    old_slot = other_slot(slot)
+    had_old_version = target.live_state().versions.get(old_slot) is not None
+    switch = target.set_traffic(TrafficSplit.all_to(slot))
+    return Promotion(switch=switch, live_slot=slot, retired_slot=old_slot if had_old_version else None,
+                     detail=f"all traffic to {slot} ({version})")

@@ -10,6 +10,7 @@ every write is one the API server accepts as such (explicit patch content types,
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from releasegate.core.types import (
 from releasegate.core.waiting import poll_until
 from releasegate.targets.kubernetes import rollout
 from releasegate.targets.kubernetes.access import EndpointResolver
-from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError
+from releasegate.targets.kubernetes.api import CONTENT_TYPES, KubeApi, NotFoundError, retry_on_conflict
 from releasegate.targets.kubernetes.connect import api_client
 from releasegate.targets.kubernetes.layout import Layout, version_of
 from releasegate.targets.kubernetes.lease import ReleaseLease
@@ -116,6 +117,27 @@ class KubernetesBase:
         except NotFoundError:
             return None
         return deployment
+
+    def _apply_deployment(self, slot: Slot, deployment: dict[str, Any]) -> None:
+        """Create `slot`'s Deployment, or replace it (resourceVersion of the one read, retried on conflict).
+
+        A replacement keeps what others wrote in the existing object's annotations: Helm's ownership
+        annotations, without which the next `helm upgrade` refuses to adopt it ("invalid ownership metadata").
+        """
+        def create_or_replace() -> None:
+            existing = self._get_deployment(slot)
+            if existing is None:
+                self.api.call("create", "deployments", self.apps.create_namespaced_deployment, self._ns(),
+                              deployment)
+                return
+            body = copy.deepcopy(deployment)
+            body["metadata"]["annotations"] = {**(existing["metadata"].get("annotations") or {}),
+                                               **(deployment["metadata"].get("annotations") or {})}
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
+                          self.layout.deployment(slot), self._ns(), body)
+
+        retry_on_conflict(create_or_replace)
 
     def _get_service(self, name: str) -> dict[str, Any]:
         service: dict[str, Any] = self.api.call("get", "services", self.core.read_namespaced_service, name,

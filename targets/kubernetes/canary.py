@@ -316,20 +316,7 @@ class KubernetesCanaryTarget(KubernetesBase):
         candidate["spec"]["replicas"] = total if is_empty(stable, self.layout) else PROVISION_REPLICAS
         candidate["metadata"]["annotations"][self.layout.annotation(TOTAL_KEY)] = str(total)
 
-        def create_or_replace() -> None:
-            existing = self._get_deployment(CANARY)
-            if existing is None:
-                self.api.call("create", "deployments", self.apps.create_namespaced_deployment, self._ns(), candidate)
-                return
-            body = copy.deepcopy(candidate)
-            # Keep what others wrote on the chart's canary Deployment (Helm's ownership annotations).
-            body["metadata"]["annotations"] = {**(existing["metadata"].get("annotations") or {}),
-                                               **candidate["metadata"]["annotations"]}
-            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
-                          self.layout.deployment(CANARY), self._ns(), body)
-
-        retry_on_conflict(create_or_replace)
+        self._apply_deployment(CANARY, candidate)
 
     def set_traffic(self, split: TrafficSplit) -> SwitchResult:
         """Give the canary `split`'s share; returns the EFFECTIVE split once the endpoints show it."""

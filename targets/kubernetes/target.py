@@ -12,10 +12,10 @@ back at the empty slot, so nothing serves, as before the release.
 
 from __future__ import annotations
 
-import copy
 import time
 
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.target import promote_by_moving_traffic
 from releasegate.core.types import (
     BLUE,
     Endpoint,
@@ -27,7 +27,7 @@ from releasegate.core.types import (
     TrafficSplit,
     other_slot,
 )
-from releasegate.targets.kubernetes.api import CONTENT_TYPES, NotFoundError, retry_on_conflict
+from releasegate.targets.kubernetes.api import CONTENT_TYPES, NotFoundError
 from releasegate.targets.kubernetes.base import ArgoCDSelfHealWarning, KubernetesBase
 from releasegate.targets.kubernetes.layout import check_slot, derive_candidate, intended_replicas, is_empty, version_of
 
@@ -90,21 +90,7 @@ class KubernetesTarget(KubernetesBase):
         if is_empty(live, self.layout):  # a first deploy: the empty slot says how many replicas the app runs
             candidate["spec"]["replicas"] = intended_replicas(live, self.layout)
 
-        def create_or_replace() -> None:
-            existing = self._get_deployment(slot)
-            if existing is None:
-                self.api.call("create", "deployments", self.apps.create_namespaced_deployment, self._ns(), candidate)
-                return
-            body = copy.deepcopy(candidate)
-            # Keep what others wrote on the slot's Deployment: Helm's ownership annotations, without which the
-            # next `helm upgrade` refuses to adopt it ("invalid ownership metadata").
-            body["metadata"]["annotations"] = {**(existing["metadata"].get("annotations") or {}),
-                                               **candidate["metadata"]["annotations"]}
-            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            self.api.call("update", "deployments", self.apps.replace_namespaced_deployment,
-                          self.layout.deployment(slot), self._ns(), body)
-
-        retry_on_conflict(create_or_replace)
+        self._apply_deployment(slot, candidate)
         # The preview Service always points at the candidate slot.
         self.api.call("patch", "services", self.core.patch_namespaced_service, self.layout.preview_service,
                       self._ns(), {"spec": {"selector": {self.layout.slot_label: slot}}},
@@ -128,9 +114,4 @@ class KubernetesTarget(KubernetesBase):
 
     def promote(self, slot: Slot, version: str) -> Promotion:
         """Blue-green: all traffic to `slot`; the old slot stays warm until finalize scales it down."""
-        old_slot = other_slot(slot)
-        had_old_version = self.live_state().versions.get(old_slot) is not None
-        switch = self.set_traffic(TrafficSplit.all_to(slot))
-        retired = old_slot if had_old_version else None
-        return Promotion(switch=switch, live_slot=slot, retired_slot=retired,
-                         detail=f"all traffic to {slot} ({version})")
+        return promote_by_moving_traffic(self, slot, version)

@@ -12,6 +12,7 @@ import time
 
 from releasegate.core.config import Config
 from releasegate.core.errors import LockHeldError, LockLostError, TargetError
+from releasegate.core.target import promote_by_moving_traffic
 from releasegate.core.types import (
     BLUE,
     Endpoint,
@@ -190,12 +191,7 @@ class LocalTarget:
 
     def promote(self, slot: Slot, version: str) -> Promotion:
         """Blue-green: all traffic to `slot`; the old slot stays warm until finalize scales it down."""
-        old_slot = other_slot(slot)
-        had_old_version = self.live_state().versions.get(old_slot) is not None
-        switch = self.set_traffic(TrafficSplit.all_to(slot))
-        retired = old_slot if had_old_version else None
-        return Promotion(switch=switch, live_slot=slot, retired_slot=retired,
-                         detail=f"all traffic to {slot} ({version})")
+        return promote_by_moving_traffic(self, slot, version)
 
     def remove(self, slot: Slot) -> None:
         self.client.call("DELETE", f"/slots/{slot}")
