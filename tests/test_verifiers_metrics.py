@@ -362,7 +362,7 @@ def test_a_window_from_a_given_moment_counts_whole_requests_and_nothing_sent_bef
         assert counted == {"v1": 270, "v2-errors": 30, "v2-slow": 0}  # exact: no extrapolation at the edges
         share = metrics.share_of_requests(10, since=since, until=until, tolerance_pp=2, min_samples=100)
         assert (share.value, share.samples) == (0.1, 300)
-        with pytest.raises(CheckFailed, match=r"^share of v2-errors: 10\.0% \(30 of 300 requests in Prometheus "
+        with pytest.raises(CheckFailed, match=r"^share of v2-errors: 10\.0% \(30 of 300 requests of demo in Prometheus "
                                               r"over [\d.]+s from .*\), outside 2pp of 50%$"):
             metrics.share_of_requests(50, since=since, until=until, tolerance_pp=2, min_samples=100)
         with pytest.raises(CheckFailed, match=r"^NO DATA: share of v2-errors: only 300 requests of demo in "

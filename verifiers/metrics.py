@@ -32,6 +32,7 @@ from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_c
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import Endpoint, MetricsScope, Slot
 from releasegate.core.waiting import poll_until
+from releasegate.verifiers.canary import share_outcome
 from releasegate.verifiers.prometheus_client import MetricsError as MetricsError  # defined there, public here
 from releasegate.verifiers.prometheus_client import PrometheusClient
 from releasegate.verifiers.thresholds import (
@@ -243,26 +244,14 @@ class Metrics:
         candidate_query = self._window_count_query(self._arm_selector(candidate), handler_regex, duration)
         total_query = self._window_count_query(self.scope.selector(), handler_regex, duration)
         served, total = self._count(candidate_query, end), self._count(total_query, end)
-        name = candidate.version or candidate.slot
+        name = str(candidate.version or candidate.slot)
         check = f"prometheus share of {name} == {expected_percent:g}% ± {tolerance_pp:g}pp"
-        threshold = f"{expected_percent:g}% ± {tolerance_pp:g}pp"
         subject = f"{handler_regex} (candidate {name} of app {self.scope.app}, all versions' pods)"
         source = f"{candidate_query} / {total_query}"
-        if total < max(min_samples, 1):
-            outcome = CheckOutcome(
-                check=check, verdict=Verdict.NO_DATA, value=None, display_value="no data", threshold=threshold,
-                subject=subject, source=source, window=window, samples=total,
-                message=f"share of {name}: only {format_count(total)} requests of {self.scope.app} in Prometheus "
-                        f"over {window}, fewer than the minimum {format_count(min_samples)}")
-        else:
-            share = 100.0 * served / total
-            verdict = Verdict.PASS if abs(share - expected_percent) <= tolerance_pp else Verdict.FAIL
-            relation = "within" if verdict is Verdict.PASS else "outside"
-            outcome = CheckOutcome(
-                check=check, verdict=verdict, value=share / 100, display_value=f"{share:.1f}%",
-                threshold=threshold, subject=subject, source=source, window=window, samples=total,
-                message=f"share of {name}: {share:.1f}% ({format_count(served)} of {format_count(total)} requests "
-                        f"in Prometheus over {window}), {relation} {tolerance_pp:g}pp of {expected_percent:g}%")
+        outcome = share_outcome(name, served, total, expected_percent, tolerance_pp=tolerance_pp,
+                                min_samples=min_samples, counted=f"requests of {self.scope.app} in Prometheus "
+                                                                 f"over {window}",
+                                check=check, subject=subject, source=source, window=window)
         self.record(outcome)
         require([outcome])
         return outcome
