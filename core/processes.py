@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from releasegate.core.waiting import poll_until
 
@@ -57,6 +59,21 @@ def stop_pid(pid: int, *, grace_s: float, group: bool = False) -> None:
     if not wait_pid_gone(pid, grace_s):
         _signal(pid, signal.SIGKILL, group=group)
         wait_pid_gone(pid, KILL_WAIT_S)
+
+
+def stop_child(process: subprocess.Popen[Any], *, grace_s: float, group: bool = False) -> int | None:
+    """stop_pid for a child started with subprocess.Popen, reaped by the Popen itself: its returncode stays
+    the child's own (stop_pid's reaping would leave Popen nothing but ECHILD, which it reports as 0).
+    Returns the returncode; None only if the child survived SIGKILL for KILL_WAIT_S."""
+    if process.poll() is None:
+        _signal(process.pid, signal.SIGTERM, group=group)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal(process.pid, signal.SIGKILL, group=group)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(KILL_WAIT_S)
+    return process.returncode
 
 
 async def astop_process(process: asyncio.subprocess.Process, *, grace_s: float) -> None:

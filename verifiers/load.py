@@ -26,7 +26,7 @@ from typing import Any
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError, ReleasegateError
-from releasegate.core.processes import stop_pid
+from releasegate.core.processes import stop_child
 from releasegate.core.types import DEFAULT_VERSION_HEADER, Endpoint, Role
 from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
 from releasegate.verifiers.thresholds import format_count, parse_threshold
@@ -290,8 +290,7 @@ def _run_locust(command: Sequence[str], env: Mapping[str, str], stderr_path: Pat
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    stop_pid(process.pid, grace_s=_KILL_GRACE_S, group=True)
-    process.wait()
+    stop_child(process, grace_s=_KILL_GRACE_S, group=True)
 
 
 def _tail(path: Path) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
-from releasegate.core.processes import stop_pid
+from releasegate.core.processes import stop_child
 from releasegate.core.types import Endpoint, LiveState, Role, Slot
 from releasegate.targets.kubernetes.layout import Layout
 
@@ -68,9 +68,7 @@ class PortForward:
         raise TargetError(f"{self.what} exited with code {self.process.returncode} before forwarding: {output}")
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            stop_pid(self.process.pid, grace_s=10)
-            self.process.wait()
+        stop_child(self.process, grace_s=10)  # keeps the exit status of a kubectl that ended by itself
         self._reader.join(10)
 
 
