@@ -64,6 +64,9 @@ class ReleaseFinish:
             lines.append(f"releasegate: why: {summary['reason']}")
         if summary.get("target_detail"):
             lines.append(f"releasegate: target: {summary['target_detail']}")
+        for step in summary.get("traffic") or []:
+            lines.append(f"releasegate: {step['step']}: requested {step['requested']}%, effective "
+                         f"{step['effective']}% ({step['traffic']})")
         problem = self.run.ledger.read_context().cleanup_problem
         if problem:
             lines.append(f"releasegate: WARNING: {problem}")

@@ -118,6 +118,17 @@ class ReleaseReporter:
         return {stage: round(end - start, 3)
                 for stage, (start, end) in sorted(spans.items(), key=lambda kv: first_index[kv[0]])}
 
+    def traffic_steps(self) -> list[dict[str, str]]:
+        """Each canary shift that ran: the weight asked for and the one the target gave (pod counts round)."""
+        steps = []
+        for outcome in self.outcomes.values():
+            found = dict(outcome.properties)
+            if "release.shift.requested_weight" in found:
+                steps.append({"step": outcome.stage, "requested": found["release.shift.requested_weight"],
+                              "effective": found.get("release.shift.effective_weight", ""),
+                              "traffic": found.get("release.shift.traffic", "")})
+        return steps
+
     def summary(self, exit_code: int) -> dict[str, Any]:
         context = self.ledger.read_context()
         failures = self.failures()
@@ -135,6 +146,7 @@ class ReleaseReporter:
                        or (f"{failures[0].stage} failed: {failures[0].message}" if failures else None)
                        or context.not_promoted_reason or context.interrupted),
             "phase_times_s": self.phase_times(),
+            "traffic": self.traffic_steps(),
             "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome.value,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
                       for o in self.outcomes.values()],
@@ -199,6 +211,10 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
             cells = [check.get(name, "").replace("|", "\\|") for name in
                      ("check", "verdict", "value", "threshold", "subject", "samples", "window", "source")]
             lines.append(f"| `{nodeid}` | " + " | ".join(cells) + " |")
+    if summary.get("traffic"):
+        lines += ["", "## Traffic steps", "", "| step | requested | effective | split |", "|---|---|---|---|"]
+        lines += [f"| {step['step']} | {step['requested']}% | {step['effective']}% | {step['traffic']} |"
+                  for step in summary["traffic"]]
     if summary["phase_times_s"]:
         lines += ["", "## Phase times", ""]
         lines += [f"- {stage}: {seconds:.2f}s" for stage, seconds in summary["phase_times_s"].items()]

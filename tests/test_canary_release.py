@@ -87,6 +87,10 @@ def test_a_good_version_goes_through_every_step_and_is_promoted(project: Release
         compare = junit.case(f"test_candidate_is_no_worse_than_baseline[{weight}%]")
         assert compare["outcome"] == "skipped" and "canary: the step's split" in compare["message"], compare
     assert names.index("shift[100%]") < names.index("promote") < names.index("finalize")
+    # The requested and the effective weight, side by side, in the terminal and in the report.
+    result.stdout.fnmatch_lines(["releasegate: shift[[]10%[]]: requested 10%, effective 10% (blue 90%, green 10%)"])
+    report = (project.path / "reports" / "latest" / "release-report.md").read_text()
+    assert "| shift[50%] | 50% | 50% | blue 50%, green 50% |" in report, report
     state = project.cluster_state()
     assert state["traffic"] == {"green": 100}
     assert state["slots"]["blue"]["pods"] == []  # the old version scaled down after keep-warm
