@@ -30,6 +30,7 @@ from releasegate.targets.kubernetes.argo_target import ArgoRolloutTarget
 from tests import charts
 from tests.fakekube import FakeKube
 from tests.k8s_verbs import ROOT
+from tests.test_argo_rollouts import rollout_manifest, service
 from tests.waiting import wait_until
 
 NS = "shop"
@@ -50,28 +51,6 @@ ABORT = '{"status":{"abort":true}}'
 
 
 # -- set-up ---------------------------------------------------------------------------------------------
-
-def rollout_manifest(strategy: dict[str, Any], *, image: str = "shop/web:v1", replicas: int = 4) -> dict[str, Any]:
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": APP, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]},
-            },
-            "strategy": strategy,
-        },
-    }
-
-
-def service(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": APP}, "ports": [{"port": 80, "targetPort": 8080}]}}
-
 
 def seed(fake: FakeKube, strategy: dict[str, Any], *, services: tuple[str, ...] = CANARY_SERVICES,
          replicas: int = 4) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
+from tests import charts
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES
 from tests.release_project import ReleaseProject, copy_shipped_suites
@@ -30,7 +30,7 @@ step_window_s = 2
 
 
 def runner_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load((PROJECT_ROOT / "charts/canary-app/files/runner-rules.yaml").read_text())
+    rules = charts.load_rules(PROJECT_ROOT / "charts/canary-app/files/runner-rules.yaml")
     return [*rules["namespaced"], *rules["cluster"]]
 
 

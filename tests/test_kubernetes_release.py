@@ -13,9 +13,9 @@ from datetime import UTC
 from typing import Any
 
 import pytest
-import yaml
 
 from releasegate.plugins.fixtures import FIRST_DEPLOY_NO_BASELINE
+from tests import charts
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import DEMO_SEED, PROJECT_ROOT, TEST_PROFILES
 from tests.release_project import ReleaseProject, copy_shipped_suites
@@ -26,7 +26,7 @@ NS, APP = "shop", "demo"
 
 
 def runner_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load((PROJECT_ROOT / "charts/bluegreen-app/files/runner-rules.yaml").read_text())
+    rules = charts.load_rules(PROJECT_ROOT / "charts/bluegreen-app/files/runner-rules.yaml")
     return [*rules["namespaced"], *rules["cluster"]]
 
 
