@@ -22,6 +22,9 @@ one pod and against the same pods.
     not saturated, and the ratio is what a client loses by going through the router.
 "cpu per request" is the CPU time (user + system, from /proc) of the router process and of all pods
 together, divided by the requests answered: the proxy's own cost, whatever else runs on the machine.
+The router process also supervises the pods (readiness probes several times a second), which costs
+the same with or without traffic; "net" subtracts that idle rate, measured for two seconds before the
+runs, and is the figure to compare between router versions.
 The client speaks HTTP/1.1 through the same h11 connection class as the router
 (targets/local/httpwire.py); a one-second run of each warms both up first.
 
@@ -76,6 +79,7 @@ class Run:
     p50_ms: float
     errors: int
     cpu_us: dict[str, float]  # process group -> CPU microseconds per request
+    net_cpu_us: dict[str, float]  # the same without the group's idle CPU rate
 
 
 async def _one_connection(url: str, deadline: float, tally: Tally) -> None:
@@ -108,8 +112,17 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(urls: list[str], seconds: float, connections: int, pids: dict[str, list[int]]) -> Run:
-    """Throughput with `connections` spread round-robin over `urls`; CPU per request of each group of `pids`."""
+def idle_rates(pids: dict[str, list[int]], seconds: float = 2.0) -> dict[str, float]:
+    """CPU seconds per second that each group of `pids` takes with no traffic."""
+    before = {group: sum(map(_cpu_s, members)) for group, members in pids.items()}
+    time.sleep(seconds)
+    return {group: (sum(map(_cpu_s, members)) - before[group]) / seconds for group, members in pids.items()}
+
+
+def measure(urls: list[str], seconds: float, connections: int, pids: dict[str, list[int]],
+            idle: dict[str, float] | None = None) -> Run:
+    """Throughput with `connections` spread round-robin over `urls`; CPU per request of each group of `pids`,
+    also without the group's `idle` rate (CPU seconds per second)."""
     tally = Tally()
 
     async def drive() -> None:
@@ -118,12 +131,16 @@ def measure(urls: list[str], seconds: float, connections: int, pids: dict[str, l
                                for index in range(connections)))
 
     before = {group: sum(map(_cpu_s, members)) for group, members in pids.items()}
+    started = time.perf_counter()
     asyncio.run(drive())
-    cpu_us = {group: (sum(map(_cpu_s, members)) - before[group]) / max(tally.done, 1) * 1e6
-              for group, members in pids.items()}
+    elapsed = time.perf_counter() - started
+    used = {group: sum(map(_cpu_s, members)) - before[group] for group, members in pids.items()}
+    done = max(tally.done, 1)
+    cpu_us = {group: cpu / done * 1e6 for group, cpu in used.items()}
+    net_cpu_us = {group: (cpu - (idle or {}).get(group, 0.0) * elapsed) / done * 1e6 for group, cpu in used.items()}
     tally.latencies.sort()
     p50 = tally.latencies[len(tally.latencies) // 2] * 1000 if tally.latencies else float("nan")
-    return Run(tally.done / seconds, p50, tally.errors, cpu_us)
+    return Run(tally.done / seconds, p50, tally.errors, cpu_us, net_cpu_us)
 
 
 def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespace) -> None:
@@ -133,14 +150,17 @@ def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespa
     pids = {"router": [int(state["pid"])], "pods": [int(pod["pid"]) for pod in pods]}
     measure(direct_urls, 1.0, args.connections, pids)  # warm-up: imports, caches, pools
     measure(service, 1.0, args.connections, pids)
-    one_pod = measure(direct_urls[:1], args.seconds, args.connections, pids)
-    direct = measure(direct_urls, args.seconds, args.connections, pids)
-    routed = measure(service, args.seconds, args.connections, pids)
-    print(f"{title}: {args.connections} keep-alive connections, {args.seconds:g}s each, {len(pods)} pods")
+    idle = idle_rates(pids)
+    one_pod = measure(direct_urls[:1], args.seconds, args.connections, pids, idle)
+    direct = measure(direct_urls, args.seconds, args.connections, pids, idle)
+    routed = measure(service, args.seconds, args.connections, pids, idle)
+    print(f"{title}: {args.connections} keep-alive connections, {args.seconds:g}s each, {len(pods)} pods "
+          f"(idle: router process {idle['router'] * 1000:.0f} ms/s of CPU)")
     for name, run in (("direct to one pod  ", one_pod), ("direct to the pods ", direct),
                       ("through the router ", routed)):
         print(f"  {name}  {run.rps:7.0f} req/s  p50 {run.p50_ms:6.2f} ms  errors {run.errors}  "
-              f"cpu per request: pods {run.cpu_us['pods']:4.0f} us, router {run.cpu_us['router']:4.0f} us")
+              f"cpu per request: pods {run.cpu_us['pods']:4.0f} us, router {run.cpu_us['router']:4.0f} us "
+              f"(net {run.net_cpu_us['router']:4.0f} us)")
     # The issue's figure (and this bench's first version) compares with one pod; the stricter one with
     # the same pods the router spreads over.
     print(f"  ratio router/direct = {routed.rps / one_pod.rps:.2f} against one pod, "

@@ -243,6 +243,40 @@ def test_a_hung_pod_gets_a_504_within_the_upstream_timeout_and_does_not_pin_the_
     assert routed.loop.run(routed.router.drain(list(routed.upstreams), timeout_s=5))
 
 
+def test_a_streamed_answer_that_stops_ends_the_clients_connection_after_the_upstream_timeout(
+        harness: Callable[..., Harness]) -> None:
+    # Past BUFFER_BYTES the head has gone out, so the timeout can only end the connection mid-message.
+    first = b"x" * (BUFFER_BYTES + 1)
+
+    async def answer(pod: FakePod, request: h11.Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {2 * len(first)}\r\n\r\n".encode() + first)
+        await writer.drain()
+        await pod.release.wait()
+        return False
+
+    routed = harness(answer, upstream_timeout_s=UPSTREAM_TIMEOUT_S)
+    started = time.monotonic()
+    with pytest.raises(httpx.RemoteProtocolError):
+        routed.client.get("/download")
+    assert UPSTREAM_TIMEOUT_S * 0.9 <= time.monotonic() - started < 10
+    assert routed.metric("releasegate_router_upstream_errors_total", kind="timeout") == 1
+    assert routed.upstreams[0].in_flight == 0
+
+
+def test_answers_slower_than_half_the_timeout_on_one_connection_are_never_cut_by_an_earlier_deadline(
+        harness: Callable[..., Harness]) -> None:
+    # The router keeps one timer per client connection and moves its deadline per request: a timer set for
+    # the first request must not end the second, which started later and is still within its own timeout.
+    async def slow(pod: FakePod, request: h11.Request, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(UPSTREAM_TIMEOUT_S * 0.6)  # the pod's behaviour under test, not a synchronisation
+        return await ok()(pod, request, writer)
+
+    routed = harness(slow, upstream_timeout_s=UPSTREAM_TIMEOUT_S)
+    assert [routed.client.get("/api/items").status_code for _ in range(4)] == [200] * 4
+    assert routed.metric("releasegate_router_upstream_errors_total", kind="timeout") == 0
+    assert routed.pods[0].connections == 1
+
+
 # -- answers that are not HTTP/1.1 ---------------------------------------------------------------------
 
 MALFORMED = {
