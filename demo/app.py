@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -108,6 +109,14 @@ class IdentityHeadersMiddleware:
             await send({"type": "http.response.body", "body": self.internal_error})
 
 
+@dataclass(frozen=True)
+class Draw:
+    """What the profile decided for one request."""
+
+    latency_ms: float
+    fails: bool
+
+
 class Faults:
     """Draws the injected latency and errors of one app instance and answers readiness."""
 
@@ -118,12 +127,16 @@ class Faults:
         *,
         rng: random.Random,
         clock: Callable[[], float],
+        tail_rng: random.Random | None = None,
     ) -> None:
         self.profile = profile
         self._rng = rng
+        # The tail draw has a stream of its own, so that the error and latency draws of `rng` stay the
+        # sequence they were before tails existed (tests rely on which request of a seeded pod fails).
+        self._tail_rng = random.Random() if tail_rng is None else tail_rng
         self._clock = clock
         self._started = clock()
-        # Resolved once: the per-request path is a dict lookup, two draws and maybe a sleep.
+        # Resolved once: the per-request path is a dict lookup, three draws and maybe a sleep.
         self._endpoints: dict[str, EndpointBehaviour] = {p: profile.endpoint(p) for p in API_ENDPOINTS}
         self._failure = json.dumps({"error": "injected failure", "version": version}).encode()
 
@@ -142,20 +155,26 @@ class Faults:
             )
         return None
 
-    async def inject(self, endpoint: str) -> Response | None:
-        """Sleep the drawn latency; return the injected 500 response, or None to serve normally."""
+    def draw(self, endpoint: str) -> Draw:
+        """The next request's fate on `endpoint`: its injected latency and whether it fails."""
         behaviour = self._endpoints[endpoint]
-        # Both numbers are drawn on every request, whatever the rates, so a seeded run draws the same
+        # Every number is drawn on every request, whatever the rates, so a seeded run draws the same
         # sequence however the profile is tuned.
         error_draw = self._rng.random()
         spread = abs(self._rng.gauss(0.0, behaviour.latency_spread_ms))
+        in_tail = self._tail_rng.random() < behaviour.tail_fraction
         rate = behaviour.error_rate
         if self.profile.errors_after_s is not None and self.uptime() >= self.profile.errors_after_s:
             rate = behaviour.error_rate_after
-        delay_ms = behaviour.latency_ms + spread
-        if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000.0)
-        if error_draw < rate:
+        delay_ms = behaviour.latency_ms + spread + (behaviour.tail_latency_ms if in_tail else 0.0)
+        return Draw(latency_ms=delay_ms, fails=error_draw < rate)
+
+    async def inject(self, endpoint: str) -> Response | None:
+        """Sleep the drawn latency; return the injected 500 response, or None to serve normally."""
+        draw = self.draw(endpoint)
+        if draw.latency_ms > 0:
+            await asyncio.sleep(draw.latency_ms / 1000.0)
+        if draw.fails:
             return Response(self._failure, 500, media_type=JSON)
         return None
 
@@ -178,7 +197,8 @@ def create_app(
     if not pod or not pod.isascii() or not pod.isprintable() or " " in pod:
         raise ValueError(f"pod name {pod!r} must be non-empty printable ASCII without spaces")
 
-    faults = Faults(version, profile, rng=random.Random(seed), clock=clock)
+    tail_rng = random.Random(None if seed is None else f"{seed}/tail")
+    faults = Faults(version, profile, rng=random.Random(seed), clock=clock, tail_rng=tail_rng)
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     version_body = _json(
         {"version": version, "pod": pod, "started_at": started_at, "profile": profile.name}

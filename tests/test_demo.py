@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from releasegate.demo.__main__ import FAST_FORWARD_S, FastForwardClock, main, seed_from_environment
 from releasegate.demo.app import Faults, create_app
 from releasegate.demo.profiles import (
+    API_ENDPOINTS,
     SHIPPED_PROFILES,
     EndpointProfile,
     Profile,
@@ -478,12 +479,76 @@ def test_shipped_profiles() -> None:
     assert (late.errors_after_s, late.error_rate_after) == (20.0, 0.5)
 
 
+def test_shipped_scenario_profiles_of_the_decisions_bench() -> None:
+    profiles = load_profiles(SHIPPED_PROFILES)
+    for percent, rate in (("0p5", 0.005), ("1", 0.01), ("2", 0.02), ("5", 0.05)):
+        overall = profiles.for_version(f"v2-errors-{percent}pct")
+        assert {overall.endpoint(path).error_rate for path in API_ENDPOINTS} == {rate}
+    for percent, rate in (("0p5", 0.005), ("1", 0.01), ("2", 0.02), ("3", 0.03), ("5", 0.05)):
+        checkout_only = profiles.for_version(f"v2-checkout-errors-{percent}pct")
+        assert checkout_only.endpoint("/api/checkout").error_rate == rate
+        assert checkout_only.endpoint("/api/items").error_rate == 0.0
+    healthy = profiles.for_version("v2")
+    for name, factor in (("v2-slow-median-20pct", 1.2), ("v2-slow-median-30pct", 1.3), ("v2-slow-median-100pct", 2)):
+        slow = profiles.for_version(name)  # base and spread scaled together: every quantile scales
+        assert (slow.latency_ms, slow.latency_spread_ms) == pytest.approx(
+            (healthy.latency_ms * factor, healthy.latency_spread_ms * factor))
+    for name in ("v2-slow-tail-20pct", "v2-slow-tail-60pct", "v2-slow-tail-100pct"):
+        tail = profiles.for_version(name)
+        assert (tail.latency_ms, tail.latency_spread_ms) == (healthy.latency_ms, healthy.latency_spread_ms)
+        assert tail.tail_fraction == 0.02 and tail.tail_latency_ms > 0
+    on_signal = profiles.for_version("v2-fails-on-signal")
+    assert on_signal.errors_after_s is not None and on_signal.errors_after_s < FAST_FORWARD_S
+    assert on_signal.error_rate_after == 0.1
+    noisy = [profiles.for_version(name) for name in ("v1-noisy", "v2-noisy")]
+    assert noisy[0].endpoint("/api/items") == noisy[1].endpoint("/api/items")
+    assert noisy[0].latency_spread_ms > healthy.latency_spread_ms
+
+
+def quantile(values: list[float], q: float) -> float:
+    return sorted(values)[int(q * len(values))]
+
+
+def test_the_tail_profiles_move_p99_by_their_figure_and_leave_the_median() -> None:
+    """The demo's own draws (seeded, no sleeping): the quantiles the profiles' descriptions promise."""
+    profiles = load_profiles(SHIPPED_PROFILES)
+
+    def latencies(name: str) -> list[float]:
+        profile = profiles.for_version(name)
+        faults = Faults(name, profile, rng=random.Random(3), clock=FakeClock(), tail_rng=random.Random(4))
+        return [faults.draw("/api/items").latency_ms for _ in range(40_000)]
+
+    healthy = latencies("v2")
+    for name, p99_ratio in (("v2-slow-tail-20pct", 1.21), ("v2-slow-tail-60pct", 1.62), ("v2-slow-tail-100pct", 2.0)):
+        slow = latencies(name)
+        assert quantile(slow, 0.5) / quantile(healthy, 0.5) == pytest.approx(1.0, abs=0.03), name
+        assert quantile(slow, 0.99) / quantile(healthy, 0.99) == pytest.approx(p99_ratio, abs=0.08), name
+    doubled = latencies("v2-slow-median-100pct")
+    assert quantile(doubled, 0.5) / quantile(healthy, 0.5) == pytest.approx(2.0, abs=0.06)
+
+
+def test_tail_requests_are_slower_in_the_histogram_and_the_other_draws_do_not_change() -> None:
+    tail = Profile(error_rate=0.3, endpoints={"/api/items": EndpointProfile(tail_fraction=0.25, tail_latency_ms=300)})
+    app = make_app(tail, seed=21)
+    responses = get(app, "/api/items", times=400)  # concurrent: the test sleeps 0.3 s once, not 100 times
+    samples = scrape(app)
+    slow = 400 - sample(samples, "http_request_duration_seconds_bucket", handler="/api/items", le="0.2")
+    assert 70 <= slow <= 130  # Binomial(400, 0.25): mean 100, sd ~8.7
+    # The tail has a random stream of its own: the same seed fails the same requests with or without it.
+    without_tail = statuses(get(make_app(Profile(error_rate=0.3), seed=21), "/api/items", times=400))
+    assert statuses(responses) == without_tail
+    # ...and draws the same tail again.
+    again = make_app(tail, seed=21)
+    get(again, "/api/items", times=400)
+    assert sample(scrape(again), "http_request_duration_seconds_bucket", handler="/api/items", le="0.2") == 400 - slow
+
+
 # --- profile errors -----------------------------------------------------------------------------------------
 
-ENDPOINT_KEYS = "error_rate, error_rate_after, latency_ms, latency_spread_ms"
+ENDPOINT_KEYS = "error_rate, error_rate_after, latency_ms, latency_spread_ms, tail_fraction, tail_latency_ms"
 VERSION_KEYS = (
     "crash_after_s, description, endpoints, error_rate, error_rate_after, errors_after_s, "
-    "latency_ms, latency_spread_ms, never_ready, startup_delay_s"
+    "latency_ms, latency_spread_ms, never_ready, startup_delay_s, tail_fraction, tail_latency_ms"
 )
 
 
@@ -660,6 +725,29 @@ def test_profile_errors_name_file_key_problem_and_fix(tmp_path: Path, text: str,
             id="endpoint-rate-after-without-errors-after",
         ),
         pytest.param(
+            "[versions.v2]\ntail_fraction = 1.5\ntail_latency_ms = 40\n",
+            "versions.v2.tail_fraction = 1.5 is outside 0..1; set a fraction such as 0.05",
+            id="tail-fraction-out-of-range",
+        ),
+        pytest.param(
+            '[versions.v2.endpoints."/api/checkout"]\ntail_latency_ms = -1\n',
+            'versions.v2.endpoints."/api/checkout".tail_latency_ms = -1 is negative; '
+            "set a number of milliseconds, 0 or more, such as 20",
+            id="negative-tail-latency",
+        ),
+        pytest.param(
+            "[versions.v2]\ntail_fraction = 0.02\n",
+            "versions.v2.tail_fraction has no effect without tail_latency_ms; add tail_latency_ms = "
+            "<milliseconds> to [versions.v2] (or one of its endpoint tables) or remove tail_fraction",
+            id="tail-fraction-without-tail-latency",
+        ),
+        pytest.param(
+            '[versions.v2.endpoints."/api/items"]\ntail_latency_ms = 40\n',
+            "versions.v2.tail_latency_ms has no effect without tail_fraction; add tail_fraction = "
+            "<fraction such as 0.02> to [versions.v2] (or one of its endpoint tables) or remove tail_latency_ms",
+            id="endpoint-tail-latency-without-tail-fraction",
+        ),
+        pytest.param(
             "[versions.v2]\nerror_rate = 1.5\nlatency_ms = -1\n",
             "versions.v2.error_rate = 1.5 is outside 0..1; set a fraction such as 0.05 (and 1 more problem(s))",
             id="the-first-of-several-problems-and-their-count",
@@ -681,6 +769,26 @@ def test_error_rate_after_from_an_endpoint_table_may_rely_on_errors_after_s_in_d
     assert profile.errors_after_s == 5.0
     assert profile.endpoint("/api/items").error_rate_after == 0.5
     assert profile.endpoint("/api/checkout").error_rate_after == 1.0
+
+
+def test_a_tail_may_take_its_other_half_from_the_defaults_or_an_endpoint(tmp_path: Path) -> None:
+    path = write_profiles(tmp_path, """
+        [defaults]
+        tail_latency_ms = 40
+        [versions.v2]
+        tail_fraction = 0.02
+        [versions.v3]
+        tail_fraction = 0.1
+        [versions.v3.endpoints."/api/checkout"]
+        tail_latency_ms = 100
+        """)
+    profiles = load_profiles(path)
+    v2 = profiles.for_version("v2").endpoint("/api/items")
+    assert (v2.tail_fraction, v2.tail_latency_ms) == (0.02, 40.0)
+    v3 = profiles.for_version("v3")
+    assert (v3.endpoint("/api/checkout").tail_fraction, v3.endpoint("/api/checkout").tail_latency_ms) == (0.1, 100)
+    assert v3.endpoint("/api/items").tail_latency_ms == 40.0
+    assert profiles.for_version("v1").endpoint("/api/items").tail_fraction == 0.0
 
 
 def test_integers_in_the_file_are_floats_in_the_profile(tmp_path: Path) -> None:
