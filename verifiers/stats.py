@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 BUCKET_FLOOR_S = 1e-5
@@ -91,11 +92,37 @@ class Stats:
         if not self.count:
             return None
         if self.samples_complete and len(self.samples) == self.count:
-            return sorted(self.samples)[nearest_rank(q, self.count) - 1]
+            return self._sorted_samples[nearest_rank(q, self.count) - 1]
         return self._histogram_quantile(q)
 
+    @cached_property
+    def _sorted_samples(self) -> tuple[float, ...]:
+        # Sorted once per Stats: a comparison reads a dozen ranks of it at every look.
+        return tuple(sorted(self.samples))
+
+    def value_at_rank(self, rank: int) -> float:
+        """The `rank`-th smallest latency (1-based): exact from the samples while they hold every request,
+        else the midpoint of its histogram bucket (within ~1%), clamped to the observed extremes."""
+        if not 1 <= rank <= self.count:
+            raise ValueError(f"rank {rank} outside 1..{self.count}")
+        if self.samples_complete and len(self.samples) == self.count:
+            return self._sorted_samples[rank - 1]
+        return self._histogram_value(rank)
+
+    def slow_counts(self, limit_s: float) -> tuple[int, int]:
+        """Requests slower than `limit_s`: (surely, at most). Equal when the samples hold every request;
+        from the histogram, the bucket holding the limit may be either side of it."""
+        if self.samples_complete and len(self.samples) == self.count:
+            slow = sum(1 for s in self.samples if s > limit_s)
+            return slow, slow
+        limit_bucket = bucket_index(limit_s)
+        surely = sum(n for index, n in self.buckets.items() if index > limit_bucket)
+        return surely, surely + self.buckets.get(limit_bucket, 0)
+
     def _histogram_quantile(self, q: float) -> float:
-        rank = nearest_rank(q, self.count)
+        return self._histogram_value(nearest_rank(q, self.count))
+
+    def _histogram_value(self, rank: int) -> float:
         seen = 0
         for index in sorted(self.buckets):
             seen += self.buckets[index]
