@@ -1,7 +1,8 @@
 """The outcome of one verification check, as every verifier reports it and every report shows it.
 
-A check has three outcomes, not two: NO_DATA (nothing measured, or fewer samples than the minimum) is
-a failure with its own label, never a pass (fail closed).
+A check has four outcomes, not two: NO_DATA (nothing measured, or fewer samples than the minimum) and
+INCONCLUSIVE (measured, but the evidence decided neither way before the window ran out) are never a pass
+(fail closed); each has its own label so a reader knows whether to fix, feed or extend the check.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ class Verdict(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     NO_DATA = "no-data"
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class CheckOutcome:
     window: str  # "60s", or the load duration
     samples: int | None  # requests behind the value; None: unknown (shown as "-")
     message: str  # one line: "p(95) 412ms > 300ms over 1,843 requests on /api/checkout (candidate v3)"
+    bound: str = ""  # the confidence bound the verdict rests on: "upper bound 0.92%", "sequential p=0.003"
+    looks: int | None = None  # how often a sequential check looked at its data before it decided
+    decided_after_s: float | None = None  # from the first request to the decision
 
     @property
     def passed(self) -> bool:
@@ -47,6 +52,10 @@ class CheckOutcome:
             (f"{key}.source", self.source),
             (f"{key}.window", self.window),
             (f"{key}.samples", "-" if self.samples is None else str(self.samples)),  # "-": unknown
+            *([(f"{key}.bound", self.bound)] if self.bound else []),
+            *([(f"{key}.looks", str(self.looks))] if self.looks is not None else []),
+            *([(f"{key}.decided_after_s", f"{self.decided_after_s:.1f}")] if self.decided_after_s is not None
+              else []),
         ]
 
 
@@ -59,7 +68,7 @@ def ignore_check(outcome: CheckOutcome) -> None:
 
 
 class CheckFailed(AssertionError):
-    """One or more checks failed or had no data. The message has one line per failing check.
+    """One or more checks failed, had no data or were inconclusive. One line per check that did not pass.
 
     An AssertionError so that pytest reports it as a test failure (verdict: rolled back), not an error.
     """
@@ -69,9 +78,17 @@ class CheckFailed(AssertionError):
         failing = [o for o in self.outcomes if not o.passed]
         super().__init__("\n".join(_label(o) + o.message for o in failing))
 
+    @property
+    def inconclusive_only(self) -> bool:
+        """Nothing failed and nothing lacked data: only undecided checks stopped it (a person may extend)."""
+        return all(o.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE) for o in self.outcomes)
+
+
+_LABELS = {Verdict.NO_DATA: "NO DATA: ", Verdict.INCONCLUSIVE: "INCONCLUSIVE: "}
+
 
 def _label(outcome: CheckOutcome) -> str:
-    return "NO DATA: " if outcome.verdict is Verdict.NO_DATA else ""
+    return _LABELS.get(outcome.verdict, "")
 
 
 def require(outcomes: Iterable[CheckOutcome]) -> tuple[CheckOutcome, ...]:

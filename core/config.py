@@ -21,6 +21,7 @@ from releasegate.core.versions import validate_version
 DEFAULT_CONFIG_NAME = "releasegate.toml"
 VerificationStage = Literal["smoke", "load", "analysis", "post_switch"]
 DEFAULT_REQUIRED_STAGES: tuple[VerificationStage, ...] = ("smoke", "analysis")
+DEFAULT_WATCH_SLOS = ("error_rate < 1%", "p(95) < 300ms")  # the shipped analysis suite's SLOs
 
 
 class _Section(BaseModel):
@@ -50,6 +51,33 @@ class ReleaseConfig(_Section):
     confirm_responses: int = Field(default=10, ge=1)
     # A release with no test in one of these stages is not promoted (and nothing is provisioned).
     required_stages: list[VerificationStage] = Field(default_factory=lambda: list(DEFAULT_REQUIRED_STAGES))
+    # Watch after the switch: during keep-warm, finalize watches the new version's SLOs in Prometheus and
+    # switches back at the first decisive breach (verifiers/watch.py). The SLOs are parsed in preflight,
+    # before anything changes (core cannot import the threshold parser of verifiers/).
+    bake_s: float | None = Field(default=None, ge=0, description="how long finalize watches; empty: keep_warm_s, "
+                                                                "0: no watch")
+    watch_slos: list[str] = Field(default_factory=lambda: list(DEFAULT_WATCH_SLOS))
+    watch_interval_s: float | None = Field(default=None, gt=0, description="seconds between two looks; empty: "
+                                           "local.scrape_interval_s on the local target, else 5")
+    watch_alpha: float = Field(default=0.01, gt=0, lt=1, description="chance that the watch switches a healthy "
+                                                                    "version back, all SLOs together")
+
+    @model_validator(mode="after")
+    def _bake_within_keep_warm(self) -> ReleaseConfig:
+        # Switching back is instant only while the old slot is warm: a watch longer than keep-warm would find
+        # nothing to switch back to. An error, not a silent longer keep-warm: keep_warm_s is what the old
+        # slot costs, and one key should not quietly change what another one says.
+        if self.bake_s is not None and self.bake_s > self.keep_warm_s:
+            raise ConfigError(
+                f"release.bake_s = {self.bake_s:g} is longer than release.keep_warm_s = {self.keep_warm_s:g}: the "
+                "watch after the switch can only switch back while the old version is still warm; raise "
+                f"release.keep_warm_s to at least {self.bake_s:g} or lower release.bake_s")
+        return self
+
+    @property
+    def watch_s(self) -> float:
+        """How long finalize watches the new version after the switch (bake_s, else the whole keep-warm)."""
+        return self.keep_warm_s if self.bake_s is None else self.bake_s
 
 
 class StageDeadlines(_Section):
@@ -206,7 +234,7 @@ class PrometheusConfig(_Section):
 class Config(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     # Free-form settings for suites (durations, users, thresholds), read as `release.vars` in a test.
-    vars: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    vars: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     stages: StageDeadlines = Field(default_factory=StageDeadlines)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)

@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     INTERNAL_ERROR = 3
     USAGE_ERROR = 4
     NO_VERIFICATION = 5
+    INCONCLUSIVE = 6  # not promoted, traffic on the previous version; a person may extend or accept
 
 
 class ReleasegateError(Exception):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -20,12 +20,15 @@ from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.target import Target
 from releasegate.core.types import Endpoint, LockHolder, Phase, Promotion, ReleaseState, Role, TrafficSplit
 from releasegate.core.waiting import poll_until
-from releasegate.plugins.ledger import Decision, ItemRecord, Ledger
+from releasegate.plugins.ledger import Decision, ItemRecord, Ledger, Outcome
 from releasegate.plugins.lock_keeper import LockKeeper
 from releasegate.plugins.options import ReleaseOptions
 from releasegate.plugins.prometheus_gate import LivePrometheusGate, PrometheusGate
 from releasegate.plugins.stages import Stage
 from releasegate.plugins.targets import open_target
+
+if TYPE_CHECKING:  # verifiers/watch.py imports scipy: only when a release runs its preflight
+    from releasegate.verifiers.watch import WatchedSlo, WatchOutcome
 
 
 @dataclass
@@ -58,6 +61,8 @@ class ReleaseController:
         self.lock_holder = LockHolder.this_process(options.run_id, options.version)
         self.lock_keeper: LockKeeper | None = None
         self.promotion: Promotion | None = None  # set once the new version serves all traffic
+        self.watch_slos: tuple[WatchedSlo, ...] = ()  # release.watch_slos, parsed in preflight
+        self.switched_back_by_watch: list[tuple[str, str]] | None = None  # finalize's switch back, for rollback
 
     # -- helpers ------------------------------------------------------------------------------------
     def _target(self) -> Target:
@@ -89,6 +94,9 @@ class ReleaseController:
     # -- actions ------------------------------------------------------------------------------------
     def preflight(self) -> ActionResult:
         """Connect, read what serves users, refuse what cannot work, take the lock. Changes nothing else."""
+        from releasegate.verifiers.watch import parse_watch_slos
+
+        self.watch_slos = parse_watch_slos(self.config.release.watch_slos)  # ConfigError before anything
         # The target's layout depends on the strategy; the command line's choice wins over the file's.
         release = self.config.release.model_copy(update={"strategy": self.options.strategy})
         self.target = self._target_factory(self.config.model_copy(update={"release": release}),
@@ -264,8 +272,9 @@ class ReleaseController:
         target = self._target()
         self._record(Phase.FINALIZING)
         keep_warm = self.config.release.keep_warm_s
-        # The old version stays warm so that a rollback within this delay is instant.
-        self._wait_keep_warm(keep_warm)
+        # The old version stays warm so that a rollback within this delay is instant; meanwhile the new
+        # version is watched, and a decisive breach switches traffic back (WatchBreach, exit 1).
+        watched = self._wait_keep_warm(keep_warm)
         self._require_lock()
         if self.promotion is None:
             raise TargetError("finalize found no promotion to finish; the switch did not complete")
@@ -277,15 +286,73 @@ class ReleaseController:
         self._release_lock()
         retired = f"{old_slot} ({self.previous_version})" if old_slot else "nothing (the promotion replaced it)"
         return ActionResult([("release.finalize.keep_warm_s", f"{keep_warm:g}"),
-                             ("release.finalize.scaled_down", retired)])
+                             ("release.finalize.scaled_down", retired), *watched])
 
-    def _wait_keep_warm(self, seconds: float) -> None:
-        aborted = poll_until(self.ledger.aborted, timeout_s=seconds, interval_s=0.2)
+    def _wait_keep_warm(self, seconds: float) -> list[tuple[str, str]]:
+        """Keep-warm: watch the new version for release.bake_s of it, then wait out the rest; an abort stops
+        both (TargetError). Returns the watch's JUnit properties; raises WatchBreach after a switch back."""
+        started = time.monotonic()
+        watched = self._watch_after_switch()
+        left = seconds - (time.monotonic() - started)
+        aborted = poll_until(self.ledger.aborted, timeout_s=max(0.0, left), interval_s=0.2)
         if aborted is not None:
             raise TargetError(f"release aborted during the keep-warm delay: {aborted}")
+        return watched
+
+    def _watch_after_switch(self) -> list[tuple[str, str]]:
+        from releasegate.verifiers.watch import WatchStatus, prometheus_counts, watch
+
+        settings, prefix = self.config.release, "release.finalize.watch"
+        if not settings.watch_s or not self.watch_slos:
+            return [(f"{prefix}.outcome", "off (release.bake_s = 0 or no release.watch_slos)")]
+        if self.previous_version is None:
+            return [(f"{prefix}.outcome", "off (a first deploy: no previous version to switch back to)")]
+        # Counted from the switch: requests the verification sent the candidate directly do not count.
+        switched = [r.finished for r in self.ledger.finished_items().values() if r.stage in ("switch", "promote")]
+        since = max(switched, default=time.time())
+        interval = settings.watch_interval_s or (self.config.local.scrape_interval_s
+                                                 if self.options.target == "local" else 5.0)
+        source = prometheus_counts(self._target().metrics_scope(), timeout_s=self.config.prometheus.timeout_s,
+                                   version=self.options.version, since=since)
+        try:
+            outcome = watch(source, self.watch_slos, duration_s=settings.watch_s, interval_s=interval,
+                            alpha=settings.watch_alpha, aborted=self.ledger.aborted)
+        finally:
+            source.metrics.close()
+        properties = [(f"{prefix}.slos", ", ".join(slo.text for slo in self.watch_slos)),
+                      (f"{prefix}.bake_s", f"{settings.watch_s:g}"), (f"{prefix}.interval_s", f"{interval:g}"),
+                      (f"{prefix}.alpha", f"{settings.watch_alpha:g}"), *outcome.properties(prefix)]
+        if outcome.status is WatchStatus.ABORTED:
+            raise TargetError(f"release aborted during the keep-warm delay: {outcome.aborted}")
+        if outcome.breach is not None:
+            self._switch_back(outcome, properties, source.describe(), since)
+        return properties
+
+    def _switch_back(self, outcome: WatchOutcome, properties: list[tuple[str, str]], source: str,
+                     since: float) -> None:
+        """A decisive breach: traffic back to the old version, still warm, by the rollback's own _undo."""
+        from releasegate.verifiers.watch import WatchBreach
+
+        assert outcome.breach_at is not None
+        looked_at = time.time() - (time.monotonic() - outcome.breach_at)  # the breaching look, wall clock
+        self._undo()
+        self.ledger.update_context(decision=Decision.ROLLED_BACK)
+        to_old_s = self.back_on_stable_at - looked_at
+        back_to = f"{self.previous_version} (slot {self.live_slot})"
+        check = outcome.breach_outcome(subject=self.options.version, source=source,
+                                       window=f"{looked_at - since:.1f}s since the switch")
+        message = f"watch after the switch: {check.message}; switched back to {back_to} {to_old_s:.2f}s after that look"
+        properties.append(("release.finalize.watch.time_to_switch_back_s", f"{to_old_s:.2f}"))
+        # The finalize item carries the watch's properties (WatchBreach.properties); the rollback item says
+        # that the watch switched back already.
+        self.switched_back_by_watch = [("release.rollback.reason", f"finalize failed: {message}"),
+                                       ("release.rollback.to_stable_s", f"{to_old_s:.2f}")]
+        raise WatchBreach([replace(check, message=message)], properties)
 
     def rollback(self, failures: list[ItemRecord]) -> ActionResult:
         """Put everything back as it was before this release; skipped when the release was promoted."""
+        if self.switched_back_by_watch is not None:  # finalize's watch switched back already (see finalize)
+            return ActionResult(self.switched_back_by_watch)
         if self.ledger.read_context().decision is Decision.PROMOTED:
             return ActionResult(skipped="release promoted; nothing to roll back")
         if self.options.dry_run and not failures and self.provisioned:
@@ -298,7 +365,8 @@ class ReleaseController:
             return ActionResult(skipped="nothing was provisioned; nothing to roll back")
         users_saw_it = self.switched or self.first_exposed_at is not None
         self._undo()
-        self.ledger.update_context(decision=Decision.ROLLED_BACK)
+        undecided = bool(failures) and all(f.outcome is Outcome.INCONCLUSIVE for f in failures)
+        self.ledger.update_context(decision=Decision.INCONCLUSIVE if undecided else Decision.ROLLED_BACK)
         why = failures[0] if failures else None
         reason = f"{why.stage} failed: {why.message}" if why else "release did not complete"
         properties = [("release.rollback.reason", reason)]

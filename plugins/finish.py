@@ -17,7 +17,9 @@ from releasegate.plugins.run import REPORT_NAME, ReleaseRun
 from releasegate.plugins.runtime import ReleaseRuntime
 
 _DECISION_VERBS = {Decision.PROMOTED: "now serves all traffic", Decision.ROLLED_BACK: "was rolled back",
-                   Decision.NOT_PROMOTED: "was not promoted"}
+                   Decision.NOT_PROMOTED: "was not promoted",
+                   Decision.INCONCLUSIVE: "was not promoted: the analysis was inconclusive (extend it, or accept "
+                                          "by hand)"}
 
 
 class ReleaseFinish:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from releasegate.core.checks import CheckOutcome, RecordCheck
 from releasegate.core.config import Config
 from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.ledger import Ledger, ReleaseContext
+from releasegate.plugins.load_slot import LoadSlot, held, load_slot_for
 
 FIRST_DEPLOY_NO_BASELINE = ("first deploy: no version served before this release, so there is no baseline to "
                             "compare with; the absolute checks decide")
@@ -71,8 +71,9 @@ class LoadRunner:
     """`load.run(...)`: a locust run against the candidate (or another endpoint), recorded in JUnit."""
 
     def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path, *,
-                 first_deploy: bool = False) -> None:
+                 first_deploy: bool = False, slot: LoadSlot | None = None) -> None:
         self._endpoints = endpoints
+        self._slot = slot  # each load takes the run's load slot (plugins/load_slot.py)
         self._record = record
         self._base_dir = base_dir
         self._first_deploy = first_deploy
@@ -84,39 +85,52 @@ class LoadRunner:
 
     def run(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0, duration_s: float = 10.0,
             target: Role | str = Role.CANDIDATE, min_requests: int = 100, stop_on_breach: Sequence[str] = (),
-            extra_args: Sequence[str] = ()) -> Any:
-        from releasegate.verifiers.load import LoadProfile, run_load
+            extra_args: Sequence[str] = (), checks: Sequence[str] = (), max_duration_s: float | None = None,
+            check_versions: Sequence[str] = (), per_endpoint: bool = True) -> Any:
+        """Run a load; `checks` are judged every second and end it once decided after `duration_s`,
+        extending up to `max_duration_s` (verifiers.load)."""
+        from releasegate.verifiers.load import run_load
+
+        role = Role(target)
+        profile = self._profile(locustfile, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
+                                min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
+                                extra_args=tuple(extra_args), checks=tuple(checks), max_duration_s=max_duration_s,
+                                check_versions=tuple(check_versions), per_endpoint=per_endpoint)
+        endpoint = self._endpoint(role)
+        with held(self._slot):
+            return run_load(profile, endpoint, record=self._record)
+
+    def _profile(self, locustfile: str | Path, **settings: Any) -> Any:
+        from releasegate.verifiers.load import LoadProfile
 
         path = Path(locustfile)
-        if not path.is_absolute():
-            path = self._base_dir / path
-        role = Role(target)
+        return LoadProfile(locustfile=path if path.is_absolute() else self._base_dir / path, **settings)
+
+    def _endpoint(self, role: Role) -> Endpoint:
         if role not in self._endpoints:
             raise RuntimeError(f"no {role.value} endpoint at this stage of the release; the target gives: "
                                + ", ".join(r.value for r in self._endpoints))
-        endpoint = self._endpoints[role]
-        profile = LoadProfile(locustfile=path, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
-                              min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
-                              extra_args=tuple(extra_args))
-        return run_load(profile, endpoint, record=self._record)
+        return self._endpoints[role]
 
     def side_by_side(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0,
-                     duration_s: float = 10.0, min_requests: int = 100) -> tuple[Any, Any]:
-        """The same load on the candidate and on the baseline at the same time: one window for both.
+                     duration_s: float = 10.0, min_requests: int = 100, max_duration_s: float | None = None,
+                     tolerances: Any = None) -> tuple[Any, Any]:
+        """The same load on the candidate and on the baseline at the same time: one window for both, judged
+        every second by the sequential comparisons (verifiers.compare.run_side_by_side), which end it once
+        decided after `duration_s`, extending up to `max_duration_s`.
 
         Returns (candidate result, baseline result), ready for `verifiers.compare.compare_loads`.
         """
-        if Role.BASELINE not in self._endpoints:
-            if self._first_deploy:
-                pytest.skip(FIRST_DEPLOY_NO_BASELINE)
-            raise RuntimeError("no baseline endpoint at this stage of the release; the target gives: "
-                               + ", ".join(r.value for r in self._endpoints))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(self.run, locustfile, users=users, spawn_rate=spawn_rate,
-                                   duration_s=duration_s, target=role, min_requests=min_requests)
-                       for role in (Role.CANDIDATE, Role.BASELINE)]
-            candidate, baseline = (future.result() for future in futures)
-        return candidate, baseline
+        from releasegate.verifiers.compare import PairedJudges, Tolerances, run_side_by_side
+
+        if Role.BASELINE not in self._endpoints and self._first_deploy:
+            pytest.skip(FIRST_DEPLOY_NO_BASELINE)
+        profile = self._profile(locustfile, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
+                                min_requests=min_requests, max_duration_s=max_duration_s)
+        candidate, baseline = self._endpoint(Role.CANDIDATE), self._endpoint(Role.BASELINE)
+        judges = PairedJudges(tolerances or Tolerances(), min_samples=min_requests)
+        with held(self._slot):  # the pair is one load: one slot
+            return run_side_by_side(profile, candidate, baseline, judges=judges, record=self._record)
 
 
 class SuiteFixtures:
@@ -204,7 +218,8 @@ class SuiteFixtures:
     def load(self, request: pytest.FixtureRequest) -> LoadRunner:
         # Only the roles the target gives now: after a switch on kubernetes there may be no baseline.
         return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent,
-                          first_deploy=self._context().previous_version is None)
+                          first_deploy=self._context().previous_version is None,
+                          slot=load_slot_for(request.node, self.ledger, self.config))
 
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:

@@ -27,19 +27,33 @@ class Decision(StrEnum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled-back"
     NOT_PROMOTED = "not-promoted"
+    INCONCLUSIVE = "inconclusive"  # the analysis decided neither way: not promoted, a person may extend
+
+
+INCONCLUSIVE_PROPERTY = "release.item.inconclusive"
+"""The user property (JUnit) of a test whose checks were inconclusive: how the reporting process knows."""
 
 
 class Outcome(StrEnum):
-    """How one test item ended. ERROR: its setup or teardown failed (a fixture), not its checks."""
+    """How one test item ended. ERROR: its setup or teardown failed (a fixture), not its checks.
+
+    INCONCLUSIVE: its checks ran out of window before the evidence decided (none failed, none lacked data).
+    It stops the release like a failure (never a pass) but ends in its own decision and exit code.
+    """
 
     PASSED = "passed"
     FAILED = "failed"
     SKIPPED = "skipped"
     ERROR = "error"
+    INCONCLUSIVE = "inconclusive"
 
     @property
     def is_failure(self) -> bool:
-        return self in (Outcome.FAILED, Outcome.ERROR)
+        return self in (Outcome.FAILED, Outcome.ERROR, Outcome.INCONCLUSIVE)
+
+    @classmethod
+    def of_failed_call(cls, inconclusive: bool) -> Outcome:
+        return cls.INCONCLUSIVE if inconclusive else cls.FAILED
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,25 @@ class ItemRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ItemRecord:
         return cls(**{**data, "outcome": Outcome(data["outcome"])})
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """One load on the machine (plugins/load_slot.py): when it held the load slot, and whether it asked to
+    run alone. The pair of `load.side_by_side` is one load; so are the loads one test runs at once."""
+
+    key: str  # unique per load: its file in the ledger
+    nodeid: str
+    stage: str
+    started: float  # epoch s: when it got the slot
+    finished: float | None  # epoch s; None while it runs (or when its process died)
+    may_overlap: bool  # marked load_may_overlap: it took the slot shared
+    waited_s: float  # how long it waited for the slot
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -165,3 +198,16 @@ class Ledger:
     def aborted(self) -> str | None:
         data = _read_json(self.root / "abort.json")
         return None if data is None else str(data["reason"])
+
+    # -- loads (plugins/load_slot.py): each load's time on the machine, for the report --------------
+    def record_load(self, record: LoadRecord) -> None:
+        """Write (or rewrite, when it finished) one load's record."""
+        loads_dir = self.root / "loads"
+        loads_dir.mkdir(exist_ok=True)
+        _write_json(loads_dir / f"{record.key}.json", asdict(record))
+
+    def loads(self) -> list[LoadRecord]:
+        """Every load of the run so far, by start time."""
+        found = [LoadRecord.from_json(data) for path in (self.root / "loads").glob("*.json")
+                 if (data := _read_json(path)) is not None]
+        return sorted(found, key=lambda record: record.started)

@@ -36,6 +36,8 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stage(name): run this test in a release stage (smoke, load, analysis, "
                                        "post_switch)")
+    config.addinivalue_line("markers", "load_may_overlap: this test's loads may run beside other loads marked "
+                                       "the same (by default each load of a release runs alone on the machine)")
     version = config.getoption("release")
     if version is None:
         return

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from releasegate.core.errors import ExitCode
-from releasegate.plugins.ledger import Decision, Ledger, Outcome
+from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, Decision, Ledger, Outcome
 from releasegate.plugins.options import ReleaseOptions
 
 CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
@@ -72,7 +72,8 @@ class ReleaseReporter:
         outcome.properties = properties or outcome.properties
         outcome.stage = stage or outcome.stage
         if report.failed and not outcome.outcome.is_failure:
-            outcome.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
+            inconclusive = (INCONCLUSIVE_PROPERTY, "true") in properties
+            outcome.outcome = Outcome.of_failed_call(inconclusive) if report.when == "call" else Outcome.ERROR
             outcome.message = one_line(report)
         elif report.skipped and outcome.outcome is Outcome.PASSED:
             outcome.outcome = Outcome.SKIPPED
@@ -97,7 +98,10 @@ class ReleaseReporter:
             return ExitCode.INTERNAL_ERROR  # the release could not be undone: a person must look
         if pytest_status == ExitCode.INTERNAL_ERROR:
             return ExitCode.INTERNAL_ERROR
-        if self.failures():
+        failures = self.failures()
+        if failures and all(f.outcome is Outcome.INCONCLUSIVE for f in failures):
+            return ExitCode.INCONCLUSIVE  # not promoted; nothing failed: a person may extend or accept
+        if failures:
             return ExitCode.VERIFICATION_FAILED
         verified = [o for o in self.outcomes.values()
                     if not o.nodeid.startswith("release::") and o.outcome is Outcome.PASSED]
@@ -129,6 +133,25 @@ class ReleaseReporter:
                               "traffic": found.get("release.shift.traffic", "")})
         return steps
 
+    def loads(self) -> dict[str, Any]:
+        """The run's loads (plugins/load_slot.py) and each pair that ran at the same time, for how long."""
+        records = self.ledger.loads()
+        finished = [r for r in records if r.finished is not None]
+        overlaps = []
+        for number, first in enumerate(finished):
+            for second in finished[number + 1:]:
+                assert first.finished is not None and second.finished is not None
+                seconds = min(first.finished, second.finished) - max(first.started, second.started)
+                if seconds > 0:
+                    overlaps.append({"tests": [first.nodeid, second.nodeid], "seconds": round(seconds, 3),
+                                     "allowed": first.may_overlap and second.may_overlap})
+        waited: dict[str, float] = {}
+        for record in records:
+            if record.waited_s > 0:
+                waited[record.nodeid] = round(waited.get(record.nodeid, 0.0) + record.waited_s, 3)
+        return {"count": len(records), "overlaps": overlaps,
+                "unfinished": [r.nodeid for r in records if r.finished is None], "waited_s": waited}
+
     def summary(self, exit_code: int) -> dict[str, Any]:
         context = self.ledger.read_context()
         failures = self.failures()
@@ -147,6 +170,7 @@ class ReleaseReporter:
                        or context.not_promoted_reason or context.interrupted),
             "phase_times_s": self.phase_times(),
             "traffic": self.traffic_steps(),
+            "loads": self.loads(),
             "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome.value,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
                       for o in self.outcomes.values()],
@@ -168,7 +192,23 @@ class ReleaseReporter:
             properties.append(("release.target_detail", summary["target_detail"]))
         properties += [(f"release.phase.{stage}_s", f"{seconds:.3f}")
                        for stage, seconds in summary["phase_times_s"].items()]
+        loads = summary.get("loads") or {}
+        if loads.get("count"):
+            properties += [("release.loads.count", str(loads["count"])),
+                           ("release.loads.overlap_s", f"{sum(o['seconds'] for o in loads['overlaps']):.3f}"),
+                           ("release.loads.overlapped", describe_overlaps(loads))]
         return properties
+
+
+def describe_overlaps(loads: dict[str, Any]) -> str:
+    """`none overlapped another (one at a time)`, or each pair that overlapped, for how long and whether allowed."""
+    pairs = [f"{first} and {second} for {overlap['seconds']:.2f}s "
+             + ("(both marked load_may_overlap)" if overlap["allowed"] else "(NOT allowed: a load asked to run alone)")
+             for overlap in loads["overlaps"] for first, second in [overlap["tests"]]]
+    text = "; ".join(pairs) if pairs else "none overlapped another (one at a time)"
+    if loads.get("unfinished"):
+        text += f"; did not finish (its process died?): {', '.join(loads['unfinished'])}"
+    return text
 
 
 LATEST_LINK = "latest"
@@ -215,6 +255,10 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
         lines += ["", "## Traffic steps", "", "| step | requested | effective | split |", "|---|---|---|---|"]
         lines += [f"| {step['step']} | {step['requested']}% | {step['effective']}% | {step['traffic']} |"
                   for step in summary["traffic"]]
+    if (summary.get("loads") or {}).get("count"):
+        lines += ["", "## Loads", "", f"- {summary['loads']['count']} load(s): {describe_overlaps(summary['loads'])}"]
+        lines += [f"- `{nodeid}` waited {seconds:.1f}s for the load slot"
+                  for nodeid, seconds in summary["loads"]["waited_s"].items()]
     if summary["phase_times_s"]:
         lines += ["", "## Phase times", ""]
         lines += [f"- {stage}: {seconds:.2f}s" for stage, seconds in summary["phase_times_s"].items()]

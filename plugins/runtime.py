@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from releasegate.core.checks import CheckFailed
 from releasegate.core.errors import ConfigError, ReleasegateError
 from releasegate.plugins.controller import ReleaseController
 from releasegate.plugins.gates import wait_for_turn
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
-from releasegate.plugins.ledger import ItemRecord, Outcome
+from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, ItemRecord, Outcome
 from releasegate.plugins.run import ReleaseRun
 from releasegate.plugins.stages import Stage
 
@@ -87,7 +88,10 @@ class ReleaseRuntime:
         item_run = item.stash.get(ITEM_RUN_KEY, None)
         if item_run is not None and item_run.outcome is None:
             if report.failed:
-                item_run.outcome = Outcome.FAILED if report.when == "call" else Outcome.ERROR
+                inconclusive = report.when == "call" and _inconclusive_only(call)
+                if inconclusive:  # the reporting process sees reports only: tell it through a property
+                    report.user_properties.append((INCONCLUSIVE_PROPERTY, "true"))
+                item_run.outcome = Outcome.of_failed_call(inconclusive) if report.when == "call" else Outcome.ERROR
                 item_run.message = _exception_line(call) or report.when
                 item_run.usage_error = call.excinfo is not None and isinstance(call.excinfo.value, ConfigError)
             elif report.skipped:
@@ -112,10 +116,14 @@ class ReleaseRuntime:
         """Run one action item; the first one creates the controller (in the process that runs actions)."""
         if self.controller is None:
             self.controller = ReleaseController(self.run.release_config, self.run.options, self.run.ledger)
-        if item.stage.name == "rollback":
-            result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
-        else:
-            result = self.controller.run(item.stage)
+        try:
+            if item.stage.name == "rollback":
+                result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
+            else:
+                result = self.controller.run(item.stage)
+        except Exception as exc:  # a failed action may still say what it saw (finalize's watch: WatchBreach)
+            item.user_properties.extend(getattr(exc, "properties", ()))
+            raise
         item.user_properties.extend(result.properties)
         if result.skipped:
             pytest.skip(result.skipped)
@@ -161,3 +169,9 @@ def _deadline(seconds: float, message: str) -> Generator[None, None, None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _inconclusive_only(call: pytest.CallInfo[None]) -> bool:
+    """The test stopped on checks that decided neither way, and on nothing else."""
+    return call.excinfo is not None and isinstance(call.excinfo.value, CheckFailed) \
+        and call.excinfo.value.inconclusive_only

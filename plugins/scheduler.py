@@ -5,6 +5,10 @@ down after them. (An xdist worker keeps its last item until it receives another 
 handing out items stage by stage would stall at every barrier.) The barriers themselves are in the items:
 each waits in its setup for the stages before it (plugins/gates.py). All action items go to the first
 worker, which is therefore the only process that changes the target.
+
+Loads are not dealt out specially: a stage's load tests go to the workers like any other item, and each
+load waits for the run's load slot (plugins/load_slot.py), so loads take turns on the machine while items
+that only read keep running in parallel beside them.
 """
 
 from __future__ import annotations

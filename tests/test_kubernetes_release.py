@@ -19,7 +19,7 @@ from tests import charts
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import DEMO_SEED, PROJECT_ROOT, TEST_PROFILES
 from tests.release_project import ReleaseProject, copy_shipped_suites
-from tests.test_release_suites import FAST_VARS
+from tests.test_release_suites import FAST_VARS, QUICK_SLOS
 
 pytestmark = pytest.mark.slow
 NS, APP = "shop", "demo"
@@ -50,7 +50,7 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cluster:
 
 
 def configure(project: ReleaseProject, cluster: ProcessCluster, *, post_switch_s: float = 4) -> None:
-    config = cluster.config_toml() + FAST_VARS.format(post_switch_s=post_switch_s)
+    config = cluster.config_toml() + FAST_VARS.format(post_switch_s=post_switch_s) + QUICK_SLOS
     (project.path / "releasegate.toml").write_text(config)
 
 

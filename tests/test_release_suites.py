@@ -27,11 +27,20 @@ analysis_min_requests = 50
 compare_users = 3
 compare_duration_s = 3
 compare_min_requests = 30
+# Tests share two cores with other tests: tails are the machine's, so compare them loosely.
 compare_latency_tolerance = 1.0
+compare_p95_tolerance = 1.0
+compare_p99_tolerance = 2.0
+compare_error_tolerance_pp = 2
 post_switch_users = 5
 post_switch_duration_s = {post_switch_s}
 post_switch_min_requests = 50
 """
+
+
+QUICK_SLOS = 'slos = ["p(95) < 300ms", "error_rate < 2%"]\n'
+"""For tests of other things than the shipped SLOs' decisions: 0 errors in 280 requests show < 2% (600 for
+< 1%), so a release decides in a fraction of the time; a 5% error rate still fails it (by 400 requests)."""
 
 
 @pytest.fixture
@@ -75,7 +84,8 @@ def test_a_version_with_5_percent_errors_is_rolled_back(project: ReleaseProject)
     assert failure["outcome"] == "failure"
     first_line = failure["message"].splitlines()[0]
     assert first_line.startswith("error_rate ") and "% > 1% over " in first_line, first_line
-    assert first_line.endswith("requests on all endpoints (candidate v2-errors)")
+    # Decided by its bound within seconds: the load stopped there.
+    assert " requests on all endpoints (candidate v2-errors): lower bound " in first_line, first_line
     measured = float(first_line.split()[1].rstrip("%"))
     assert 2 <= measured <= 10, measured
     assert junit.case("switch")["outcome"] == "skipped"
@@ -130,8 +140,9 @@ def test_prometheus_stopped_mid_run_never_promotes(project: ReleaseProject) -> N
 
 
 def test_a_load_below_its_minimum_sample_count_is_no_data_and_fails(project: ReleaseProject) -> None:
-    project.write_config(FAST_VARS.format(post_switch_s=4).replace("load_min_requests = 50",
-                                                                   "load_min_requests = 1000000"))
+    # A fixed window (max = min): a minimum that cannot be met would otherwise extend the load to its maximum.
+    project.write_config(FAST_VARS.format(post_switch_s=4).replace(
+        "load_min_requests = 50", "load_min_requests = 1000000\nload_max_duration_s = 3"))
     result = project.release("--release", "v2")
     assert result.ret == 1
     failure = project.junit().case("test_candidate_meets_its_slos_under_load")

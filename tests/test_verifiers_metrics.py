@@ -5,6 +5,7 @@ The traffic is known (counted by the test), so the measured values are checked a
 
 from __future__ import annotations
 
+import math
 import socket
 import socketserver
 import threading
@@ -32,7 +33,6 @@ from releasegate.verifiers.prometheus_client import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
-from releasegate.verifiers.thresholds import format_fraction
 from tests.verifiers_services import DemoService, demo_service, free_port, prometheus, write_profiles
 from tests.waiting import wait_until
 
@@ -133,12 +133,16 @@ def test_success_rate_checks_fail_and_pass_with_the_count_behind_them(traffic: T
         with pytest.raises(CheckFailed):
             measured.check("error_rate < 1%")
         healthy = metrics.success_rate(version="v1", window_s=WINDOW_S, at=traffic.at["v1"])
-        healthy.check("success_rate >= 99%")
+        # 300 clean requests show a success rate above 97% (its bound), not yet above 99%.
+        healthy.check("success_rate >= 97%")
+        with pytest.raises(CheckFailed) as undecided:
+            healthy.check("success_rate >= 99%")
+        assert undecided.value.inconclusive_only
 
     stamp = datetime.fromtimestamp(traffic.at["v2-errors"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert str(caught.value) == (f"success_rate {recorded[0].display_value} < 99% over {measured.samples:,} "
-                                 "requests on /api/.* (candidate v2-errors)")
-    assert [o.verdict for o in recorded] == [Verdict.FAIL, Verdict.FAIL, Verdict.PASS]
+    assert str(caught.value).startswith(f"success_rate {recorded[0].display_value} < 99% over "
+                                        f"{measured.samples:,} requests on /api/.* (candidate v2-errors): ")
+    assert [o.verdict for o in recorded] == [Verdict.FAIL, Verdict.FAIL, Verdict.PASS, Verdict.INCONCLUSIVE]
     assert recorded[1].value == pytest.approx(1 - (measured.value or 0))
     assert recorded[2].subject == "/api/.* (baseline v1)"
     assert recorded[0].window == f"{WINDOW_S}s ending {stamp}"
@@ -155,10 +159,13 @@ def test_latency_quantile_of_a_slow_checkout(traffic: Traffic) -> None:
         # push a few requests into the next bucket. A wrong handler (the fast items) or unit fails either way.
         assert slow.value is not None and 0.4 < slow.value <= 0.75
         assert fast.value is not None and fast.value < 0.05
+        # Decided on the requests slower than 300ms in the histogram (the 0.3 bucket edge is exact here).
         with pytest.raises(CheckFailed, match=r"^p\(95\) [4-7]\d\dms > 300ms over \d+ requests on /api/checkout "
-                                              r"\(version v2-slow\)$"):
+                                              r"\(version v2-slow\): p95 > 300 ms: at least \d"):
             slow.check("p(95) < 300ms")
-        assert fast.check("p(95) < 300ms").passed
+        assert slow.buckets and slow.buckets[-1][0] == math.inf
+        passed = fast.check("p(95) < 300ms")
+        assert passed.passed and passed.bound.startswith("0/")
         with pytest.raises(ConfigError, match="does not apply to a p\\(95\\) measurement"):
             slow.check("p(99) < 1s")
 
@@ -217,7 +224,7 @@ def test_a_5xx_ratio_without_or_vector_0_is_no_data_on_a_healthy_version_and_say
 
         fixed = metrics.query(five_xx_ratio(), version="v1", window_s=WINDOW_S, at=traffic.at["v1"],
                               samples_query=requests_of())
-        fixed.check("error_rate < 1%")
+        fixed.check("error_rate < 3%")  # its bound over 300 requests; a raw `value` is compared as measured
         outcome = fixed.check("value < 1%")
 
     assert [o.verdict for o in recorded] == [Verdict.NO_DATA, Verdict.NO_DATA, Verdict.PASS, Verdict.PASS]
@@ -336,7 +343,7 @@ def test_min_samples_turns_too_few_requests_into_no_data(traffic: Traffic) -> No
         with pytest.raises(CheckFailed, match=r"^NO DATA: success_rate >= 99%: only \d+ requests on "
                                               r"/api/\.\* \(version v1\), fewer than the minimum 10,000$"):
             measured.check("success_rate >= 99%")
-        assert measured.check("success_rate >= 99%", min_samples=100).passed
+        assert measured.check("success_rate >= 97%", min_samples=100).passed
 
 
 def send_many(client: httpx.Client, url: str, count: int) -> list[int]:
@@ -368,7 +375,7 @@ def test_a_window_from_a_given_moment_counts_whole_requests_and_nothing_sent_bef
         with pytest.raises(CheckFailed, match=r"^NO DATA: share of v2-errors: only 300 requests of demo in "
                                               r"Prometheus over .*, fewer than the minimum 1,000$"):
             metrics.share_of_requests(10, since=since, until=until, min_samples=1000)
-        with pytest.raises(CheckFailed, match=r"^NO DATA: errors on .*: only \d+/30 vs 0/270 requests "
+        with pytest.raises(CheckFailed, match=r"^NO DATA: errors on .*: only 30/270 requests "
                                               r"\(candidate/baseline\), fewer than the minimum 50 on each side$"):
             metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
     assert [o.verdict for o in recorded] == [Verdict.PASS, Verdict.FAIL, Verdict.NO_DATA, Verdict.NO_DATA]
@@ -398,18 +405,18 @@ def test_the_candidate_success_rate_and_latency_against_the_baseline_in_the_same
         metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
     with metrics_for(traffic, record=recorded.append, candidate=traffic.slow.endpoint(Role.CANDIDATE),
                      baseline=healthy) as metrics:
-        passed = metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50)
+        passed = metrics.success_rate_vs_baseline(since=since, until=until, min_samples=50, tolerance_pp=5)
     failed = recorded[0]
     print(f"success rate in one window: v2-errors {failed.display_value} of {failed.samples} requests vs v1 "
           f"(340 requests, no errors): {failed.verdict}; v2-slow {passed.display_value}: {passed.verdict}")
     assert failed.verdict is Verdict.FAIL and failed.samples == 600
     assert failed.value == pytest.approx(1 - errors / 600)
     assert str(caught.value).startswith(f"errors on /api/.* (candidate v2-errors vs baseline v1, Prometheus): "
-                                        f"candidate {format_fraction(errors / 600)} ({errors}/600) vs baseline "
-                                        "0% (0/340), Fisher p=")
-    assert str(caught.value).endswith("worse beyond the 0.5-point tolerance")
+                                        f"{errors}/600 vs 0/340 (candidate/baseline), p=")
+    assert str(caught.value).endswith("points > 0.5 points tolerance: FAIL")
+    # 140 clean requests against 340 show at most a few points of difference: evidence within 5 points.
     assert (passed.verdict, passed.value, passed.samples) == (Verdict.PASS, 1.0, 140)
-    assert passed.check == "success_rate vs baseline ± 0.5pp"
+    assert passed.check == "success_rate vs baseline ± 5pp"
 
     # p95 in the same window from the pods' histograms: v2-slow's 400 ms checkout against v1's 2 ms one.
     with metrics_for(traffic, candidate=traffic.slow.endpoint(Role.CANDIDATE), baseline=healthy) as metrics:

@@ -3,8 +3,10 @@
 Importing locust monkey-patches the process with gevent, which is why only the subprocess does it. This
 file is passed to locust as a locustfile beside the user's one; it defines no User class, only listeners:
 - every request is counted per (endpoint name, serving version from the version header);
-- the run stops `duration_s` after it started, or earlier when a `stop_on_breach` threshold is clearly
-  breached (checked every second once `min_requests` requests were seen, over all endpoints and versions);
+- every second the counts so far (histograms, no raw samples) are written to the live file, where the
+  calling process judges its checks sequentially, and a stop file it writes is looked for: the calling
+  process stops the run as soon as its checks decided;
+- the run stops by itself `max_duration_s` after it started, whatever the caller does;
 - on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT.
 """
 
@@ -22,20 +24,16 @@ from locust import events
 from locust.env import Environment
 
 from releasegate.core.files import write_atomically
-from releasegate.verifiers.load import OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
-from releasegate.verifiers.stats import LatencyRecorder, Stats
-from releasegate.verifiers.thresholds import ERROR_BREACH_FACTOR, LATENCY_BREACH_FACTOR, Kind, parse_threshold
-
-BREACH_CHECK_INTERVAL_S = 1.0
+from releasegate.verifiers.load import LOOK_INTERVAL_S, OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
+from releasegate.verifiers.stats import LatencyRecorder
 
 
 class Collector:
     def __init__(self, output: Path, settings: dict[str, Any]) -> None:
         self.output = output
-        self.duration_s = float(settings["duration_s"])
-        self.min_requests = int(settings["min_requests"])
-        self.stop_on_breach = [parse_threshold(e) for e in settings["stop_on_breach"]]
-        self.subject = str(settings["subject"])
+        self.max_duration_s = float(settings["max_duration_s"])
+        self.live_path = Path(settings["live_path"])
+        self.stop_path = Path(settings["stop_path"])
         self.version_header = str(settings["version_header"])
         self.reservoir_size = int(settings["reservoir_size"])
         self.rng = random.Random(0)  # reproducible reservoirs for the same sequence of requests
@@ -43,6 +41,7 @@ class Collector:
         self.started_at: float | None = None
         self.stopped_at: float | None = None
         self.abort_reason: str | None = None
+        self.stop_note: str | None = None
 
     def on_request(self, request_type: str, name: str, response_time: float, response_length: int,
                    response: Any = None, exception: BaseException | None = None, **_: Any) -> None:
@@ -57,9 +56,8 @@ class Collector:
         if self.started_at is not None:
             return
         self.started_at = time.time()
-        gevent.spawn_later(self.duration_s, self._stop, environment)
-        if self.stop_on_breach:
-            gevent.spawn(self._watch_for_breach, environment)
+        gevent.spawn_later(self.max_duration_s, self._stop, environment)
+        gevent.spawn(self._publish_live, environment)
 
     def on_test_stop(self, **_: Any) -> None:
         if self.started_at is not None and self.stopped_at is None:
@@ -73,6 +71,7 @@ class Collector:
             "started_at": self.started_at or now,
             "stopped_at": self.stopped_at or now,
             "abort_reason": self.abort_reason,
+            "stop_note": self.stop_note,
             "task_errors": [f"{row['count']}x {row['msg']}" for row in exceptions],
             "cells": [{"endpoint": name, "version": version, **recorder.snapshot(duration_s=0).to_json()}
                       for (name, version), recorder in sorted(self.cells.items())],
@@ -87,22 +86,20 @@ class Collector:
             self.abort_reason = reason
         environment.runner.quit()
 
-    def _watch_for_breach(self, environment: Environment) -> None:
+    def _publish_live(self, environment: Environment) -> None:
         while self.stopped_at is None:
-            gevent.sleep(BREACH_CHECK_INTERVAL_S)
+            gevent.sleep(LOOK_INTERVAL_S)
+            if self.stop_path.is_file():
+                request = json.loads(self.stop_path.read_text(encoding="utf-8"))
+                self.stop_note = request.get("note")
+                self._stop(environment, request.get("abort_reason"))
+                return
             elapsed = self._elapsed()
-            # Histograms only: quantiles within ~1% are plenty to see a clear breach, and cheap each second.
-            parts = [r.snapshot(duration_s=elapsed, keep_samples=False) for r in self.cells.values()]
-            stats = Stats.combine(parts, duration_s=elapsed, keep_samples=False)
-            for threshold in self.stop_on_breach:
-                if threshold.clear_breach(stats, min_samples=self.min_requests):
-                    outcome = threshold.evaluate(stats, subject=self.subject, source="", window="",
-                                                 min_samples=self.min_requests)
-                    factor = LATENCY_BREACH_FACTOR if threshold.kind is Kind.LATENCY else ERROR_BREACH_FACTOR
-                    self._stop(environment, f"stopped early after {elapsed:.1f}s of {self.duration_s:g}s: "
-                                            f"clear breach of {threshold.text} (beyond {factor:g}x the "
-                                            f"limit): {outcome.message}")
-                    return
+            # Histograms only: quantiles within ~1% and exact counts, cheap to write every second.
+            cells = [{"endpoint": name, "version": version,
+                      **recorder.snapshot(duration_s=elapsed, keep_samples=False).to_json()}
+                     for (name, version), recorder in sorted(self.cells.items())]
+            write_atomically(self.live_path, json.dumps({"elapsed_s": elapsed, "cells": cells}))
 
     def _elapsed(self) -> float:
         return time.time() - self.started_at if self.started_at is not None else 0.0

@@ -24,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -67,6 +67,9 @@ class Measurement:
     min_samples: int = 0
     no_data_reason: str | None = None
     record: RecordCheck = field(default=ignore_check, repr=False, compare=False)
+    # A latency quantile's histogram over the window: (le, requests at or under it), ascending, +Inf last.
+    # With it, `p(95) < 300ms` is decided by a bound on the share of requests slower than 300ms.
+    buckets: tuple[tuple[float, int], ...] = ()
 
     def check(self, expression: str, *, min_samples: int | None = None) -> CheckOutcome:
         """Evaluate `success_rate >= 99%`, `error_rate < 1%`, `p(95) < 300ms`... on this measurement.
@@ -76,10 +79,14 @@ class Measurement:
         """
         threshold = parse_threshold(expression)
         value = self._value_for(threshold)
+        judgement = None
+        if threshold.kind is Kind.LATENCY and threshold.bounded and self.buckets and self.buckets[-1][1]:
+            judgement = threshold.judge_slow_share(self.buckets[-1][1], _slow_counts(self.buckets, threshold.limit),
+                                                   lambda rank: _bucket_at_rank(self.buckets, rank))
         outcome = threshold.evaluate_value(
             value, samples=self.samples, subject=self.subject, source=self.query, window=self.window,
             min_samples=self.min_samples if min_samples is None else min_samples,
-            no_data_reason=self.no_data_reason)
+            no_data_reason=self.no_data_reason, judgement=judgement)
         self.record(outcome)
         require([outcome])
         return outcome
@@ -102,6 +109,20 @@ class Measurement:
 
 
 _EXAMPLE_FOR = {"success_rate": '"success_rate >= 99%" or "error_rate < 1%"', "requests": '"requests >= 500"'}
+
+
+def _slow_counts(buckets: tuple[tuple[float, int], ...], limit_s: float) -> tuple[int, int]:
+    """Requests slower than the limit: (surely, at most), from cumulative buckets. Between the largest `le`
+    at or under the limit and the smallest at or over it, the histogram cannot say which side they are on."""
+    total = buckets[-1][1]
+    at_or_under = max((n for le, n in buckets if le <= limit_s), default=0)
+    at_or_over = min((n for le, n in buckets if le >= limit_s), default=total)
+    return total - at_or_over, total - at_or_under
+
+
+def _bucket_at_rank(buckets: tuple[tuple[float, int], ...], rank: int) -> float:
+    """The upper edge of the bucket holding the rank-th fastest request (infinity for the last one)."""
+    return next((le for le, n in buckets if n >= rank), math.inf)
 
 
 def _quantile_of(measure: str) -> float:
@@ -170,7 +191,13 @@ class Metrics:
         buckets = self._series(f"{self.latency_metric}_bucket", slot, version, handler_regex)
         promql = (f"histogram_quantile({q:g}, sum by (le) "
                   f"(rate({buckets}[{promql_duration(window_s)}])))")
-        return self._measure(f"p({q * 100:g})", promql, slot, version, window_s, handler_regex, at)
+        evaluated_at, window = self._window(window_s, at)  # "now" taken once, for both queries
+        measured = replace(self._measure(f"p({q * 100:g})", promql, slot, version, window_s, handler_regex,
+                                         evaluated_at), window=window)
+        counts = self.instant(f"sum by (le) (increase({buckets}[{promql_duration(window_s)}]))", evaluated_at)
+        cumulative = sorted((float(series["metric"]["le"]), round(float(series["value"][1])))
+                            for series in counts if "le" in series.get("metric", {}))
+        return replace(measured, buckets=tuple(cumulative))
 
     def request_count(self, *, slot: Slot | None = None, version: str | None = None, window_s: float,
                       handler_regex: str = DEFAULT_HANDLERS, at: When = None) -> Measurement:
@@ -262,12 +289,13 @@ class Metrics:
         """The candidate's success rate (non-5xx answers) is not worse than the baseline's beyond
         `tolerance_pp` in the same window [since, until], from both arms' pods.
 
-        The error counts are compared by a one-sided Fisher exact test (exact with zero baseline errors):
-        FAIL when the candidate fails significantly more often (p < alpha) AND by more than the tolerance.
-        Fewer than `min_samples` requests on either arm is NO DATA, never a pass. The pods' series count
+        The error counts are compared by the sequential count test (verifiers.compare.compare_error_rates,
+        exact with zero baseline errors): FAIL on a decisive regression beyond the tolerance, PASS when the
+        bounds show any regression is within it, else INCONCLUSIVE. Fewer than `min_samples` requests on
+        either arm is NO DATA, never a pass. The pods' series count
         direct requests too (see share_of_requests). Recorded; raises CheckFailed unless it passes.
         """
-        from releasegate.verifiers.compare import compare_error_rates  # scipy: only when comparing
+        from releasegate.verifiers.compare import Tolerances, compare_error_rates  # scipy: only when comparing
 
         candidate = self._arm("candidate", self.candidate)
         baseline = self._arm("baseline", self.baseline)
@@ -284,15 +312,16 @@ class Metrics:
         subject = (f"{handler_regex} (candidate {candidate.version or candidate.slot} vs baseline "
                    f"{baseline.version or baseline.slot}, Prometheus)")
         compared = compare_error_rates(cand_errors, cand_total, base_errors, base_total, subject=subject,
-                                       alpha=alpha, tolerance_abs=tolerance_pp / 100, min_samples=min_samples,
+                                       tolerances=Tolerances(errors_abs=tolerance_pp / 100, alpha=alpha),
+                                       min_samples=min_samples,
                                        source=f"errors {queries[1]} of {queries[0]}; errors {queries[3]} of "
                                               f"{queries[2]}", window=window)
         success = None if compared.value is None else 1 - compared.value
         outcome = CheckOutcome(
             check=f"success_rate vs baseline ± {tolerance_pp:g}pp", verdict=compared.verdict, value=success,
             display_value="no data" if success is None else format_fraction(success),
-            threshold=f"baseline success rate - {tolerance_pp:g}pp (Fisher, alpha {alpha:g})", subject=subject,
-            source=compared.source, window=window, samples=cand_total,
+            threshold=f"baseline success rate - {tolerance_pp:g}pp (sequential count test, alpha {alpha:g})",
+            subject=subject, source=compared.source, window=window, samples=cand_total, bound=compared.bound,
             message=compared.message)
         self.record(outcome)
         require([outcome])

@@ -9,6 +9,13 @@ Operators: `<`, `<=`, `>`, `>=`, `==`. Whitespace is free.
 
 Values are in base units everywhere: seconds, fractions, requests per second.
 Fail closed: fewer samples than the minimum, or no value at all, is NO_DATA, never a pass.
+
+Pass on evidence: a rate (`error_rate`, `success_rate`) or a latency quantile (`p(N)`, `med`) under an
+upper limit is decided by a time-uniform confidence bound (verifiers.sequential), not by the measured value
+alone: PASS when the whole bound is inside the limit, FAIL when it is wholly outside, and INCONCLUSIVE
+(more requests needed) otherwise. Being anytime-valid, the same rule may be applied every second while a
+load runs. `avg`, `min`, `max`, `rps`, `requests` and raw `value`s have no such bound and are compared
+as measured: `rps` and `requests` describe the load, and `min`/`max` are what the sample showed.
 """
 
 from __future__ import annotations
@@ -17,21 +24,21 @@ import math
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from releasegate.core.checks import CheckOutcome, Verdict
 from releasegate.core.errors import ConfigError
+from releasegate.verifiers.sequential import Decision, Judgement, judge_quantile_limit, judge_rate_limit
 from releasegate.verifiers.stats import Stats
 
 EXAMPLES = ('"p(95) < 300ms", "avg <= 0.2s", "error_rate < 1%", "success_rate >= 99.5%", "rps > 20", '
             '"requests >= 500"')
 
-LATENCY_BREACH_FACTOR = 1.5
-"""Early abort: a latency threshold is clearly breached when the measure exceeds 1.5x its limit."""
+DEFAULT_ALPHA = 0.01
+"""Each bounded check is wrong with probability at most 1%, however often it is looked at."""
 
-ERROR_BREACH_FACTOR = 2.0
-"""Early abort: an error-rate threshold is clearly breached when the rate exceeds twice its limit."""
+_VERDICTS = {Decision.PASS: Verdict.PASS, Decision.FAIL: Verdict.FAIL, Decision.CONTINUE: Verdict.INCONCLUSIVE}
 
 _EXPRESSION = re.compile(
     r"""^\s*(?P<metric>p\s*\(\s*(?P<q>[0-9]*\.?[0-9]+)\s*\)|[A-Za-z_][A-Za-z0-9_]*)
@@ -221,24 +228,74 @@ class Threshold:
                               f"for load results use one of {EXAMPLES}")
         return measures[self.metric]()
 
+    @property
+    def bounded(self) -> bool:
+        """Whether a confidence bound decides this threshold (a rate, or a quantile under a limit)."""
+        if self.kind is Kind.RATE:
+            return self.op != "=="
+        return self.quantile is not None and self.op in ("<", "<=")
+
+    def judge(self, stats: Stats, *, alpha: float = DEFAULT_ALPHA) -> Judgement | None:
+        """The anytime-valid judgement of a bounded threshold on these counts; None when it is not bounded.
+
+        A quantile under a limit is the share of requests slower than the limit under 1 - q. From a
+        histogram that share is known only to the bucket holding the limit: the failing side counts that
+        bucket as fast, the passing side as slow, so neither verdict is claimed on the histogram's account.
+        """
+        if not self.bounded:
+            return None
+        if self.kind is Kind.RATE:
+            # success_rate >= 99% is a failure rate below 1%; error_rate > x (rare) a failure rate above x.
+            if self.metric == "success_rate":
+                return judge_rate_limit(stats.failures, stats.count, limit=1 - self.limit, alpha=alpha,
+                                        below=self.op in (">", ">="))
+            return judge_rate_limit(stats.failures, stats.count, limit=self.limit, alpha=alpha,
+                                    below=self.op in ("<", "<="))
+        return self.judge_slow_share(stats.count, stats.slow_counts(self.limit), stats.value_at_rank,
+                                     alpha=alpha)
+
+    def judge_slow_share(self, count: int, slow: tuple[int, int], value_at_rank: Callable[[int], float], *,
+                         alpha: float = DEFAULT_ALPHA) -> Judgement:
+        """A quantile under a limit, judged on the requests slower than the limit: (surely, at most) of
+        `count`, apart when a histogram bucket holds the limit; `value_at_rank` shows the quantile's bound."""
+        assert self.quantile is not None and self.bounded
+        surely_slow, maybe_slow = slow
+        failing = judge_quantile_limit(count, value_at_rank, surely_slow, q=self.quantile, limit_s=self.limit,
+                                       alpha=alpha)
+        if failing.decision is Decision.FAIL or surely_slow == maybe_slow:
+            return failing
+        passing = judge_quantile_limit(count, value_at_rank, maybe_slow, q=self.quantile, limit_s=self.limit,
+                                       alpha=alpha)
+        if passing.decision is Decision.PASS:
+            return passing
+        return replace(passing, decision=Decision.CONTINUE, reason=(
+            f"undecided: {format_count(surely_slow)} to {format_count(maybe_slow)} of "
+            f"{format_count(count)} requests are slower than {self.limit_display} (the histogram bucket "
+            "holding the limit is on both sides of it)"))
+
     def evaluate(self, stats: Stats, *, subject: str, source: str, window: str,
-                 min_samples: int) -> CheckOutcome:
+                 min_samples: int, alpha: float = DEFAULT_ALPHA) -> CheckOutcome:
         """The verdict of this threshold on load statistics; NO_DATA below `min_samples` requests."""
         value = self.value_of(stats) if stats.count else None
+        judgement = self.judge(stats, alpha=alpha) if stats.count else None
         return self.evaluate_value(value, samples=stats.count, subject=subject, source=source, window=window,
-                                   min_samples=min_samples)
+                                   min_samples=min_samples, judgement=judgement)
 
     def evaluate_value(self, value: float | None, *, samples: int | None, subject: str, source: str,
-                       window: str, min_samples: int, no_data_reason: str | None = None) -> CheckOutcome:
+                       window: str, min_samples: int, no_data_reason: str | None = None,
+                       judgement: Judgement | None = None, alpha: float = DEFAULT_ALPHA) -> CheckOutcome:
         """The verdict on an already measured value (a Prometheus result, say).
 
         `value` None or NaN is NO_DATA (`no_data_reason` says why); so is a sample count below
-        `min_samples`, or an unknown sample count when a minimum is asked for.
+        `min_samples`, or an unknown sample count when a minimum is asked for. A rate with a known sample
+        count is decided by its confidence bound (events = rate x samples) unless `judgement` is given.
         """
         reason = self._no_data_reason(value, samples, subject, min_samples, no_data_reason)
         if reason is not None or value is None:
             return self._outcome(Verdict.NO_DATA, value, samples, subject, source, window,
                                  f"{self.text}: {reason}")
+        if judgement is None and self.kind is Kind.RATE and self.bounded and samples:
+            judgement = self._judge_rate_value(value, samples, alpha)
         passed = self.holds(value)
         relation = self.op if passed else _failed_relation(self.op, value, self.limit)
         shown = self.display(value)
@@ -247,7 +304,19 @@ class Threshold:
         over = "" if self.kind is Kind.COUNT or samples is None else f" over {format_count(samples)} requests"
         message = f"{self.metric} {shown} {relation} {self.limit_display}{over} on {subject}"
         verdict = Verdict.PASS if passed else Verdict.FAIL
-        return self._outcome(verdict, value, samples, subject, source, window, message, shown)
+        if judgement is not None:
+            verdict = _VERDICTS[judgement.decision]
+            message += f": {judgement.reason}"
+        return self._outcome(verdict, value, samples, subject, source, window, message, shown,
+                             bound=judgement.statistic if judgement is not None else "")
+
+    def _judge_rate_value(self, value: float, samples: int, alpha: float) -> Judgement:
+        """A measured rate over `samples` requests (Prometheus): its events are the rate's share of them."""
+        failure_rate = 1 - value if self.metric == "success_rate" else value
+        failures = min(samples, max(0, round(failure_rate * samples)))
+        judgement = self.judge(Stats(count=samples, failures=failures), alpha=alpha)
+        assert judgement is not None  # every rate threshold but `==` is bounded
+        return judgement
 
     def _no_data_reason(self, value: float | None, samples: int | None, subject: str, min_samples: int,
                         no_data_reason: str | None) -> str | None:
@@ -265,30 +334,12 @@ class Threshold:
         return None
 
     def _outcome(self, verdict: Verdict, value: float | None, samples: int | None, subject: str, source: str,
-                 window: str, message: str, shown: str | None = None) -> CheckOutcome:
+                 window: str, message: str, shown: str | None = None, bound: str = "") -> CheckOutcome:
         usable = value is not None and not math.isnan(value)
         return CheckOutcome(
             check=self.text, verdict=verdict, value=value if usable else None,
             display_value=shown or (self.display(value) if usable and value is not None else "no data"),
             threshold=self.limit_display, subject=subject, source=source, window=window,
-            samples=samples, message=message,
+            samples=samples, message=message, bound=bound,
         )
 
-    def clear_breach(self, stats: Stats, *, min_samples: int) -> bool:
-        """True when the run can stop now: enough requests, and the measure far beyond the limit.
-
-        Only upper limits on latency and error rate (and lower limits on success rate) can breach early:
-        throughput and request counts are only known when the run ends.
-        """
-        if stats.count < max(min_samples, 1):
-            return False
-        value = self.value_of(stats)
-        if value is None:
-            return False
-        if self.kind is Kind.LATENCY and self.op in ("<", "<="):
-            return value > self.limit * LATENCY_BREACH_FACTOR
-        if self.metric == "error_rate" and self.op in ("<", "<="):
-            return value > self.limit * ERROR_BREACH_FACTOR
-        if self.metric == "success_rate" and self.op in (">", ">="):
-            return 1 - value > (1 - self.limit) * ERROR_BREACH_FACTOR
-        return False

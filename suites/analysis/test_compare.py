@@ -1,11 +1,11 @@
-"""Analysis: candidate against baseline, the same load on both at the same time."""
+"""Analysis: candidate against baseline, the same load on both at the same time, judged sequentially."""
 
 from __future__ import annotations
 
 import pytest
 
 from releasegate.plugins.fixtures import LoadRunner, ReleaseInfo
-from releasegate.verifiers.compare import compare_loads
+from releasegate.verifiers.compare import Tolerances, compare_loads
 
 CANARY_SKIP = ("canary: the step's split already gives both versions the same window, and test_canary.py "
                "compares them there from Prometheus; a side-by-side load would send direct requests that the "
@@ -16,11 +16,20 @@ def test_candidate_is_no_worse_than_baseline(load: LoadRunner, release: ReleaseI
     if release.strategy == "canary" and not release.dry_run:
         pytest.skip(CANARY_SKIP)
     settings = release.vars
+    duration_s = float(settings.get("compare_duration_s", 10))
+    # How much worse the candidate may be: relative at each latency quantile, in points for errors.
+    tolerances = Tolerances(latency_ratio={0.5: float(settings.get("compare_latency_tolerance", 0.10)),
+                                           0.95: float(settings.get("compare_p95_tolerance", 0.25)),
+                                           0.99: float(settings.get("compare_p99_tolerance", 0.50))},
+                            errors_abs=float(settings.get("compare_error_tolerance_pp", 1)) / 100)
+    # Errors by the sequential count test, latency by confidence sequences at p50/p95/p99, all endpoints and
+    # each busy one: judged every second, stopped at the first decisive look (after duration_s for a pass).
     candidate, baseline = load.side_by_side(
         "../load/locustfile.py",
         users=int(settings.get("compare_users", 5)),
-        duration_s=float(settings.get("compare_duration_s", 10)),
+        duration_s=duration_s,
+        max_duration_s=float(settings.get("compare_max_duration_s", max(60.0, duration_s))),
         min_requests=int(settings.get("compare_min_requests", 100)),
+        tolerances=tolerances,
     )
-    # Latency by a rank test, errors by Fisher's exact test; each with an effect-size tolerance.
-    compare_loads(candidate, baseline, tolerance_ratio=float(settings.get("compare_latency_tolerance", 0.25)))
+    compare_loads(candidate, baseline, tolerances=tolerances)
