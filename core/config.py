@@ -234,7 +234,7 @@ class PrometheusConfig(_Section):
 class Config(_Section):
     app: AppConfig = Field(default_factory=AppConfig)
     # Free-form settings for suites (durations, users, thresholds), read as `release.vars` in a test.
-    vars: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
+    vars: dict[str, str | int | float | bool | list[str] | list[float]] = Field(default_factory=dict)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
     stages: StageDeadlines = Field(default_factory=StageDeadlines)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)

@@ -18,9 +18,11 @@ def test_candidate_is_no_worse_than_baseline(load: LoadRunner, release: ReleaseI
     settings = release.vars
     duration_s = float(settings.get("compare_duration_s", 10))
     # How much worse the candidate may be: relative at each latency quantile, in points for errors.
-    tolerances = Tolerances(latency_ratio={0.5: float(settings.get("compare_latency_tolerance", 0.10)),
-                                           0.95: float(settings.get("compare_p95_tolerance", 0.25)),
-                                           0.99: float(settings.get("compare_p99_tolerance", 0.50))},
+    ratios = {0.5: float(settings.get("compare_latency_tolerance", 0.10)),
+              0.95: float(settings.get("compare_p95_tolerance", 0.25)),
+              0.99: float(settings.get("compare_p99_tolerance", 0.50))}
+    quantiles = [float(q) for q in settings.get("compare_quantiles", list(ratios))]  # a subset of these three
+    tolerances = Tolerances(latency_ratio={q: ratios[q] for q in quantiles},
                             errors_abs=float(settings.get("compare_error_tolerance_pp", 1)) / 100)
     # Errors by the sequential count test, latency by confidence sequences at p50/p95/p99, all endpoints and
     # each busy one: judged every second, stopped at the first decisive look (after duration_s for a pass).
