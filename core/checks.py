@@ -75,7 +75,10 @@ class CheckFailed(AssertionError):
 
     def __init__(self, outcomes: Sequence[CheckOutcome]) -> None:
         self.outcomes = tuple(outcomes)
-        failing = [o for o in self.outcomes if not o.passed]
+        # Failures and missing data first: the first line is what a release's "why" quotes, and a decisive
+        # failure explains a stop better than a check that was still undecided beside it.
+        failing = sorted((o for o in self.outcomes if not o.passed),
+                         key=lambda o: o.verdict is Verdict.INCONCLUSIVE)
         super().__init__("\n".join(_label(o) + o.message for o in failing))
 
     @property

@@ -255,3 +255,18 @@ def test_formatting() -> None:
         "4.9%", "1%", "99.95%", "0.05%", "0%", "33.33%"]
     assert (format_rps(23.44), format_count(1843), format_count(1_204_000)) == ("23.4/s", "1,843",
                                                                                   "1,204,000")
+
+
+def test_a_failure_is_named_before_an_undecided_check_beside_it() -> None:
+    # The release's "why" quotes the first line: the decisive failure must be it, not the undecided total.
+    undecided = parse_threshold("error_rate < 1%").evaluate(stats([0.01] * 300), subject="all endpoints",
+                                                            source="", window="", min_samples=0)
+    failed = parse_threshold("error_rate < 1%").evaluate(stats([0.01] * 400, failures=20), subject="/api/checkout",
+                                                         source="", window="", min_samples=0)
+    assert (undecided.verdict, failed.verdict) == (Verdict.INCONCLUSIVE, Verdict.FAIL)
+    with pytest.raises(CheckFailed) as caught:
+        require([undecided, failed])
+    lines = str(caught.value).splitlines()
+    assert lines[0].startswith("error_rate 5% > 1% over 400 requests on /api/checkout: ")
+    assert lines[1].startswith("INCONCLUSIVE: error_rate 0% < 1% over 300 requests on all endpoints: ")
+    assert not caught.value.inconclusive_only
