@@ -36,14 +36,21 @@ class CheckOutcome:
     bound: str = ""  # the confidence bound the verdict rests on: "upper bound 0.92%", "sequential p=0.003"
     looks: int | None = None  # how often a sequential check looked at its data before it decided
     decided_after_s: float | None = None  # from the first request to the decision
+    scope: str = ""  # which part of the traffic, when one check runs on several: "/api/checkout", "v2"
+
+    @property
+    def key(self) -> str:
+        """The check's name in properties and reports, unique within one test: the expression, and its
+        scope in brackets when one expression is judged on several parts of the traffic (per endpoint)."""
+        return f"{self.check} [{self.scope}]" if self.scope else self.check
 
     @property
     def passed(self) -> bool:
         return self.verdict is Verdict.PASS
 
     def properties(self, prefix: str = "check") -> list[tuple[str, str]]:
-        """Name/value pairs for a JUnit testcase's <properties>."""
-        key = f"{prefix}.{self.check}"
+        """Name/value pairs for a JUnit testcase's <properties>: `<prefix>.<key>.<field>`."""
+        key = f"{prefix}.{self.key}"
         return [
             (f"{key}.verdict", self.verdict.value),
             (f"{key}.value", self.display_value),

@@ -334,13 +334,15 @@ def compare_loads(candidate: LoadResult, baseline: LoadResult, *, endpoint: str 
         for kind, build in builders:
             judgement = judged.get((kind, scope))
             if judgement is None or min(cand.count, base.count) < max(scope_minimum, 1):
-                outcomes.append(_no_data(f"{kind} vs baseline", cand, base, subject=subject,
-                                         minimum=max(scope_minimum, 1), source=source, window=window))
+                outcomes.append(replace(_no_data(f"{kind} vs baseline", cand, base, subject=subject,
+                                                 minimum=max(scope_minimum, 1), source=source, window=window),
+                                        scope=scope or ""))
                 continue
             looks, after = judges.decided((kind, scope))
             extra = {"all_endpoints": scope is None} if kind == "latency" else {}
-            outcomes.append(build(judgement, cand, base, subject=subject, tolerances=chosen, source=source,
-                                  window=window, looks=looks or judges.looks, after_s=after, **extra))
+            outcomes.append(replace(build(judgement, cand, base, subject=subject, tolerances=chosen,
+                                          source=source, window=window, looks=looks or judges.looks,
+                                          after_s=after, **extra), scope=scope or ""))
     quiet = quiet_endpoints(candidate.cells)
     if endpoint is None and quiet and outcomes:
         outcomes[0] = replace(outcomes[0], message=outcomes[0].message + "; too little traffic to judge on "

@@ -248,6 +248,7 @@ class LoadResult:
                   minimum: int) -> CheckOutcome:
         outcome = threshold.evaluate(self.stats(endpoint, version), subject=self.subject(endpoint, version),
                                      source=self.profile.describe(), window=self.window, min_samples=minimum)
+        outcome = replace(outcome, scope=" ".join(part for part in (endpoint, version) if part))
         decided = self.decisions.get((threshold.text, endpoint, version))
         if decided is None:
             return replace(outcome, looks=self.looks or None)

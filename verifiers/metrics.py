@@ -35,6 +35,7 @@ from releasegate.core.waiting import poll_until
 from releasegate.verifiers.canary import share_outcome
 from releasegate.verifiers.prometheus_client import MetricsError as MetricsError  # defined there, public here
 from releasegate.verifiers.prometheus_client import PrometheusClient
+from releasegate.verifiers.stats import nearest_rank
 from releasegate.verifiers.thresholds import (
     Kind,
     Threshold,
@@ -125,6 +126,26 @@ def _bucket_at_rank(buckets: tuple[tuple[float, int], ...], rank: int) -> float:
     return next((le for le, n in buckets if n >= rank), math.inf)
 
 
+def _bucket_floor_at_rank(buckets: tuple[tuple[float, int], ...], rank: int) -> float:
+    """The lower edge of the bucket holding the rank-th fastest request (0 for the first bucket)."""
+    floor = 0.0
+    for le, n in buckets:
+        if n >= rank:
+            return floor
+        floor = le
+    return floor
+
+
+def _cumulative_buckets(series: list[dict[str, Any]]) -> tuple[tuple[float, int], ...]:
+    """(le, requests at or under it), ascending with +Inf last, from a `sum by (le)` instant vector."""
+    return tuple(sorted((float(one["metric"]["le"]), round(float(one["value"][1])))
+                        for one in series if "le" in one.get("metric", {})))
+
+
+_COMPARISON_VERDICTS = {"pass": Verdict.PASS, "fail": Verdict.FAIL, "continue": Verdict.INCONCLUSIVE}
+"""A sequential judgement's decision (verifiers.sequential.Decision, a StrEnum) as a check's verdict."""
+
+
 def _quantile_of(measure: str) -> float:
     return float(measure[2:-1]) / 100
 
@@ -195,9 +216,7 @@ class Metrics:
         measured = replace(self._measure(f"p({q * 100:g})", promql, slot, version, window_s, handler_regex,
                                          evaluated_at), window=window)
         counts = self.instant(f"sum by (le) (increase({buckets}[{promql_duration(window_s)}]))", evaluated_at)
-        cumulative = sorted((float(series["metric"]["le"]), round(float(series["value"][1])))
-                            for series in counts if "le" in series.get("metric", {}))
-        return replace(measured, buckets=tuple(cumulative))
+        return replace(measured, buckets=_cumulative_buckets(counts))
 
     def request_count(self, *, slot: Slot | None = None, version: str | None = None, window_s: float,
                       handler_regex: str = DEFAULT_HANDLERS, at: When = None) -> Measurement:
@@ -329,54 +348,64 @@ class Metrics:
 
     def latency_vs_baseline(self, q: float = 0.95, *, since: When, until: When = None,
                             tolerance_ratio: float = 0.25, tolerance_abs_s: float = 0.05, min_samples: int = 20,
-                            handler_regex: str = DEFAULT_HANDLERS) -> CheckOutcome:
+                            alpha: float = 0.01, handler_regex: str = DEFAULT_HANDLERS) -> CheckOutcome:
         """The candidate's latency quantile q (p95 by default) in [since, until] is not above the baseline's
-        in the same window by more than max(tolerance_ratio x baseline, tolerance_abs_s).
+        in the same window by more than tolerance_ratio x baseline + tolerance_abs_s, decided on evidence.
 
-        Both quantiles come from the pods' histogram buckets counted over the window (histogram_quantile
-        interpolates inside a bucket): their precision is the buckets', and this is a comparison of two
-        estimates, not a significance test, so keep the tolerance at least a bucket wide where the latencies
-        lie. Fewer than `min_samples` requests on either arm is NO DATA. Recorded; raises CheckFailed.
+        Each arm's requests come from its pods' histogram buckets counted over the window, and each arm's
+        quantile is bounded by a time-uniform confidence sequence on its order statistics
+        (verifiers.sequential.LatencyComparison: Howard & Ramdas, Bernoulli 2022). A request is known only to
+        within its bucket, so a lower bound takes its bucket's lower edge and an upper bound the upper edge:
+        the bounds stay valid, and coarse buckets only cost evidence. FAIL when the candidate's lower bound is
+        above the baseline's upper bound x (1 + ratio) + abs; PASS when the candidate's upper bound is within
+        the baseline's lower bound (at p96 for p95, p99.5 for p99) x (1 + ratio) + abs; else INCONCLUSIVE,
+        never a pass. Fewer than `min_samples` requests on either arm is NO DATA. Recorded; raises
+        CheckFailed unless it passes.
         """
+        from releasegate.verifiers.sequential import LatencyComparison  # scipy: only when comparing
+
         if not 0 < q < 1:
             raise ConfigError(f"latency quantile must be a fraction between 0 and 1 (0.95 for p95), got {q}")
         candidate = self._arm("candidate", self.candidate)
         baseline = self._arm("baseline", self.baseline)
         start, end, window = self._between(since, until)
         duration = end - start
-        values: list[float | None] = []
-        counts: list[int] = []
+        histograms: list[tuple[tuple[float, int], ...]] = []
         queries: list[str] = []
         for arm in (candidate, baseline):
-            selector = self._arm_selector(arm)
-            buckets = self._window_count_query(selector, handler_regex, duration,
-                                               metric=f"{self.latency_metric}_bucket", by=" by (le)")
-            queries.append(f"histogram_quantile({q:g}, {buckets})")
-            value = self._value(queries[-1], end)
-            values.append(None if value is None or math.isnan(value) else value)
-            counts.append(self._count(self._window_count_query(selector, handler_regex, duration), end))
-        (cand_value, base_value), (cand_count, base_count) = values, counts
+            queries.append(self._window_count_query(self._arm_selector(arm), handler_regex, duration,
+                                                    metric=f"{self.latency_metric}_bucket", by=" by (le)"))
+            histograms.append(_cumulative_buckets(self.instant(queries[-1], end)))
+        cand_buckets, base_buckets = histograms
+        cand_count, base_count = (buckets[-1][1] if buckets else 0 for buckets in histograms)
         measure = f"p({q * 100:g})"
         names = (candidate.version or candidate.slot, baseline.version or baseline.slot)
         subject = f"{handler_regex} (candidate {names[0]} vs baseline {names[1]}, Prometheus)"
-        tolerance = f"max({tolerance_ratio:.0%}, {format_seconds(tolerance_abs_s)})"
-        if cand_value is None or base_value is None or min(cand_count, base_count) < max(min_samples, 1):
+        tolerance = f"x {1 + tolerance_ratio:g} + {format_seconds(tolerance_abs_s)}"
+        counts = f"{format_count(cand_count)}/{format_count(base_count)} requests (candidate/baseline)"
+        bound = ""
+        if min(cand_count, base_count) < max(min_samples, 1):
             verdict, value, shown = Verdict.NO_DATA, None, "no data"
-            message = (f"{measure} on {subject}: only {format_count(cand_count)}/{format_count(base_count)} "
-                       f"requests (candidate/baseline) over {window}, fewer than the minimum "
+            message = (f"{measure} on {subject}: only {counts} over {window}, fewer than the minimum "
                        f"{format_count(min_samples)} on each side")
         else:
-            allowed = max(tolerance_ratio * base_value, tolerance_abs_s)
-            verdict = Verdict.FAIL if cand_value - base_value > allowed else Verdict.PASS
-            value, shown = cand_value, format_seconds(cand_value)
-            relation = "slower beyond" if verdict is Verdict.FAIL else "within"
-            message = (f"{measure} on {subject}: candidate {format_seconds(cand_value)} vs baseline "
-                       f"{format_seconds(base_value)} over {format_count(cand_count)}/{format_count(base_count)} "
-                       f"requests, {relation} the {tolerance} tolerance")
+            judge = LatencyComparison(quantiles=(q,), tolerance_ratio=tolerance_ratio,
+                                      tolerance_abs_s=tolerance_abs_s, alpha=alpha)
+            judgement = judge.look(
+                cand_count, lambda rank: _bucket_floor_at_rank(cand_buckets, rank),
+                base_count, lambda rank: _bucket_floor_at_rank(base_buckets, rank),
+                cand_upper_at_rank=lambda rank: _bucket_at_rank(cand_buckets, rank),
+                base_upper_at_rank=lambda rank: _bucket_at_rank(base_buckets, rank))
+            verdict = _COMPARISON_VERDICTS[judgement.decision]
+            value = _bucket_at_rank(cand_buckets, nearest_rank(q, cand_count))
+            shown = f"{measure} <= {format_seconds(value)}" if math.isfinite(value) else "above the last bucket"
+            bound = judgement.statistic
+            message = (f"{measure} on {subject}: {counts} over {window}, {judgement.reason} "
+                       f"(buckets' edges, alpha {alpha:g}): {verdict.value.upper()}")
         outcome = CheckOutcome(
             check=f"{measure} vs baseline", verdict=verdict, value=value, display_value=shown,
-            threshold=f"baseline {measure} + {tolerance}", subject=subject, source=" vs ".join(queries),
-            window=window, samples=cand_count, message=message)
+            threshold=f"baseline {measure} {tolerance}", subject=subject, source=" vs ".join(queries),
+            window=window, samples=cand_count, bound=bound, message=message)
         self.record(outcome)
         require([outcome])
         return outcome

@@ -227,13 +227,17 @@ def _last(low: int, high: int, holds: Callable[[int], bool]) -> int:
     return low
 
 
-def quantile_interval(count: int, value_at_rank: Callable[[int], float], q: float, *, alpha: float) -> Interval:
+def quantile_interval(count: int, value_at_rank: Callable[[int], float], q: float, *, alpha: float,
+                      upper_value_at_rank: Callable[[int], float] | None = None) -> Interval:
     """Time-uniform confidence sequence on the q-quantile from order statistics (Howard & Ramdas, "Sequential
     estimation of quantiles with applications to A/B-testing and best-arm identification", Bernoulli 2022).
 
     Derived from the rate sequence on F(quantile) (see `quantile_ranks`): lower and upper are values at ranks,
     `value_at_rank(r)` the r-th smallest of the `count` values (1-based). 0.0 stands for an unbounded lower
-    bound (latencies are not negative), math.inf for an unbounded upper bound.
+    bound (latencies are not negative), math.inf for an unbounded upper bound. Values known only to within a
+    histogram bucket give two functions: `value_at_rank` the bucket's lower edge (for the lower bound),
+    `upper_value_at_rank` its upper edge (for the upper bound), so the interval holds the quantile wherever
+    in its bucket it lies.
     """
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {q}")
@@ -242,7 +246,8 @@ def quantile_interval(count: int, value_at_rank: Callable[[int], float], q: floa
         raise ValueError(f"count must be >= 0, got {count}")
     low_rank, high_rank = quantile_ranks(count, q, alpha)
     lower = float(value_at_rank(low_rank)) if low_rank >= 1 else 0.0
-    upper = float(value_at_rank(high_rank)) if high_rank <= count else math.inf
+    upper_value = value_at_rank if upper_value_at_rank is None else upper_value_at_rank
+    upper = float(upper_value(high_rank)) if high_rank <= count else math.inf
     return Interval(lower, upper)
 
 
@@ -530,6 +535,18 @@ class _QuantileMargins:
     pass_q: float
 
 
+@dataclass(frozen=True)
+class _Ranked:
+    """One arm's values by rank: exact samples (one function), or histogram buckets (lower and upper edge)."""
+
+    count: int
+    lower_at: Callable[[int], float]
+    upper_at: Callable[[int], float]
+
+    def interval(self, q: float, alpha: float) -> Interval:
+        return quantile_interval(self.count, self.lower_at, q, alpha=alpha, upper_value_at_rank=self.upper_at)
+
+
 class LatencyComparison:
     """Candidate vs baseline per latency quantile, by the quantile confidence sequences of Howard & Ramdas
     (Bernoulli 2022) on each arm, the construction of Netflix's sequential canary (Lindon, Sanden, Shirikian,
@@ -559,10 +576,15 @@ class LatencyComparison:
         self.rank_tolerance = {q: min(float(ranks.get(q, 0.0)), (1 - q) / 2) for q in self.quantiles}
 
     def look(self, cand_count: int, cand_value_at_rank: Callable[[int], float], base_count: int,
-             base_value_at_rank: Callable[[int], float]) -> Judgement:
+             base_value_at_rank: Callable[[int], float], *,
+             cand_upper_at_rank: Callable[[int], float] | None = None,
+             base_upper_at_rank: Callable[[int], float] | None = None) -> Judgement:
+        """One look at both arms' order statistics. From histograms, `*_value_at_rank` give a bucket's lower
+        edge and `*_upper_at_rank` its upper edge (see `quantile_interval`); from samples, one function."""
         each = self.alpha / (2 * len(self.quantiles))
-        margins = [self._margins(q, each, cand_count, cand_value_at_rank, base_count, base_value_at_rank)
-                   for q in self.quantiles]
+        cand = _Ranked(cand_count, cand_value_at_rank, cand_upper_at_rank or cand_value_at_rank)
+        base = _Ranked(base_count, base_value_at_rank, base_upper_at_rank or base_value_at_rank)
+        margins = [self._margins(q, each, cand, base) for q in self.quantiles]
         worst_fail = max(margins, key=lambda m: m.fail_margin)
         worst_pass = max(margins, key=lambda m: m.pass_margin)
         if worst_fail.fail_margin > 0:
@@ -571,23 +593,21 @@ class LatencyComparison:
             return self._judgement(Decision.PASS, worst_pass, "upper", "<=", "lower")
         return self._judgement(Decision.CONTINUE, worst_pass, "upper", ">", "lower")
 
-    def _margins(self, q: float, alpha: float, cand_count: int, cand_value_at_rank: Callable[[int], float],
-                 base_count: int, base_value_at_rank: Callable[[int], float]) -> _QuantileMargins:
-        candidate = quantile_interval(cand_count, cand_value_at_rank, q, alpha=alpha)
-        baseline = quantile_interval(base_count, base_value_at_rank, q, alpha=alpha)
+    def _margins(self, q: float, alpha: float, cand: _Ranked, base: _Ranked) -> _QuantileMargins:
+        candidate = cand.interval(q, alpha)
+        baseline = base.interval(q, alpha)
         tolerance = 1.0 + self.tolerance_ratio[q]
         allowed_upper = baseline.upper * tolerance + self.tolerance_abs_s
         # The pass looks at the baseline's quantile q + rank tolerance (DEFAULT_RANK_TOLERANCE), by a sequence
         # of its own at the same alpha: a pass rests on the candidate's and these sequences, a fail on the
         # candidate's and the baseline's at q, so a false pass and a false fail each stay within alpha.
         shifted = q + self.rank_tolerance[q]
-        baseline_for_pass = baseline if shifted == q else quantile_interval(base_count, base_value_at_rank,
-                                                                            shifted, alpha=alpha)
+        baseline_for_pass = baseline if shifted == q else base.interval(shifted, alpha)
         allowed_lower = baseline_for_pass.lower * tolerance + self.tolerance_abs_s
         difference = None
-        if cand_count and base_count:
-            difference = (float(cand_value_at_rank(nearest_rank(q, cand_count)))
-                          - float(base_value_at_rank(nearest_rank(q, base_count))))
+        if cand.count and base.count:
+            difference = (float(cand.upper_at(nearest_rank(q, cand.count)))
+                          - float(base.upper_at(nearest_rank(q, base.count))))
         # inf - inf is nan: an unbounded baseline cannot show a regression.
         fail_margin = candidate.lower - allowed_upper if math.isfinite(allowed_upper) else -math.inf
         return _QuantileMargins(q, candidate, baseline, fail_margin, candidate.upper - allowed_lower, difference,

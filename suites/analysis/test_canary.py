@@ -96,8 +96,9 @@ def _prometheus_view(metrics: Any, release: ReleaseInfo, canary_step: CanaryStep
     success rate is not worse than the stable version's by more than `canary_success_tolerance_pp` (default
     2pp, the sequential count test at alpha 0.01: at a 10% step the candidate serves a few hundred
     requests, and 0 errors in 600 show a difference under 2 points, not under 1); its p95 not above
-    stable's by more than max(25%, `canary_latency_tolerance_ms` (50)); each arm with enough requests (else
-    NO DATA, never a pass).
+    stable's x 1.25 + `canary_latency_tolerance_ms` (50), decided by confidence bounds on each arm's p95 from
+    the histogram buckets (a pass needs about 120 candidate requests in the step: fewer cannot bound a p95
+    from above, and the check is INCONCLUSIVE); each arm with enough requests (else NO DATA, never a pass).
 
     Why 2pp is enough: the counts are whole requests, read from each pod's own counter between its first
     scrape after the step began and a scrape after the load (no rate extrapolation), so the share is the
