@@ -12,6 +12,7 @@ import pytest
 from releasegate.core.config import Config, load_config
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.options import ReleaseOptions, project_path, release_options
+from releasegate.plugins.release_vars import check_release_vars
 from releasegate.plugins.stages import Stage, stages_for
 
 RUNS_DIR = ".releasegate/runs"
@@ -45,6 +46,9 @@ class ReleaseRun:
         workerinput = getattr(config, "workerinput", None)
         release_config = load_config(config.getoption("release_config"), search_dir=config.rootpath,
                                      default_name=str(config.getini("releasegate_config")))
+        # A typo in an SLO fails now (exit 4), not at the load stage with a candidate provisioned.
+        check_release_vars(release_config.vars, source=str(config.getoption("release_config")
+                                                           or config.getini("releasegate_config")))
         if workerinput is not None and RUN_ID_INPUT in workerinput:
             run_id, root = workerinput[RUN_ID_INPUT], Path(workerinput[LEDGER_INPUT])
         else:

@@ -149,8 +149,14 @@ def test_a_failing_fixture_stops_the_release(project: ReleaseProject) -> None:
         (["--release", "v2"], "[release\n", "ERROR: *releasegate.toml: not valid TOML*"),
         (["--release", "v2"], "[release]\nkeep_warm_s = -1\n",
          "ERROR: *releasegate.toml: release.keep_warm_s = -1 is invalid*"),
+        # The suites' [vars]: caught before anything starts, not at the load stage.
+        (["--release", "v2"], '[vars]\nslos = ["p(95) < 300ms", "p(95) < 300 mss"]\n',
+         "ERROR: releasegate.toml: *vars* slos*1*: *'p(95) < 300 mss'*"),
+        (["--release", "v2"], '[vars]\nload_duration_s = "15 s"\n',
+         "ERROR: releasegate.toml: *vars* load_duration_s = '15 s' must be a number of seconds*"),
     ],
-    ids=["unknown-strategy", "invalid-version", "unknown-key", "malformed-config", "bad-value"],
+    ids=["unknown-strategy", "invalid-version", "unknown-key", "malformed-config", "bad-value", "bad-slo",
+         "bad-duration"],
 )
 def test_bad_input_is_exit_4_with_one_line_and_starts_nothing(
         project: ReleaseProject, args: list[str], config: str, expected: str) -> None:
