@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
@@ -19,6 +20,7 @@ from tests import charts
 from tests.kube_cluster import ProcessCluster, process_cluster
 from tests.local_cluster import DEMO_SEED, PROJECT_ROOT, TEST_PROFILES
 from tests.release_project import ReleaseProject, copy_shipped_suites
+from tests.test_post_switch_watch import Traffic
 from tests.test_release_suites import FAST_VARS, QUICK_SLOS
 
 pytestmark = pytest.mark.slow
@@ -217,3 +219,38 @@ def test_bad_input_sends_no_write(project: ReleaseProject, cluster: ProcessClust
     assert project.junit().case("preflight")["message"].startswith(
         "ConfigError: namespace 'nope' does not exist in this cluster; fix kubernetes.namespace")
     assert cluster.fake.write_requests() == []
+
+
+def test_a_failure_after_the_switch_is_seen_by_the_watch_and_the_selector_goes_back(
+        project: ReleaseProject, cluster: ProcessCluster) -> None:
+    """finalize's watch on Kubernetes: the same Prometheus reading and the same switch back as on the local
+    target, through the Service selector. The failure begins in post_switch (after the switch, before the
+    keep-warm); users' traffic through the Service meets it, and the watch breaches on it."""
+    shutil.rmtree(project.path / "suites")  # no loads: the watch is what must see the failure
+    project.minimal_suites()
+    project.write_late_failure_trigger(pods_parent=os.getpid())  # kube_cluster's pods are ours
+    config = cluster.config_toml().replace(
+        "keep_warm_s = 0.5", 'keep_warm_s = 60\nwatch_slos = ["error_rate < 1%"]\nwatch_interval_s = 1')
+    (project.path / "releasegate.toml").write_text(config)
+    traffic = Traffic(cluster.proxy.urls[APP])
+    traffic.thread.start()
+    try:
+        result = project.release("--release", "v2-late-failure")
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(timeout=10)
+    assert result.ret == 1, result.stdout.str()
+    junit = project.junit()
+    assert junit.case("test_the_late_failure_begins_after_the_switch")["outcome"] == "passed"
+    finalize = junit.case("finalize")
+    assert finalize["outcome"] == "failure"
+    assert finalize["message"].startswith("watch after the switch: error_rate < 1% breached by v2-late-failure")
+    watch = dict(finalize["properties"])
+    assert watch["release.finalize.watch.outcome"] == "breach"
+    assert float(watch["release.finalize.watch.watched_s"]) < 60  # during keep-warm, not after it
+    assert [p.json()["spec"]["selector"]["slot"] for p in selector_patches(cluster)] == ["green", "blue"]
+    assert service(cluster)["spec"]["selector"] == {"app": APP, "slot": "blue"}
+    assert junit.suite_properties["release.decision"] == "rolled-back"
+    print(f"\nwatch on kubernetes: {watch['release.finalize.watch.breach']} after "
+          f"{float(watch['release.finalize.watch.watched_s']):.1f}s of watching; breach look -> selector on blue: "
+          f"{float(watch['release.finalize.watch.time_to_switch_back_s']):.2f}s")
