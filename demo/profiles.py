@@ -14,11 +14,13 @@ below mirrors `core/versions.py` instead of importing it.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
 import math
 import os
 import re
+import reprlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -255,12 +257,12 @@ def validate_version(version: str, *, source: str = "--version") -> str:
         raise VersionError(f"{source}: the version is empty; give one such as v2 or 1.4.0")
     if len(version) > 63:
         raise VersionError(
-            f"{source}: version {version!r} is {len(version)} characters long; "
+            f"{source}: version {_SHORT.repr(version)} is {len(version)} characters long; "
             "a Kubernetes label value holds at most 63"
         )
     if not _LABEL_VALUE.fullmatch(version):
         raise VersionError(
-            f"{source}: version {version!r} is not a valid Kubernetes label value; use letters, digits "
+            f"{source}: version {_SHORT.repr(version)} is not a valid Kubernetes label value; use letters, digits "
             "and '-', '_' or '.' inside, starting and ending with a letter or digit (e.g. v2, 1.4.0-rc1)"
         )
     return version
@@ -436,22 +438,49 @@ def _where(loc: tuple[str, ...]) -> str:
 
 
 def _key(key: str) -> str:
-    """A key as it would be written in TOML: bare when possible, quoted otherwise."""
-    return key if _BARE_TOML_KEY.fullmatch(key) else json.dumps(key)
+    """A key as it would be written in TOML: bare when possible, quoted otherwise; cut when long."""
+    return _cut(key if _BARE_TOML_KEY.fullmatch(key) else _toml_string(key))
+
+
+def _toml_string(text: str) -> str:
+    """`text` as a TOML basic string: printable characters as they are, the others escaped (json.dumps would
+    write a character beyond U+FFFF as two surrogate escapes, which TOML rejects)."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    return "".join(char if char.isprintable() else
+                   f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}" for char in quoted)
+
+
+# Bad input is echoed in its message, but a 10,000-character value must still give one readable line.
+_MAX_SHOWN: Final = 80
+_SHORT: Final = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _MAX_SHOWN
+
+
+def _cut(text: str) -> str:
+    """`text` with its middle replaced by `...` when longer than _MAX_SHOWN."""
+    if len(text) <= _MAX_SHOWN:
+        return text
+    half = (_MAX_SHOWN - 3) // 2
+    return f"{text[:half]}...{text[-half:]}"
 
 
 def _toml_repr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)
+        return _cut(_toml_string(value))
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
         return "{...}"
-    return repr(value) if isinstance(value, int | float) else str(value)
+    if isinstance(value, list):
+        shown = [_toml_repr(item) for item in value[:_SHORT.maxlist]]
+        return _cut("[" + ", ".join(shown + (["..."] if len(value) > len(shown) else [])) + "]")
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()  # as TOML writes it
+    return _cut(repr(value) if isinstance(value, int | float) else str(value))
 
 
 def _type_name(value: Any) -> str:

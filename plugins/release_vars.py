@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from releasegate.core.errors import ConfigError
+from releasegate.core.versions import quoted
 from releasegate.verifiers.thresholds import parse_threshold
 
 COMPARED_QUANTILES = (0.5, 0.95, 0.99)
@@ -42,7 +43,7 @@ def check_release_vars(values: Mapping[str, Any], *, source: str) -> None:
 
 def _check_thresholds(key: str, value: Any, source: str) -> None:
     if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{source}: [vars] {key} = {value!r} must be a non-empty list of thresholds, e.g. "
+        raise ConfigError(f"{source}: [vars] {key} = {quoted(value)} must be a non-empty list of thresholds, e.g. "
                           f'{key} = ["p(95) < 300ms", "error_rate < 1%"]')
     for index, text in enumerate(value):
         try:
@@ -57,7 +58,7 @@ def _check_quantiles(key: str, value: Any, source: str) -> None:
     wrong = [q for q in numbers if isinstance(q, bool) or not isinstance(q, (int, float))
              or float(q) not in COMPARED_QUANTILES]
     if not isinstance(value, list) or not value or wrong:
-        raise ConfigError(f"{source}: [vars] {key} = {value!r} must be a non-empty list of quantiles among "
+        raise ConfigError(f"{source}: [vars] {key} = {quoted(value)} must be a non-empty list of quantiles among "
                           f"{allowed} (the comparison's tolerances cover those), e.g. {key} = [0.5, 0.95]")
 
 
@@ -70,5 +71,5 @@ def _check_number(key: str, value: Any, source: str, *, minimum: float) -> None:
         what = {"_s": "a number of seconds", "_ms": "a number of milliseconds", "_pp": "a number of percentage "
                 "points", "_tolerance": "a ratio (0.25 for 25%)", "_requests": "a number of requests",
                 "_users": "a number of users"}[next(s for s in _NUMBER_SUFFIXES if key.endswith(s))]
-        raise ConfigError(f"{source}: [vars] {key} = {value!r} must be {what}, at least {minimum:g}, written "
+        raise ConfigError(f"{source}: [vars] {key} = {quoted(value)} must be {what}, at least {minimum:g}, written "
                           f"without a unit (e.g. {key} = {max(minimum, 10):g})")

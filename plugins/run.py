@@ -14,6 +14,7 @@ from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.options import ReleaseOptions, project_path, release_options
 from releasegate.plugins.release_vars import check_release_vars
 from releasegate.plugins.stages import Stage, stages_for
+from releasegate.targets.local.client import check_demo_profiles
 
 RUNS_DIR = ".releasegate/runs"
 JUNIT_NAME = "junit.xml"
@@ -55,6 +56,9 @@ class ReleaseRun:
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
             root = config.rootpath / RUNS_DIR / run_id
         options = release_options(config, release_config, version, run_id)
+        if options.target == "local" and not release_config.local.command:
+            # A bad demo profile file is bad input like a bad config: one line and exit 4, not a failed preflight.
+            check_demo_profiles(release_config)
         ledger = Ledger(root)
         if workerinput is None:
             ledger.start(ReleaseContext(run_id=run_id, version=options.version, strategy=options.strategy,

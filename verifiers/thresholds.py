@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from releasegate.core.checks import CheckOutcome, Verdict
 from releasegate.core.errors import ConfigError
+from releasegate.core.versions import quoted
 from releasegate.verifiers.sequential import Decision, Judgement, judge_quantile_limit, judge_rate_limit
 from releasegate.verifiers.stats import Stats
 
@@ -121,7 +122,8 @@ _VALUE_FORMATTERS: dict[str, Callable[..., str]] = {
 
 
 def _invalid(text: str, problem: str) -> ConfigError:
-    return ConfigError(f"invalid threshold {text!r}: {problem}; valid examples: {EXAMPLES}")
+    # quoted: the expression as written, cut in the middle when long, so the message stays one readable line.
+    return ConfigError(f"invalid threshold {quoted(text)}: {problem}; valid examples: {EXAMPLES}")
 
 
 def _limit_in_base_units(text: str, kind: Kind, number: float, unit: str | None) -> float:
@@ -166,7 +168,7 @@ def parse_threshold(text: str) -> Threshold:
         kind = _KINDS[metric]
         quantile = 0.5 if metric == "med" else None
     else:
-        raise _invalid(text, f"unknown metric {metric!r} (p(N), med, avg, min, max, error_rate, "
+        raise _invalid(text, f"unknown metric {quoted(metric)} (p(N), med, avg, min, max, error_rate, "
                              "success_rate, rps, requests, value)")
     number = float(match["number"])
     if not math.isfinite(number):
