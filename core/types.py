@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from releasegate.core.errors import ConfigError
+from releasegate.core.versions import is_valid_label_value, quoted
 
 Slot = str
 """A deployment slot: `blue`/`green` for blue-green, `stable`/`canary` for canary releases."""
@@ -89,10 +93,18 @@ class WorkloadStatus:
     replicas: int
     ready_replicas: int
     problems: tuple[str, ...] = ()
+    restarts: tuple[tuple[str, int], ...] = ()  # (pod, container restarts so far) for each pod of the slot
 
     @property
     def ready(self) -> bool:
         return self.replicas > 0 and self.ready_replicas >= self.replicas
+
+    def restarted_since(self, earlier: WorkloadStatus) -> list[str]:
+        """Pods that restarted since `earlier` was read (`demo-green-0 restarted 1 time(s)`). A pod that is
+        gone or new (a scale change) is not a restart; a container that died and came back in its pod is."""
+        before = dict(earlier.restarts)
+        return [f"{pod} restarted {count - before[pod]} time(s)" for pod, count in self.restarts
+                if pod in before and count > before[pod]]
 
 
 @dataclass(frozen=True)
@@ -231,11 +243,66 @@ class MetricsScope:
     slot_label: str = "slot"
     version_label: str = "version"
 
+    def __post_init__(self) -> None:
+        for key in ("app_label", "slot_label", "version_label"):
+            check_promql_label_name(getattr(self, key), source=f"prometheus.{key}")
+        check_label_value(self.app, source="app.name")
+
     def selector(self, *, slot: Slot | None = None, version: str | None = None) -> str:
-        """A PromQL label matcher body such as `app="demo",version="v2"` (no braces)."""
-        parts = [f'{self.app_label}="{self.app}"']
+        """A PromQL label matcher body such as `app="demo",version="v2"` (no braces).
+
+        Every value is checked to be a label value (as the pods' labels are) before it enters the query, and
+        escaped as well: a version read back from a target must not be able to rewrite the query.
+        """
+        parts = [f'{self.app_label}="{promql_string(self.app)}"']
         if slot is not None:
-            parts.append(f'{self.slot_label}="{slot}"')
+            parts.append(f'{self.slot_label}="{promql_string(check_label_value(slot, source="slot"))}"')
         if version is not None:
-            parts.append(f'{self.version_label}="{version}"')
+            parts.append(f'{self.version_label}="{promql_string(check_label_value(version, source="version"))}"')
         return ",".join(parts)
+
+
+# PromQL label names (Prometheus data model): a letter or `_`, then letters, digits and `_`.
+_PROMQL_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Kubernetes label keys: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters.
+_K8S_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# Go string escapes, which PromQL strings use: a raw newline or quote would end the string early.
+_PROMQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def promql_string(value: str) -> str:
+    """`value` as the body of a PromQL double-quoted string (matcher values, regexes)."""
+    return "".join(_PROMQL_ESCAPES.get(char, char) for char in value)
+
+
+def check_label_value(value: str, *, source: str) -> str:
+    """`value` unchanged if it is a Kubernetes (and so Prometheus-safe) label value; else a ConfigError."""
+    if not is_valid_label_value(value):
+        raise ConfigError(f"{source} {quoted(value)} is not a valid label value; use at most 63 letters, digits and "
+                          "'-', '_' or '.' inside, starting and ending with a letter or digit")
+    return value
+
+
+def check_promql_label_name(name: str, *, source: str) -> str:
+    if not _PROMQL_LABEL_NAME.fullmatch(name):
+        raise ConfigError(f"{source} {quoted(name)} is not a Prometheus label name; use letters, digits and '_', "
+                          "not starting with a digit (e.g. app, slot, version)")
+    return name
+
+
+def check_label_key(key: str, *, source: str) -> str:
+    """`key` unchanged if it is a Kubernetes label key (`[prefix/]name`); else a ConfigError."""
+    prefix, _, name = key.rpartition("/")
+    bad_prefix = bool(prefix) and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))
+    if bad_prefix or not _K8S_LABEL_NAME.fullmatch(name):
+        raise ConfigError(f"{source} {quoted(key)} is not a Kubernetes label key; use a name of at most 63 letters, "
+                          "digits and '-', '_' or '.', optionally after a DNS prefix and '/' "
+                          "(e.g. app.kubernetes.io/name)")
+    return key
+
+
+def label_selector(labels: Mapping[str, str], *, source: str = "label selector") -> str:
+    """`app=demo,slot=blue` from checked keys and values: nothing can add a term such as `,app!=`."""
+    return ",".join(f"{check_label_key(key, source=f'{source} key')}="
+                    f"{check_label_value(value, source=f'{source} value')}" for key, value in labels.items())

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from releasegate.core.config import PrometheusConfig
 from releasegate.core.errors import ConfigError, NotReadyError
+from releasegate.core.redact import redact_url
 from releasegate.core.types import MetricsScope
 from releasegate.core.waiting import poll_until
 
@@ -32,7 +33,7 @@ class LivePrometheusGate:
             with PrometheusClient(url, timeout_s=self.settings.timeout_s) as prometheus:
                 prometheus.check_reachable()
         except PrometheusError as exc:
-            raise ConfigError(f"Prometheus at {url} is unreachable ({exc.reason}); start it or "
+            raise ConfigError(f"Prometheus at {redact_url(url)} is unreachable ({exc.reason}); start it or "
                               "set prometheus.url to a reachable server") from None
 
     def wait_until_scraped(self, scope: MetricsScope, version: str, replicas: int) -> None:
@@ -53,7 +54,7 @@ class LivePrometheusGate:
 
             if poll_until(all_scraped, timeout_s=timeout, interval_s=0.2) is None:
                 raise NotReadyError(
-                    f"Prometheus at {scope.prometheus_url} scrapes {up}/{replicas} candidate pods "
+                    f"Prometheus at {redact_url(scope.prometheus_url)} scrapes {up}/{replicas} candidate pods "
                     f"(up{{{scope.selector(version=version)}}}) after {timeout:g}s; the analysis "
                     "would have no data: check the scrape config or ServiceMonitor and the label settings "
                     "prometheus.app_label/version_label")

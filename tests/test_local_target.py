@@ -315,7 +315,8 @@ def test_the_admin_api_answers_json_with_sorted_keys_for_every_outcome(tmp_path:
 
     async def calls() -> list[tuple[int, str]]:
         transport = httpx.ASGITransport(app=cluster.admin_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as admin:
+        token = {"Authorization": f"Bearer {cluster.admin_token}"}  # tests/test_security.py: refused without
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin", headers=token) as admin:
             answers = [
                 await admin.get("/healthz"),
                 await admin.post("/lease/acquire", json={"holder": "run-a", "ttl_s": 60, "pid": 7}),

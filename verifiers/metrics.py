@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError
-from releasegate.core.types import Endpoint, MetricsScope, Slot
+from releasegate.core.types import Endpoint, MetricsScope, Slot, promql_string
 from releasegate.core.waiting import poll_until
 from releasegate.verifiers.canary import share_outcome
 from releasegate.verifiers.prometheus_client import MetricsError as MetricsError  # defined there, public here
@@ -250,7 +250,7 @@ class Metrics:
 
         seen = poll_until(scraped, timeout_s=timeout_s, interval_s=interval_s)
         if seen is None:
-            raise MetricsError(f"Prometheus at {self.scope.prometheus_url} did not scrape every pod of "
+            raise MetricsError(f"Prometheus at {self._prometheus.url} did not scrape every pod of "
                                f"{self.scope.app} within {timeout_s:g}s after {_stamp(moment)} ({promql}); "
                                "is a target down, or the scrape interval longer than the wait?")
         return seen
@@ -599,10 +599,10 @@ class Metrics:
         if samples == 0:
             return f"no requests {where}; the query returned no series"
         if re.search(r"\bor\s+vector\s*\(", promql):
-            return (f"Prometheus at {self.scope.prometheus_url} returned no series {where} although the query "
+            return (f"Prometheus at {self._prometheus.url} returned no series {where} although the query "
                     "has `or vector(...)`: the other side (the denominator) has no series, so nothing was "
                     "counted in the window")
-        return (f"Prometheus at {self.scope.prometheus_url} returned no series {where}: a rate over errors "
+        return (f"Prometheus at {self._prometheus.url} returned no series {where}: a rate over errors "
                 "that never happened has no series; append `or vector(0)` to the numerator, "
                 "`(sum(rate(errors[1m])) or vector(0)) / sum(rate(requests[1m]))`, so that no errors count as 0")
 
@@ -613,7 +613,7 @@ class Metrics:
         return self.scope.selector(slot=endpoint.slot, version=endpoint.version)
 
     def _no_data(self, slot: Slot | None, version: str | None, handler_regex: str, window: str) -> str:
-        return (f"Prometheus at {self.scope.prometheus_url} returned no series (or NaN) for "
+        return (f"Prometheus at {self._prometheus.url} returned no series (or NaN) for "
                 f"{self._subject(slot, version, handler_regex)} over {window}")
 
 
@@ -630,5 +630,10 @@ def _constant(value: str) -> Callable[[], str]:
 
 
 def _escape(regex: str) -> str:
-    """A Python string as the body of a PromQL double-quoted string."""
-    return regex.replace("\\", "\\\\").replace('"', '\\"')
+    """A handler regex as the body of a PromQL double-quoted string; one that is no regex is a ConfigError."""
+    try:
+        re.compile(regex)  # Python's syntax is not RE2's, but what neither accepts fails here, with its reason
+    except re.error as exc:
+        raise ConfigError(f"handler_regex {regex!r} is not a regular expression ({exc}); fix it, "
+                          "e.g. /api/.*") from None
+    return promql_string(regex)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic validates typing.TypedDict only from Python 3.12
 
 from releasegate.core.errors import ConfigError, ReleasegateError
+from releasegate.core.redact import redact, redact_url, remember_basic_auth, split_credentials
 
 QUERY_PATH = "/api/v1/query"
 
@@ -44,9 +45,10 @@ class PrometheusError(MetricsError):
     """One request to Prometheus's API failed. `reason` is the cause in a few words, for one-line messages."""
 
     def __init__(self, message: str, *, url: str, reason: str) -> None:
-        super().__init__(message)
-        self.url = url
-        self.reason = reason
+        # Redacted here, once for every kind: an httpx error or a proxy's page may quote a credential.
+        super().__init__(redact(message))
+        self.url = redact_url(url)
+        self.reason = redact(reason)
 
 
 class PrometheusUnreachable(PrometheusError):
@@ -109,11 +111,18 @@ class PrometheusClient:
     def __init__(self, url: str, *, timeout_s: float, transport: httpx.BaseTransport | None = None) -> None:
         if timeout_s <= 0:
             raise ConfigError(f"Prometheus timeout must be positive, got {timeout_s}s")
-        self.url = url.rstrip("/")
+        # `url` may carry `user:password@`: httpx gets the credentials apart from the URL (so its logs and
+        # errors never hold them), and every message here shows `url`, the form with the password masked.
+        base_url, credentials = split_credentials(url.rstrip("/"))
+        self.url = redact_url(url.rstrip("/"))
         self.timeout_s = timeout_s
+        auth = None
+        if credentials is not None:
+            remember_basic_auth(*credentials)
+            auth = httpx.BasicAuth(*credentials)
         # retries=1: one immediate second connection attempt for a Prometheus that is restarting. Answers
         # are never retried: Prometheus's 503 means the query timed out, and a retry would double the wait.
-        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s), trust_env=False,
+        self._http = httpx.Client(base_url=base_url, auth=auth, timeout=httpx.Timeout(timeout_s), trust_env=False,
                                   transport=transport or httpx.HTTPTransport(retries=1))
 
     def close(self) -> None:
@@ -142,13 +151,26 @@ class PrometheusClient:
             raise self._malformed(_first_problem(exc, "data")) from None
         try:
             if answer.result_type == "scalar":
-                return [Sample(metric={}, value=_SCALAR.validate_python(answer.result))]
+                return self._numbers([Sample(metric={}, value=_SCALAR.validate_python(answer.result))])
             if answer.result_type == "vector":
-                return _VECTOR.validate_python(answer.result)
+                return self._numbers(_VECTOR.validate_python(answer.result))
         except ValidationError as exc:
             raise self._malformed(_first_problem(exc, f"data.result ({answer.result_type})")) from None
         raise ConfigError(f"PromQL {promql!r} returns a {answer.result_type}, not an instant vector; a check needs "
                           "one value per series (a range vector such as x[5m] needs a function: rate(x[5m]))")
+
+    def _numbers(self, samples: list[Sample]) -> list[Sample]:
+        """`samples` once every value is a number as Prometheus prints one ("12.5", "NaN", "+Inf").
+
+        Checked here, at the boundary: a value such as "n/a" from a server that only looks like Prometheus
+        would otherwise escape later as a bare ValueError from float(), an internal error with no culprit.
+        """
+        for index, sample in enumerate(samples):
+            try:
+                float(sample["value"][1])
+            except ValueError:
+                raise self._malformed(f"data.result.{index}.value: {sample['value'][1]!r} is not a number") from None
+        return samples
 
     def targets_up(self, selector: str) -> int:
         """How many scrape targets matching `selector` (PromQL label matchers) were up at their last scrape."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
 from releasegate.core.processes import stop_child
+from releasegate.core.redact import redact
 from releasegate.core.types import Endpoint, LiveState, Role, Slot
 from releasegate.targets.kubernetes.layout import Layout
 
@@ -62,7 +63,8 @@ class PortForward:
             return self.url
         timed_out = self.process.poll() is None and not self._started_or_ended.is_set()
         self.close()  # also lets the reader take a last line that had no newline
-        output = " / ".join(self.last_lines()[-5:]) or "no output"
+        # kubectl's own words, which may quote a kubeconfig's credentials (an exec plugin's error, say).
+        output = redact(" / ".join(self.last_lines()[-5:])) or "no output"
         if timed_out:
             raise TargetError(f"{self.what} did not start forwarding within {timeout_s:g}s: {output}")
         raise TargetError(f"{self.what} exited with code {self.process.returncode} before forwarding: {output}")

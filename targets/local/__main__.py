@@ -17,6 +17,7 @@ from typing import Any
 
 from releasegate.core.config import Config, load_config
 from releasegate.core.errors import ConfigError, ExitCode, ReleasegateError
+from releasegate.core.redact import redact_url
 from releasegate.core.versions import validate_version
 from releasegate.targets.local.client import LocalClusterClient, run_dir_of, start_cluster, stop_cluster
 
@@ -38,7 +39,7 @@ def _describe(state: dict[str, Any]) -> str:
              f"{'persistent' if state['persistent'] else 'ephemeral'})",
              f"  service     {state['service_url']}  traffic: "
              + ", ".join(f"{slot} {w}%" for slot, w in sorted(state["traffic"].items())),
-             f"  prometheus  {state['prometheus_url']}"]
+             f"  prometheus  {redact_url(state['prometheus_url'])}"]
     for slot, slot_state in sorted(state["slots"].items()):
         version = slot_state["version"] or "-"
         lines.append(f"  {slot:<6} {version:<16} {slot_state['ready_replicas']}/{len(slot_state['pods'])} ready"

@@ -7,14 +7,20 @@ to the admin API; only this process writes, so there is no race between writers.
 The admin API is a small Starlette app that uvicorn serves on 127.0.0.1 inside the cluster's event loop,
 so its handlers change pods and the routing table without locks. It also serves the router's /metrics,
 which the cluster's Prometheus scrapes.
+
+Loopback is not a boundary on a shared machine (any local user, or a browser page, can reach 127.0.0.1),
+so every admin request but the /metrics scrape needs the run directory's token: a random value the cluster
+writes to `admin-token` (mode 0600) at start, sent as `Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -41,10 +47,16 @@ from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, Route
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
 STATE_FILE = "state.json"
+ADMIN_TOKEN_FILE = "admin-token"
+# Read-only and scraped by Prometheus, which has no token: the only admin route open without one.
+OPEN_ADMIN_PATHS = frozenset({"/metrics"})
 # Longer than an httpx client keeps an idle connection (5 s): the client always gives up on one first, so it
 # never sends a request into a connection the server is closing at that moment.
 ADMIN_KEEP_ALIVE_S = 60
 ADMIN_SHUTDOWN_GRACE_S = 5  # seconds
+
+
+_Handler = Callable[[Request], Awaitable[Response]]
 
 
 def demo_command() -> list[str]:
@@ -99,6 +111,7 @@ class LocalCluster:
         self._admin_server: _AdminServer | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self._probes = probe_client()
+        self.admin_token = secrets.token_urlsafe(32)
         self.urls: dict[str, str] = {}
         self.status = "starting"
         self.started_at = time.time()
@@ -113,6 +126,8 @@ class LocalCluster:
         self.urls["service"] = service
         for slot in SLOTS:
             self.urls[f"preview-{slot}"] = await self._listen(f"preview-{slot}", 0, self._serve_route(slot))
+        # The token is in place before the admin API answers, and before state.json says where it listens.
+        write_atomically(self.run_dir / ADMIN_TOKEN_FILE, self.admin_token)  # private: created mode 0600
         self.urls["admin"] = self._serve_admin()
         if not self.config.prometheus.url:
             admin_target = self.urls["admin"].removeprefix("http://")
@@ -149,6 +164,11 @@ class LocalCluster:
         except OSError as exc:
             sock.close()
             raise _cannot_listen("admin", 0, exc) from None
+        bound = sock.getsockname()[0]
+        if not ipaddress.ip_address(bound).is_loopback:  # HOST is loopback; this keeps it so
+            sock.close()
+            raise ConfigError(f"the admin API would listen on {bound}, not on loopback; it must never be reachable "
+                              "from another machine")
         config = uvicorn.Config(
             self.admin_app(), http="h11", ws="none", lifespan="off", log_config=None, log_level="warning",
             access_log=False, server_header=False, proxy_headers=False, timeout_keep_alive=ADMIN_KEEP_ALIVE_S,
@@ -194,8 +214,9 @@ class LocalCluster:
         await self._probes.aclose()
         if self.prometheus is not None:
             await self.prometheus.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (self.run_dir / STATE_FILE).unlink()
+        for name in (STATE_FILE, ADMIN_TOKEN_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / name).unlink()
 
     # -- workloads ----------------------------------------------------------------------------------
     async def deploy(self, slot: str, version: str, replicas: int) -> None:
@@ -321,14 +342,14 @@ class LocalCluster:
         """The admin API; client.py speaks its wire format: JSON bodies in and out, errors as {"error": ...}."""
 
         def route(path: str, method: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
-            return Route(path, handler, methods=[method])
+            return Route(path, self._authorized(handler), methods=[method])
 
         return Starlette(
             routes=[
-                route("/metrics", "GET", self._get_metrics),
+                Route("/metrics", self._get_metrics, methods=["GET"]),  # OPEN_ADMIN_PATHS
                 route("/healthz", "GET", self._get_healthz),
                 route("/state", "GET", self._get_state),
-                Route("/slots/{slot}", self._slot, methods=["POST", "DELETE"]),
+                Route("/slots/{slot}", self._authorized(self._slot), methods=["POST", "DELETE"]),
                 route("/slots/{slot}/scale", "POST", self._scale_slot),
                 route("/traffic", "POST", self._post_traffic),
                 route("/release-state", "PUT", self._put_release_state),
@@ -340,6 +361,23 @@ class LocalCluster:
             exception_handlers={HTTPException: _no_route, ValueError: _bad_request, KeyError: _bad_request,
                                 TypeError: _bad_request},
         )
+
+    def _authorized(self, handler: _Handler) -> _Handler:
+        """`handler` behind the run directory's token: 401 without one, 403 with another; nothing runs then."""
+        expected = f"Bearer {self.admin_token}".encode()
+
+        async def checked(request: Request) -> Response:
+            given = request.headers.get("authorization")
+            if given is None:
+                return json_response(401, {"error": f"the admin API needs the token in {ADMIN_TOKEN_FILE} of the "
+                                                    "run directory (Authorization: Bearer ...)"},
+                                     headers={"WWW-Authenticate": "Bearer"})
+            if not secrets.compare_digest(given.encode(), expected):  # same time for every wrong guess
+                return json_response(403, {"error": f"wrong admin token; the valid one is in {ADMIN_TOKEN_FILE} "
+                                                    "of the cluster's run directory"})
+            return await handler(request)
+
+        return checked
 
     async def _get_metrics(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
@@ -446,8 +484,8 @@ class _SortedJSONResponse(JSONResponse):
         return json.dumps(content, sort_keys=True).encode()
 
 
-def json_response(status: int, payload: Any) -> Response:
-    return _SortedJSONResponse(payload, status_code=status)
+def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return _SortedJSONResponse(payload, status_code=status, headers=headers)
 
 
 async def _json_body(request: Request) -> Any:
