@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,11 @@ STARTUP_GRACE_S = 30.0
 
 LOOK_INTERVAL_S = 1.0
 """How often the live counts are published and judged."""
+
+LIVE_STALL_S = 10.0
+"""A running locust that publishes no new live counts for this long is hung (stopped, deadlocked, its event
+loop blocked): its process group is killed and the run is a LoadError, long before the run's deadline.
+Ten looks in a row missed: a machine busy enough to delay one publication by seconds is still not hung."""
 
 ENDPOINT_MIN_SHARE = 0.05
 """An endpoint carrying at least this share of a run's requests is judged on its own, beside the total:
@@ -272,14 +278,15 @@ class LoadResult:
 
 
 def run_load(profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | None = None,
-             record: RecordCheck = ignore_check) -> LoadResult:
+             record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S) -> LoadResult:
     """Run the profile against `host` (a base URL or an Endpoint) and return what was measured.
 
     The profile's `checks` and `stop_on_breach` are judged every second (module docstring). Raises
     LoadError when locust crashes, the locustfile is broken, the run exceeds `timeout_s` (default: the
-    longest duration + 30s; the process group is killed) or not a single request was made.
+    longest duration + 30s; the process group is killed), its live counts stop for `stall_s` (hung; killed
+    too) or not a single request was made.
     """
-    with LoadProcess(profile, host, timeout_s=timeout_s, record=record) as process:
+    with LoadProcess(profile, host, timeout_s=timeout_s, record=record, stall_s=stall_s) as process:
         judge = LiveJudge(profile)
         while not process.wait(LOOK_INTERVAL_S):
             live = process.live()
@@ -386,7 +393,7 @@ class LoadProcess:
     """
 
     def __init__(self, profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | None = None,
-                 record: RecordCheck = ignore_check) -> None:
+                 record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S) -> None:
         locustfile = Path(profile.locustfile).resolve()
         if not locustfile.is_file() or locustfile.suffix != ".py":
             raise ConfigError(f"locustfile {profile.locustfile} is not a .py file; point LoadProfile.locustfile "
@@ -399,6 +406,7 @@ class LoadProcess:
         self.target = host if isinstance(host, Endpoint) else None
         self.url = host.url if isinstance(host, Endpoint) else host
         self.deadline_s = profile.longest_s + STARTUP_GRACE_S if timeout_s is None else timeout_s
+        self.stall_s = stall_s
         self._workdir = tempfile.TemporaryDirectory(prefix="releasegate-load-")
         work = Path(self._workdir.name)
         self._output, self._stderr_path = work / "result.json", work / "locust.stderr"
@@ -409,6 +417,9 @@ class LoadProcess:
                     else DEFAULT_VERSION_HEADER}
         self._stderr = self._stderr_path.open("wb")
         self._started = time.monotonic()
+        # When the live counts last moved on (monotonic), and to which elapsed_s: a hung locust stops them.
+        self._progress_at: float | None = None
+        self._progress_elapsed_s = -1.0
         # A session of its own: on timeout the whole process group goes, including anything locust forked.
         self._process = subprocess.Popen(
             _command(profile, locustfile, self.url), env=_environment(self._output, settings),
@@ -439,14 +450,42 @@ class LoadProcess:
                         "process group was killed" + _tail(self._stderr_path))
 
     def live(self) -> LiveCounts | None:
-        """The counts the collector published last, or None before its first second."""
+        """The counts the collector published last, or None before its first second.
+
+        LoadError (the process group killed) when a running locust published nothing new for `stall_s`, or
+        nothing at all within STARTUP_GRACE_S of its start: it is hung, and waiting for the run's deadline
+        would only delay the same outcome.
+        """
         try:
             data = json.loads(self._live_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
+            self._check_progress(None)
             return None
         elapsed = float(data["elapsed_s"])
+        self._check_progress(elapsed)
         return LiveCounts(elapsed, {(str(c["endpoint"]), str(c["version"])): Stats.from_json(c, duration_s=elapsed)
                                     for c in data["cells"]})
+
+    def _check_progress(self, elapsed_s: float | None) -> None:
+        now = time.monotonic()
+        if elapsed_s is not None and elapsed_s != self._progress_elapsed_s:
+            self._progress_at, self._progress_elapsed_s = now, elapsed_s
+            return
+        if self._process.poll() is not None:
+            return  # it exited: result() says how
+        if self._progress_at is None:
+            silent_s, limit_s, since = now - self._started, max(self.stall_s, STARTUP_GRACE_S), "since it started"
+        else:
+            silent_s, limit_s = now - self._progress_at, self.stall_s
+            since = f"from {self._progress_elapsed_s:.1f}s into the run"
+        if silent_s < limit_s:
+            return
+        state = _process_state(self._process.pid)
+        _kill_group(self._process)
+        raise LoadError(f"locust hung: no new live counts for {silent_s:.1f}s, {since} (process {state}; "
+                        f"{self.profile.describe()}); its process group was killed and nothing was measured, "
+                        "so the release does not go ahead; rerun it, and check the machine's load and the "
+                        "locustfile for blocking calls" + _tail(self._stderr_path))
 
     def stop(self, *, abort_reason: str | None = None, note: str | None = None) -> None:
         """Ask the collector to stop the run (it looks every second): aborted with a reason, or decided."""
@@ -458,8 +497,13 @@ class LoadProcess:
         self.wait(self.deadline_s)
         stderr_tail = _tail(self._stderr_path)
         described = f"({self.profile.describe()} against {self.url})"
-        if self._process.returncode != 0:
-            raise LoadError(f"locust exited with code {self._process.returncode} {described}" + stderr_tail)
+        code = self._process.returncode
+        if code is not None and code < 0:
+            raise LoadError(f"locust was killed by {_signal_name(-code)} mid-run {described}; nothing was "
+                            "measured, so the release does not go ahead; rerun it, and look for what killed it "
+                            "(the kernel's OOM killer: dmesg)" + stderr_tail)
+        if code != 0:
+            raise LoadError(f"locust exited with code {code} {described}" + stderr_tail)
         if not self._output.is_file():
             raise LoadError(f"locust finished without writing results {described}; was the collector "
                             "loaded?" + stderr_tail)
@@ -526,7 +570,29 @@ _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_prox
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    # A stopped (SIGSTOP, SIGTSTP) locust would act on SIGTERM only once continued: continue it first, so
+    # it quits within the grace period rather than waiting for SIGKILL.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGCONT)
     stop_child(process, grace_s=_KILL_GRACE_S, group=True)
+
+
+def _process_state(pid: int) -> str:
+    """`stopped (T)`, `running (R)`, `sleeping (S)`: from /proc, for the message of a hung run."""
+    names = {"R": "running", "S": "sleeping", "D": "in uninterruptible I/O", "T": "stopped", "t": "stopped",
+             "Z": "a zombie"}
+    try:
+        code = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "state unknown"
+    return f"{names.get(code, 'state')} ({code})"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _tail(path: Path) -> str:

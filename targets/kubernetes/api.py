@@ -59,10 +59,17 @@ class KubeApi:
         self.max_retries = max_retries
         self._sleep = sleep
         self.requests = 0
+        _no_transport_retries(client)
 
     def call(self, verb: str, resource: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call one API method; returns the decoded JSON body (or None for an empty one)."""
+        """Call one API method; returns the decoded JSON body (or None for an empty one).
+
+        Every verb is retried, writes included: the target's writes are idempotent (a patch or replace sets
+        values; a create that did land before a timeout comes back as 409 AlreadyExists, which the caller's
+        `retry_on_conflict` turns into a read and a replace).
+        """
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             self.requests += 1
@@ -74,14 +81,27 @@ class KubeApi:
                 if exc.status in RETRYABLE and attempt <= self.max_retries:
                     self._sleep(self._backoff(attempt, exc))
                     continue
-                raise self._translate(exc, verb, resource) from None
+                raise self._translate(exc, verb, resource, self._tries(attempt, started)) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt <= self.max_retries:
                     self._sleep(self._backoff(attempt, None))
                     continue
                 host = self.client.configuration.host
-                raise TargetError(f"cannot reach the Kubernetes API server at {host} to {verb} {resource}: "
-                                  f"{type(exc).__name__}: {exc}") from None
+                tries = self._tries(attempt, started)
+                if _is_timeout(exc):
+                    raise TargetError(f"the Kubernetes API server at {host} did not answer within "
+                                      f"{self.timeout_s:g}s to {verb} {resource} ({tries}); check the API "
+                                      "server's health, or raise kubernetes.request_timeout_s") from None
+                raise TargetError(f"cannot reach the Kubernetes API server at {host} to {verb} {resource} "
+                                  f"({tries}): {type(exc).__name__}: {exc}; check the kubeconfig's server "
+                                  "address and the network to it") from None
+
+    @staticmethod
+    def _tries(attempt: int, started: float) -> str:
+        """`3 attempts over 1.4s`: how hard releasegate tried before giving up, for the one-line message."""
+        if attempt == 1:
+            return "1 attempt, retries disabled (kubernetes.max_retries = 0)"
+        return f"{attempt} attempts over {time.monotonic() - started:.1f}s"
 
     def _backoff(self, attempt: int, exc: ApiException | None) -> float:
         retry_after = (exc.headers or {}).get("Retry-After") if exc is not None else None
@@ -89,7 +109,7 @@ class KubeApi:
             return min(float(retry_after), 30.0)
         return float(min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random() / 2))
 
-    def _translate(self, exc: ApiException, verb: str, resource: str) -> Exception:
+    def _translate(self, exc: ApiException, verb: str, resource: str, tries: str) -> Exception:
         message = status_message(exc)
         where = f"in namespace {self.namespace}"
         if exc.status == 401:
@@ -103,15 +123,50 @@ class KubeApi:
             return NotFoundError(f"{resource} not found {where}: {message}")
         if exc.status == 409:
             return ConflictError(f"conflict on {resource} {where}: {message}")
+        if exc.status == 429:
+            return TargetError(f"the Kubernetes API server kept throttling (HTTP 429 Too Many Requests) the request "
+                               f"to {verb} {resource} {where} ({tries}, honouring Retry-After): {message}; the "
+                               "cluster is overloaded or the runner's priority level too small: rerun later")
+        if exc.status in RETRYABLE:
+            return TargetError(f"the Kubernetes API server failed to {verb} {resource} {where} with HTTP "
+                               f"{exc.status} ({tries}): {message}; check the API server's health "
+                               "(kubectl get --raw /readyz) and rerun the release")
         return TargetError(f"the Kubernetes API refused to {verb} {resource} {where}: HTTP {exc.status} {message}")
 
 
 def retry_on_conflict(action: Callable[[], T], *, attempts: int = 5) -> T:
-    """Run a read-modify-write `action` again when someone else changed the object in between."""
+    """Run a read-modify-write `action` again when someone else changed the object in between.
+
+    Each attempt reads the object afresh (the action does), so a retry never overwrites the other writer's
+    change. When every attempt conflicts, something keeps writing the object: the ConflictError says so.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return action()
-        except ConflictError:
+        except ConflictError as exc:
             if attempt == attempts:
-                raise
+                raise ConflictError(f"{exc}; it changed under releasegate {attempts} times in a row, each time "
+                                    "re-read and retried: another writer (a second release, Argo CD self-heal, "
+                                    "an operator) keeps updating it; stop that writer and rerun") from None
     raise AssertionError("unreachable")
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A read or connect timeout, however urllib3 wrapped it (MaxRetryError's reason, a bare socket timeout)."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # refused or unresolvable: a TimeoutError by
+        return False                                             # urllib3's class tree, not by its meaning
+    reason = getattr(exc, "reason", None)
+    return isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or (
+        reason is not None and reason is not exc and _is_timeout(reason))
+
+
+def _no_transport_retries(client: ApiClient) -> None:
+    """Make KubeApi.call the one retry policy: urllib3 under the client retries on its own by default (three
+    times per request, timeouts and 429/503 with Retry-After included), which multiplied with ours turned a
+    hung API server into 4 x (1 + max_retries) timeouts, minutes instead of seconds, and hid the attempts
+    from the request count and the messages. The client passes its pool settings to urllib3's PoolManager,
+    which builds every connection pool from them; pools made before this (none, normally) are dropped."""
+    pool_manager = getattr(getattr(client, "rest_client", None), "pool_manager", None)
+    if isinstance(pool_manager, urllib3.PoolManager):
+        pool_manager.connection_pool_kw["retries"] = False
+        pool_manager.clear()
