@@ -24,6 +24,7 @@ class ReleaseOptions:
     target: str
     dry_run: bool
     run_id: str
+    resume: bool = False  # --release-resume: continue an unfinished release instead of rolling it back first
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -40,6 +41,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="config file (default: the releasegate_config ini setting, releasegate.toml)")
     group.addoption("--release-dry-run", dest="release_dry_run", action="store_true",
                     help="verify the candidate, then remove it: never touch traffic")
+    group.addoption("--release-resume", dest="release_resume", action="store_true",
+                    help="when a killed run left this version's release unfinished before users reached it, "
+                         "continue it (default: roll the unfinished release back first)")
     parser.addini("releasegate_config", "release config file, relative to the root directory (used when "
                   "present)", default="releasegate.toml")
     parser.addini("releasegate_suites", "folder of the verification suites, one subfolder per stage, relative "
@@ -68,7 +72,8 @@ def release_options(config: pytest.Config, release_config: Config, version: str,
                           "the blue-green chart (use --release-strategy blue-green there, or install "
                           "charts/canary-app and use --release-target kubernetes)")
     return ReleaseOptions(version=validate_version(version, source="--release"), strategy=strategy,
-                          target=target, dry_run=bool(config.getoption("release_dry_run")), run_id=run_id)
+                          target=target, dry_run=bool(config.getoption("release_dry_run")), run_id=run_id,
+                          resume=bool(config.getoption("release_resume")))
 
 
 def attach_config_value(early_config: pytest.Config) -> None:

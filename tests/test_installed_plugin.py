@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 # What a wheel is built from: the packaging files and the folders releasegate/ links to.
 SOURCES = ("pyproject.toml", "README.md", "releasegate", "core", "plugins", "verifiers", "targets", "demo",
-           "charts")
+           "charts", "commands")
 
 
 @dataclass(frozen=True)

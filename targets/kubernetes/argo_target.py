@@ -369,10 +369,11 @@ class ArgoRolloutTarget(KubernetesBase):
         rs = self._replicasets(ro).get(pod_hash) if pod_hash else None
         if rs is None or pod_hash is None:
             return WorkloadStatus(slot=slot, version=None, replicas=0, ready_replicas=0)
+        pods = self._pods_of(ro, pod_hash)
         return WorkloadStatus(slot=slot, version=self._version(rs),
                               replicas=int((rs.get("spec") or {}).get("replicas") or 0),
                               ready_replicas=int((rs.get("status") or {}).get("readyReplicas") or 0),
-                              problems=tuple(rollout.pod_problems(self._pods_of(ro, pod_hash), [])))
+                              problems=tuple(rollout.pod_problems(pods, [])), restarts=rollout.pod_restarts(pods))
 
     def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
         """Candidate: canaryService / previewService; baseline: stableService / activeService; service: the

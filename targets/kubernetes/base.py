@@ -20,6 +20,7 @@ from kubernetes.client import AppsV1Api, CoreV1Api, DiscoveryV1Api
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
+from releasegate.core.recovery import LockInfo
 from releasegate.core.types import (
     LockHolder,
     MetricsScope,
@@ -194,7 +195,7 @@ class KubernetesBase:
         return WorkloadStatus(slot=slot, version=version_of(deployment, self.layout),
                               replicas=int(deployment["spec"].get("replicas", 1)),
                               ready_replicas=int(status.get("readyReplicas", 0)),
-                              problems=tuple(rollout.pod_problems(pods, [])))
+                              problems=tuple(rollout.pod_problems(pods, [])), restarts=rollout.pod_restarts(pods))
 
     def metrics_scope(self) -> MetricsScope:
         prom = self.config.prometheus
@@ -219,6 +220,10 @@ class KubernetesBase:
     # -- acting -------------------------------------------------------------------------------------
     def acquire_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
         self.lease.acquire(LockHolder.of(holder), ttl_s)
+
+    def read_lock(self) -> LockInfo | None:
+        """Who holds the release Lease (core.recovery.LockReader)."""
+        return self.lease.read_lock()
 
     def renew_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
         self.lease.renew(LockHolder.of(holder), ttl_s)

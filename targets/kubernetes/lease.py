@@ -22,6 +22,7 @@ from typing import Any
 from kubernetes.client import CoordinationV1Api
 
 from releasegate.core.errors import LockHeldError, LockLostError
+from releasegate.core.recovery import LockInfo, holder_is_dead
 from releasegate.core.types import LockHolder
 from releasegate.targets.kubernetes.api import ConflictError, KubeApi, NotFoundError, retry_on_conflict
 
@@ -124,6 +125,17 @@ class ReleaseLease:
     def holder(self) -> LockHolder | None:
         return self.holder_of(self._read())
 
+    def read_lock(self) -> LockInfo | None:
+        """The holder with its renewTime and leaseDurationSeconds (core.recovery.LockReader), or None."""
+        lease = self._read()
+        holder = self.holder_of(lease)
+        return None if lease is None or holder is None else self._lock_info(holder, lease.get("spec") or {})
+
+    def _lock_info(self, holder: LockHolder, spec: dict[str, Any]) -> LockInfo:
+        renewed = spec.get("renewTime") or spec.get("acquireTime")
+        renewed_at = parse_microtime(renewed).timestamp() if renewed else 0.0
+        return LockInfo(holder=holder, renewed_at=renewed_at, ttl_s=float(spec.get("leaseDurationSeconds", 0)))
+
     # -- acquire, renew, release --------------------------------------------------------------------
     def acquire(self, holder: LockHolder, ttl_s: float) -> None:
         """Take (or take over, once expired) the lease; LockHeldError when another live release holds it."""
@@ -149,10 +161,13 @@ class ReleaseLease:
         current = lease.get("spec") or {}
         current_holder = self.holder_of(lease)
         if current_holder is not None and current_holder.run_id != holder.run_id and not self._expired(current, now):
-            raise LockHeldError(
-                f"another release of {self.app} is in progress: {self.where} is held by "
-                f"{current_holder.held_until(self._expires_at(current).timestamp(), now.timestamp())} unless "
-                "renewed; wait for it to finish, or for the lock to expire if that release died")
+            dead = holder_is_dead(self._lock_info(current_holder, current), now=now.timestamp())
+            if dead is None:
+                raise LockHeldError(
+                    f"another release of {self.app} is in progress: {self.where} is held by "
+                    f"{current_holder.held_until(self._expires_at(current).timestamp(), now.timestamp())} unless "
+                    "renewed; wait for it to finish, or for the lock to expire if that release died")
+            # Proven dead before its lease expired (core.recovery): taken over by the same compare-and-swap.
         if current_holder is not None and current_holder.run_id == holder.run_id:
             spec["acquireTime"] = current.get("acquireTime", spec["acquireTime"])
             spec["leaseTransitions"] = int(current.get("leaseTransitions", 0))

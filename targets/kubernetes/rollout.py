@@ -74,8 +74,15 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
 
 
 def restart_count(pods: list[dict[str, Any]]) -> int:
-    return sum(int(status.get("restartCount", 0)) for pod in pods
-               for status in (pod.get("status") or {}).get("containerStatuses") or [])
+    return sum(count for _, count in pod_restarts(pods))
+
+
+def pod_restarts(pods: list[dict[str, Any]]) -> tuple[tuple[str, int], ...]:
+    """(pod name, restarts of all its containers) for each pod: WorkloadStatus.restarts."""
+    return tuple((str(pod["metadata"]["name"]),
+                  sum(int(status.get("restartCount", 0))
+                      for status in (pod.get("status") or {}).get("containerStatuses") or []))
+                 for pod in pods)
 
 
 def hopeless_reason(pods: list[dict[str, Any]]) -> str | None:

@@ -16,7 +16,7 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.processes import pid_alive, stop_pid
 from releasegate.core.waiting import poll_until
-from releasegate.targets.local.cluster import STATE_FILE
+from releasegate.targets.local.cluster import ADMIN_TOKEN_FILE, STATE_FILE
 from releasegate.targets.local.daemon import CONFIG_FILE
 from releasegate.targets.local.pods import why_not_ready
 from releasegate.targets.local.procs import die_with_parent, port_in_use, tail_lines
@@ -58,14 +58,24 @@ class LocalClusterClient:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One admin API call; a refusal (409) or an error becomes a TargetError with its reason."""
         url = self.state()["admin_url"] + path
+        headers = {"Authorization": f"Bearer {self.admin_token()}"}
         try:
-            response = self._http.request(method, url, json=body)
+            response = self._http.request(method, url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise TargetError(f"local cluster admin API {method} {path} failed: {exc!r}") from exc
         payload: dict[str, Any] = response.json()
         if response.status_code >= 400:
             raise TargetError(f"local cluster refused {method} {path}: {payload.get('error', payload)}")
         return payload
+
+    def admin_token(self) -> str:
+        """The token the cluster wrote at start; read for every call, so a restarted cluster's new one is used."""
+        try:
+            return (self.run_dir / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise TargetError(f"the local cluster in {self.run_dir} has no {ADMIN_TOKEN_FILE} file, so the cluster "
+                              "is not running or was started by an older releasegate; restart it (down, then up)"
+                              ) from None
 
     def wait_slot_ready(self, slot: str, timeout_s: float, *, min_ready_s: float = 1.0) -> dict[str, Any]:
         """Poll until every pod of `slot` has been ready for `min_ready_s`; else NotReadyError saying why.
@@ -172,7 +182,10 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
         process = subprocess.Popen(
             [*argv, "--persistent"] if persistent else argv,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(run_dir),
-            start_new_session=persistent, preexec_fn=None if persistent else die_with_parent(),
+            # A session of its own either way: a CI runner's SIGTERM to the release's process group must reach
+            # the release (which rolls back through this cluster), not kill the cluster under it. An ephemeral
+            # cluster still dies with its parent (die_with_parent) once the release has cleaned up.
+            start_new_session=True, preexec_fn=None if persistent else die_with_parent(),
         )
     client = LocalClusterClient(run_dir)
     try:

@@ -11,7 +11,8 @@ import subprocess
 import time
 
 from releasegate.core.config import Config
-from releasegate.core.errors import LockHeldError, LockLostError, TargetError
+from releasegate.core.errors import LockLostError, TargetError
+from releasegate.core.recovery import LockInfo, holder_is_dead, refuse_live_holder
 from releasegate.core.target import promote_by_moving_traffic
 from releasegate.core.types import (
     BLUE,
@@ -84,7 +85,8 @@ class LocalTarget:
         slot_state = self.client.state()["slots"][slot]
         problems = tuple(filter(None, (why_not_ready(pod) for pod in slot_state["pods"])))
         return WorkloadStatus(slot=slot, version=slot_state["version"], replicas=len(slot_state["pods"]),
-                              ready_replicas=slot_state["ready_replicas"], problems=problems)
+                              ready_replicas=slot_state["ready_replicas"], problems=problems,
+                              restarts=tuple((pod["name"], int(pod["restarts"])) for pod in slot_state["pods"]))
 
     def endpoints(self, candidate_slot: Slot | None) -> dict[Role, Endpoint]:
         state = self.client.state()
@@ -119,31 +121,47 @@ class LocalTarget:
         return ReleaseState.from_dict(data) if data else None
 
     # -- acting -------------------------------------------------------------------------------------
-    def _lock_holder(self) -> tuple[LockHolder, float] | None:
-        """Who holds the cluster's lock and when it expires (wall-clock seconds), or None."""
+    def read_lock(self) -> LockInfo | None:
+        """Who holds the cluster's lock, when it was renewed and for how long (core.recovery.LockReader)."""
         lease = self.client.state().get("lease") or {}
         if not lease.get("holder"):
             return None
         pid = lease.get("pid")
         holder = LockHolder(run_id=str(lease["holder"]), version=str(lease.get("version") or ""),
                             host=str(lease.get("host") or ""), pid=None if pid is None else int(pid))
-        return holder, float(lease.get("expires_at", lease["renewed_at"] + lease["ttl_s"]))
+        return LockInfo(holder=holder, renewed_at=float(lease["renewed_at"]), ttl_s=float(lease["ttl_s"]))
+
+    def _lock_holder(self) -> tuple[LockHolder, float] | None:
+        """Who holds the cluster's lock and when it expires (wall-clock seconds), or None."""
+        lock = self.read_lock()
+        return None if lock is None else (lock.holder, lock.expires_at)
 
     def acquire_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
+        """Take the lock; a holder proven dead (core.recovery.holder_is_dead) is taken over at once."""
         holder = LockHolder.of(holder)
+        body = {"holder": holder.run_id, "ttl_s": ttl_s, "version": holder.version, "host": holder.host,
+                "pid": holder.pid}
         try:
-            self.client.call("POST", "/lease/acquire", {"holder": holder.run_id, "ttl_s": ttl_s,
-                                                        "version": holder.version, "host": holder.host,
-                                                        "pid": holder.pid})
+            self.client.call("POST", "/lease/acquire", body)
+            return
         except TargetError as exc:
-            current = self._lock_holder()
-            if current is not None and current[0].run_id != holder.run_id:
-                other, expires_at = current
-                raise LockHeldError(
-                    f"another release of {self.config.app.name} is in progress: lock held by "
-                    f"{other.held_until(expires_at, time.time())} unless renewed; wait for it to finish, or for "
-                    "the lock to expire if that release died") from exc
-            raise
+            current = self.read_lock()
+            if current is None or current.holder.run_id == holder.run_id:
+                raise
+            now = time.time()
+            dead = holder_is_dead(current, now=now)
+            if dead is None:
+                raise refuse_live_holder(current, app=self.config.app.name, now=now) from exc
+        # Release the dead holder's lease (a no-op unless that run still holds it: a compare-and-swap on the
+        # holder), then acquire as usual: if a third release was faster, it holds the lock and we are refused.
+        self.client.call("POST", "/lease/release", {"holder": current.holder.run_id})
+        try:
+            self.client.call("POST", "/lease/acquire", body)
+        except TargetError as exc:
+            other = self.read_lock()
+            if other is None or other.holder.run_id == holder.run_id:
+                raise
+            raise refuse_live_holder(other, app=self.config.app.name, now=time.time()) from exc
 
     def renew_lock(self, holder: LockHolder | str, ttl_s: float) -> None:
         holder = LockHolder.of(holder)
