@@ -17,8 +17,18 @@ import httpx
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.recovery import take_over_unfinished, unfinished_release
 from releasegate.core.target import Target
-from releasegate.core.types import Endpoint, LockHolder, Phase, Promotion, ReleaseState, Role, TrafficSplit
+from releasegate.core.types import (
+    Endpoint,
+    LockHolder,
+    Phase,
+    Promotion,
+    ReleaseState,
+    Role,
+    TrafficSplit,
+    WorkloadStatus,
+)
 from releasegate.core.waiting import poll_until
 from releasegate.plugins.ledger import Decision, ItemRecord, Ledger, Outcome
 from releasegate.plugins.lock_keeper import LockKeeper
@@ -26,6 +36,7 @@ from releasegate.plugins.options import ReleaseOptions
 from releasegate.plugins.prometheus_gate import LivePrometheusGate, PrometheusGate
 from releasegate.plugins.stages import Stage
 from releasegate.plugins.targets import open_target
+from releasegate.verifiers.probe import ProbeSettings, probed_change
 
 if TYPE_CHECKING:  # verifiers/watch.py imports scipy: only when a release runs its preflight
     from releasegate.verifiers.watch import WatchedSlo, WatchOutcome
@@ -61,6 +72,7 @@ class ReleaseController:
         self.lock_holder = LockHolder.this_process(options.run_id, options.version)
         self.lock_keeper: LockKeeper | None = None
         self.promotion: Promotion | None = None  # set once the new version serves all traffic
+        self.candidate_at_ready: WorkloadStatus | None = None  # its pods' restarts when verification began
         self.watch_slos: tuple[WatchedSlo, ...] = ()  # release.watch_slos, parsed in preflight
         self.switched_back_by_watch: list[tuple[str, str]] | None = None  # finalize's switch back, for rollback
 
@@ -104,6 +116,15 @@ class ReleaseController:
         target = self.target
         # Said first, before anything can fail: the reader must know which cluster the run looked at.
         self.ledger.update_context(target_detail=target.describe())
+        # A killed run's unfinished release is dealt with before anything else (core/recovery.py): its lock
+        # taken over once its holder is proven dead, then rolled back (or, with --release-resume, continued).
+        unfinished = unfinished_release(target)
+        recovered: tuple[tuple[str, str], ...] = ()
+        if unfinished is not None:
+            self.locked = True  # from the takeover on: a failure below must give the lock back
+            recovered = take_over_unfinished(target, unfinished, self.lock_holder, ttl_s=self.config.release.lock_ttl_s,
+                                             version=self.options.version, resume=self.options.resume,
+                                             ready_timeout_s=self.config.stages.provision).properties
         live = target.live_state()
         if live.live_slot is None:
             raise TargetError(f"traffic of {live.app} is split ({live.traffic.describe()}); finish or roll back "
@@ -111,7 +132,6 @@ class ReleaseController:
         if live.live_version == self.options.version:
             raise ConfigError(f"{self.options.version} already serves all traffic of {live.app} (slot "
                               f"{live.live_slot}); there is nothing to release")
-        earlier = target.read_release_state()
         self.live_slot = live.live_slot
         self.candidate_slot = target.candidate_slot(live.live_slot)
         self.previous_version = live.live_version
@@ -139,10 +159,7 @@ class ReleaseController:
         properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
                       ("release.candidate_slot", self.candidate_slot),
                       ("release.target_detail", target.describe())]
-        if earlier is not None and not earlier.finished:
-            properties.append(("release.took_over", f"run {earlier.run_id} ({earlier.version}) had stopped at "
-                                                    f"phase {earlier.phase.value}"))
-        return ActionResult(properties)
+        return ActionResult([*properties, *recovered])
 
     def provision(self) -> ActionResult:
         target, slot = self._target(), self.candidate_slot
@@ -157,6 +174,7 @@ class ReleaseController:
         target.deploy(slot, self.options.version)
         status = target.wait_ready(slot, self.config.stages.provision)
         self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
+        self.candidate_at_ready = target.workload_status(slot)  # restarts from here on stop the release
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
         self._publish(endpoints)
@@ -165,19 +183,21 @@ class ReleaseController:
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
                              ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
 
-    def switch(self) -> ActionResult:
+    def switch(self, action: str = "switch") -> ActionResult:
         if self.options.dry_run:
             return ActionResult(skipped="dry run: traffic stays where it is")
         target, slot = self._target(), self.candidate_slot
         assert slot is not None
         self._require_lock()
+        self._require_no_restarts()
         self._record(Phase.SWITCHING)
         self.switched = True  # set before the move: a failure half-way must still be undone
-        self.promotion = target.promote(slot, self.options.version)
-        result = self.promotion.switch
-        endpoints = target.endpoints(self.promotion.live_slot)
-        self._publish(endpoints, switched=True)
-        served_ms = self._confirm_served(endpoints[Role.SERVICE].url, self.options.version)
+        with self._probed(action, self.options.version) as probed:
+            self.promotion = target.promote(slot, self.options.version)
+            result = self.promotion.switch
+            endpoints = target.endpoints(self.promotion.live_slot)
+            self._publish(endpoints, switched=True)
+            served_ms = self._confirm_served(endpoints[Role.SERVICE].url, self.options.version)
         self._record(Phase.SWITCHED)
         properties = [("release.switch.converged_ms", f"{result.converged_ms:.1f}"),
                       ("release.switch.traffic", result.traffic.describe())]
@@ -185,7 +205,7 @@ class ReleaseController:
             properties.append(("release.switch.detail", self.promotion.detail))
         if served_ms is not None:
             properties.append(("release.switch.served_ms", f"{served_ms:.1f}"))
-        return ActionResult(properties)
+        return ActionResult(properties + probed)
 
     # -- canary -------------------------------------------------------------------------------------
     def shift(self, weight: int) -> ActionResult:
@@ -204,9 +224,11 @@ class ReleaseController:
         assert stable is not None and canary is not None
         self._wait_step_window()
         self._require_lock()
+        self._require_no_restarts()
         self._record(Phase.SHIFTING)
         self.switched = True  # from here on a rollback must move traffic back
-        result = target.set_traffic(TrafficSplit.split(stable, canary, weight))
+        with self._probed("shift", None) as probed:  # a split: no single version is expected
+            result = target.set_traffic(TrafficSplit.split(stable, canary, weight))
         step_started_at = time.time()  # the split is in effect: the step's window starts here
         self.last_shift_at = time.monotonic()
         self.first_exposed_at = self.first_exposed_at or time.time()
@@ -218,14 +240,14 @@ class ReleaseController:
         return ActionResult([("release.shift.requested_weight", str(weight)),
                              ("release.shift.effective_weight", str(effective)),
                              ("release.shift.traffic", result.traffic.describe()),
-                             ("release.shift.converged_ms", f"{result.converged_ms:.1f}")])
+                             ("release.shift.converged_ms", f"{result.converged_ms:.1f}"), *probed])
 
     def promote(self) -> ActionResult:
         """Canary: after the last step's window, all traffic to the new version (like a blue-green switch)."""
         if self.options.dry_run:
             return ActionResult(skipped="dry run: traffic stays where it is")
         self._wait_step_window()
-        return self.switch()
+        return self.switch("promote")
 
     def _wait_step_window(self) -> None:
         """The rest of the last step's window; a failure or an interrupt meanwhile stops the wait."""
@@ -235,6 +257,26 @@ class ReleaseController:
         aborted = poll_until(self.ledger.aborted, timeout_s=max(0.0, left), interval_s=0.2)
         if aborted is not None:
             raise TargetError(f"release aborted during the canary step: {aborted}")
+
+    def _probed(self, action: str, expected_version: str | None, *,
+                may_fail: bool = True) -> contextlib.AbstractContextManager[list[tuple[str, str]]]:
+        """A probe through the public service around one traffic change (verifiers/probe.py): the yielded
+        list holds its JUnit properties `release.<action>.probe.*` once the change is done.
+
+        A failed probe request fails the action on the local target, whose router is ours to keep from
+        dropping a request (the release then rolls back); elsewhere (kube-proxy, an ALB) it is reported
+        only. A rollback (`may_fail` False) only reports: failing it would say the release could not be
+        undone, while traffic is back on the old version. Off on a first deploy (no user was served
+        before) and without release.version_header, like the switch's confirmation: without it the probe
+        cannot tell when the change reached users.
+        """
+        settings = self.config.release
+        if not settings.version_header or self.previous_version is None:
+            return contextlib.nullcontext([])
+        target = self._target()
+        return probed_change(target.endpoints(None)[Role.SERVICE].url, action,
+                             ProbeSettings(path=settings.version_path, version_header=settings.version_header),
+                             expected_version=expected_version, fail_closed=may_fail and target.name == "local")
 
     def _confirm_served(self, service_url: str, version: str) -> float | None:
         """Wait until the public service answers as `version` N times in a row; the time it took, in ms.
@@ -335,7 +377,9 @@ class ReleaseController:
 
         assert outcome.breach_at is not None
         looked_at = time.time() - (time.monotonic() - outcome.breach_at)  # the breaching look, wall clock
-        self._undo()
+        with self._probed("finalize.switch_back", self.previous_version, may_fail=False) as probed:
+            self._undo()
+        properties += probed
         self.ledger.update_context(decision=Decision.ROLLED_BACK)
         to_old_s = self.back_on_stable_at - looked_at
         back_to = f"{self.previous_version} (slot {self.live_slot})"
@@ -364,7 +408,10 @@ class ReleaseController:
             self.ledger.update_context(decision=Decision.NOT_PROMOTED)
             return ActionResult(skipped="nothing was provisioned; nothing to roll back")
         users_saw_it = self.switched or self.first_exposed_at is not None
-        self._undo()
+        # Only a rollback that moves traffic is probed: removing a candidate nobody reached changes nothing.
+        with (self._probed("rollback", self.previous_version, may_fail=False) if self.switched
+              else contextlib.nullcontext([])) as probed:
+            self._undo()
         undecided = bool(failures) and all(f.outcome is Outcome.INCONCLUSIVE for f in failures)
         self.ledger.update_context(decision=Decision.INCONCLUSIVE if undecided else Decision.ROLLED_BACK)
         why = failures[0] if failures else None
@@ -375,7 +422,7 @@ class ReleaseController:
             properties.append(("release.rollback.to_stable_s", f"{self.back_on_stable_at - why.finished:.2f}"))
         if self.first_exposed_at is not None and users_saw_it:
             properties.append(("release.rollback.exposed_s", f"{self.back_on_stable_at - self.first_exposed_at:.2f}"))
-        return ActionResult(properties)
+        return ActionResult(properties + probed)
 
     def _undo(self) -> None:
         target = self._target()
@@ -386,6 +433,12 @@ class ReleaseController:
                 # The promotion replaced the old version in place (kubernetes canary): roll it out again.
                 target.promote(promotion.live_slot, self.previous_version)
             else:
+                if promotion is not None and promotion.retired_slot is not None and \
+                        target.workload_status(promotion.retired_slot).ready_replicas == 0:
+                    # An interrupt between finalize's scale-down and its decision: moving users to a slot that
+                    # serves nobody would be an outage. The new version passed every check; a person decides.
+                    raise TargetError(f"the previous version's slot {promotion.retired_slot} is already scaled "
+                                      f"down, so traffic stays on {self.options.version} (slot {promotion.live_slot})")
                 target.set_traffic(TrafficSplit.all_to(self.live_slot))  # one move, whatever the step was
             self.back_on_stable_at = time.time()
             self.switched, self.promotion = False, None
@@ -406,6 +459,18 @@ class ReleaseController:
         lost = self.lock_keeper.lost if self.lock_keeper is not None else None
         if lost:
             raise TargetError(f"the release lock was lost, so traffic stays where it is: {lost}")
+
+    def _require_no_restarts(self) -> None:
+        """Traffic moves only to a candidate that stayed up through its verification: a pod that crashed and
+        came back may have passed every check since (its restart hid the failure), so fail closed."""
+        slot = self.candidate_slot
+        if self.candidate_at_ready is None or slot is None:
+            return
+        restarted = self._target().workload_status(slot).restarted_since(self.candidate_at_ready)
+        if restarted:
+            raise TargetError(f"candidate {self.options.version} restarted during its verification "
+                              f"({'; '.join(restarted)}), so traffic stays where it is: a version that crashes "
+                              "under test is not promoted; see the pod's logs and last exit")
 
     def _release_lock(self) -> None:
         if self.lock_keeper is not None:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from releasegate.plugins.ledger import Decision
-from releasegate.plugins.reporting import ReleaseReporter, point_latest_at, write_report
-from releasegate.plugins.run import REPORT_NAME, ReleaseRun
+from releasegate.plugins.reporting import ReleaseReporter, describe_overlaps, point_latest_at, write_report
+from releasegate.plugins.run import JUNIT_NAME, REPORT_NAME, ReleaseRun
 from releasegate.plugins.runtime import ReleaseRuntime
+from releasegate.plugins.signals import interrupted_reason, junit_error_instead_of_failure
 
 _DECISION_VERBS = {Decision.PROMOTED: "now serves all traffic", Decision.ROLLED_BACK: "was rolled back",
                    Decision.NOT_PROMOTED: "was not promoted",
@@ -29,10 +30,42 @@ class ReleaseFinish:
         self.reporter = ReleaseReporter(run.options, run.ledger)
         self.summary: dict[str, Any] | None = None
         self.report_problem: str | None = None
+        self._failed_reports: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.run.is_worker:
             self.reporter.add(report)
+
+    # An item a signal interrupted is an error everywhere: the terminal's counts, JUnit, the report.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, str] | None:
+        if report.when == "call" and report.failed and interrupted_reason(report) is not None:
+            return "error", "E", "ERROR"
+        return None
+
+    @pytest.hookimpl(trylast=True, specname="pytest_runtest_logreport")
+    def pytest_runtest_logreport_interrupted_is_a_junit_error(self, report: pytest.TestReport) -> None:
+        # (named pytest_*: pytest registers no other method as a hook implementation, specname or not)
+        reason = interrupted_reason(report)
+        if self.run.is_worker or report.when != "call" or not report.failed or reason is None:
+            return
+        xml = self.run.config.stash.get(_junit_key(), None)
+        if xml is not None:  # after junitxml recorded the call as a <failure> (trylast)
+            junit_error_instead_of_failure(xml, report, reason)
+
+    @pytest.hookimpl(wrapper=True, trylast=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_keeps_the_decision(self) -> Any:  # pytest registers only pytest_* names
+        """The innermost wrapper, around junitxml writing reports/<run>/junit.xml: a disk full there would
+        escape as a traceback with exit code 1 after the decision was made (a promoted release reported as
+        rolled back) and hide the decision line. It becomes a report problem; the exit code stays the
+        decision's (set by the tryfirst implementation below, which runs before junitxml)."""
+        try:
+            return (yield)
+        except OSError as exc:
+            if not self.run.writes_reports:
+                raise
+            self._report_failed(JUNIT_NAME, exc)
+            return None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -48,11 +81,17 @@ class ReleaseFinish:
         try:
             write_report(summary, self.run.report_dir / REPORT_NAME)
         except OSError as exc:  # the decision must still reach the terminal and the exit code
-            self.report_problem = f"could not write the release report to {self.run.report_dir}: {exc}"
+            self._report_failed(REPORT_NAME, exc)
         self.summary = summary
         self.run.config.hook.pytest_releasegate_decision(config=self.run.config, decision=summary["decision"],
                                                          summary=summary)
         session.exitstatus = code
+
+    def _report_failed(self, name: str, exc: OSError) -> None:
+        """One line for every report that could not be written: which ones, why, and that the decision stands."""
+        self._failed_reports.append(f"{name} ({exc.strerror or exc})")
+        self.report_problem = (f"could not write {', '.join(self._failed_reports)} in {self.run.report_dir}; the "
+                               "decision and exit code above stand: free space there and keep this output")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         summary = self.summary
@@ -64,8 +103,13 @@ class ReleaseFinish:
                  f"exit code {summary['exit_code']}"]
         if summary["reason"]:
             lines.append(f"releasegate: why: {summary['reason']}")
+        if summary.get("recovered"):
+            lines.append(f"releasegate: recovered: {summary['recovered']}")
         if summary.get("target_detail"):
             lines.append(f"releasegate: target: {summary['target_detail']}")
+        loads = summary.get("loads") or {}
+        if loads.get("overlaps") or loads.get("unfinished"):  # a load measured another: its figures may be off
+            lines.append(f"releasegate: loads: {describe_overlaps(loads)}")
         for step in summary.get("traffic") or []:
             lines.append(f"releasegate: {step['step']}: requested {step['requested']}%, effective "
                          f"{step['effective']}% ({step['traffic']})")
@@ -81,8 +125,9 @@ class ReleaseFinish:
         terminalreporter.write_line("\n".join(lines))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        # After junitxml wrote its file (in sessionfinish): `latest` only ever names a complete run.
-        if self.run.writes_reports and self.run.report_dir.is_dir():
+        # After junitxml wrote its file (in sessionfinish): `latest` only ever names a complete run, so not
+        # one whose reports could not be written (a full disk): it keeps naming the last complete one.
+        if self.run.writes_reports and self.report_problem is None and self.run.report_dir.is_dir():
             with contextlib.suppress(OSError):
                 point_latest_at(self.run.report_dir)
 

@@ -11,6 +11,7 @@ writer, not a silent None at a reader in another process.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -198,6 +199,16 @@ class Ledger:
     def aborted(self) -> str | None:
         data = _read_json(self.root / "abort.json")
         return None if data is None else str(data["reason"])
+
+    def note_signal(self, note: str) -> None:
+        """A signal that came while the release was already stopping (plugins/signals.py), from any process."""
+        notes_dir = self.root / "signals"
+        notes_dir.mkdir(exist_ok=True)
+        _write_json(notes_dir / f"{time.time_ns()}-{os.getpid()}.json", {"note": note, "at": time.time()})
+
+    def signal_notes(self) -> list[str]:
+        found = [data for path in (self.root / "signals").glob("*.json") if (data := _read_json(path)) is not None]
+        return [str(data["note"]) for data in sorted(found, key=lambda data: data["at"])]
 
     # -- loads (plugins/load_slot.py): each load's time on the machine, for the report --------------
     def record_load(self, record: LoadRecord) -> None:

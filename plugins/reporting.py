@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 
 from releasegate.core.errors import ExitCode
+from releasegate.core.files import write_atomically
+from releasegate.core.redact import redact_tree
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, Decision, Ledger, Outcome
 from releasegate.plugins.options import ReleaseOptions
+from releasegate.plugins.signals import INTERRUPTED_PROPERTY
 
 CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
 
@@ -28,6 +31,7 @@ class TestOutcome:
     duration_s: float
     message: str
     properties: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False  # a signal stopped it (plugins/signals.py): an error, its message the reason
 
     @property
     def checks(self) -> list[dict[str, str]]:
@@ -73,8 +77,11 @@ class ReleaseReporter:
         outcome.stage = stage or outcome.stage
         if report.failed and not outcome.outcome.is_failure:
             inconclusive = (INCONCLUSIVE_PROPERTY, "true") in properties
+            interrupted = next((value for name, value in properties if name == INTERRUPTED_PROPERTY), None)
             outcome.outcome = Outcome.of_failed_call(inconclusive) if report.when == "call" else Outcome.ERROR
             outcome.message = one_line(report)
+            if interrupted is not None:  # an error whatever the phase, its message the reason alone
+                outcome.outcome, outcome.message, outcome.interrupted = Outcome.ERROR, interrupted, True
         elif report.skipped and outcome.outcome is Outcome.PASSED:
             outcome.outcome = Outcome.SKIPPED
             outcome.message = one_line(report)
@@ -92,10 +99,10 @@ class ReleaseReporter:
         if (pytest_status == ExitCode.USAGE_ERROR or any(r.usage_error for r in records)
                 or self.ledger.read_context().usage_error):
             return ExitCode.USAGE_ERROR
+        if (rollback is not None and rollback.outcome.is_failure) or self.ledger.read_context().cleanup_problem:
+            return ExitCode.INTERNAL_ERROR  # the release could not be undone (interrupted or not): a person must look
         if pytest_status == ExitCode.INTERRUPTED or self.ledger.aborted():
             return ExitCode.INTERRUPTED
-        if rollback is not None and rollback.outcome.is_failure:
-            return ExitCode.INTERNAL_ERROR  # the release could not be undone: a person must look
         if pytest_status == ExitCode.INTERNAL_ERROR:
             return ExitCode.INTERNAL_ERROR
         failures = self.failures()
@@ -143,7 +150,7 @@ class ReleaseReporter:
                 assert first.finished is not None and second.finished is not None
                 seconds = min(first.finished, second.finished) - max(first.started, second.started)
                 if seconds > 0:
-                    overlaps.append({"tests": [first.nodeid, second.nodeid], "seconds": round(seconds, 3),
+                    overlaps.append({"tests": sorted([first.nodeid, second.nodeid]), "seconds": round(seconds, 3),
                                      "allowed": first.may_overlap and second.may_overlap})
         waited: dict[str, float] = {}
         for record in records:
@@ -153,9 +160,11 @@ class ReleaseReporter:
                 "unfinished": [r.nodeid for r in records if r.finished is None], "waited_s": waited}
 
     def summary(self, exit_code: int) -> dict[str, Any]:
+        """Everything the report and the JUnit suite properties say, with credentials masked: messages are
+        redacted where a secret enters them, and this pass catches one that came in some other way."""
         context = self.ledger.read_context()
         failures = self.failures()
-        return {
+        summary: dict[str, Any] = redact_tree({
             "run_id": self.options.run_id,
             "version": self.options.version,
             "previous": context.previous_version,
@@ -165,16 +174,22 @@ class ReleaseReporter:
             "decision": self.decision().value,
             "exit_code": int(exit_code),
             "target_detail": context.target_detail,
-            "reason": (context.usage_error
-                       or (f"{failures[0].stage} failed: {failures[0].message}" if failures else None)
-                       or context.not_promoted_reason or context.interrupted),
+            "reason": _with_signal_notes(
+                context.usage_error
+                or (_failure_reason(failures[0]) if failures else None)
+                or context.not_promoted_reason or context.interrupted or self.ledger.aborted(),
+                self.ledger.signal_notes()),
             "phase_times_s": self.phase_times(),
             "traffic": self.traffic_steps(),
             "loads": self.loads(),
+            # A rerun that first rolled back a release whose runner died (core/recovery.py), in one line.
+            "recovered": next((value for o in self.outcomes.values() for name, value in o.properties
+                               if name == "release.recovered"), None),
             "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome.value,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
                       for o in self.outcomes.values()],
-        }
+        })
+        return summary
 
     def suite_properties(self, summary: dict[str, Any]) -> list[tuple[str, str]]:
         properties = [
@@ -200,6 +215,17 @@ class ReleaseReporter:
         return properties
 
 
+def _failure_reason(first: TestOutcome) -> str:
+    return first.message if first.interrupted else f"{first.stage} failed: {first.message}"
+
+
+def _with_signal_notes(reason: str | None, notes: list[str]) -> str | None:
+    """Signals that came during the cleanup are part of why the run ended as it did (plugins/signals.py)."""
+    if not notes:
+        return reason
+    return f"{reason or 'interrupted'} ({'; '.join(notes)})"
+
+
 def describe_overlaps(loads: dict[str, Any]) -> str:
     """`none overlapped another (one at a time)`, or each pair that overlapped, for how long and whether allowed."""
     pairs = [f"{first} and {second} for {overlap['seconds']:.2f}s "
@@ -223,10 +249,17 @@ def point_latest_at(report_dir: Path) -> None:
     tmp.replace(link)
 
 
+REPORT_MODE = 0o644
+"""Reports are read by CI artifact uploaders and people, as junit.xml is; credentials are redacted in them."""
+
+
 def write_report(summary: dict[str, Any], path: Path) -> None:
-    """The release report: JSON for tools, Markdown for people, side by side."""
+    """The release report: JSON for tools, Markdown for people, side by side.
+
+    Each file whole or not at all (core.files): on a full disk a tool must not read half a JSON report.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_atomically(path.with_suffix(".json"), json.dumps(summary, indent=2), mode=REPORT_MODE)
     lines = [
         f"# Release {summary['version']}: {summary['decision']}",
         "",
@@ -262,4 +295,4 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     if summary["phase_times_s"]:
         lines += ["", "## Phase times", ""]
         lines += [f"- {stage}: {seconds:.2f}s" for stage, seconds in summary["phase_times_s"].items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomically(path, "\n".join(lines) + "\n", mode=REPORT_MODE)

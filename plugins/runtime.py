@@ -18,6 +18,7 @@ from releasegate.plugins.gates import wait_for_turn
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, ItemRecord, Outcome
 from releasegate.plugins.run import ReleaseRun
+from releasegate.plugins.signals import INTERRUPTED_PROPERTY, InterruptedBySignal, SignalGuard, running_phase
 from releasegate.plugins.stages import Stage
 
 
@@ -44,20 +45,67 @@ class ReleaseRuntime:
         self.run = run
         self.items: list[pytest.Item] = []
         self.controller: ReleaseController | None = None
+        self.current_stage: str | None = None  # the stage of the item this process runs now
+        self.collecting = True
+        # SIGINT/SIGTERM stop the release through its own items (plugins/signals.py). The cleanup is bounded
+        # by the rollback's deadline; the xdist controller, which waits for its workers, gets some more.
+        self.guard = SignalGuard(run.ledger, phase=self._phase,
+                                 cleanup_deadline_s=float(run.release_config.stages.rollback) + 30.0)
+
+    def _phase(self) -> str:
+        """Where the release stands, for the reason of a stop: "load", "analysis[10%]", "collection", ..."""
+        if self.current_stage is not None:
+            return self.current_stage
+        if self.collecting:
+            return "collection"
+        finished = self.run.ledger.finished_items()
+        upcoming = [item for item in self.items if item.stash[INDEX_KEY] not in finished]
+        if upcoming and not self.run.is_worker:  # between two items of a single process: the next one's stage
+            return upcoming[0].stash[STAGE_KEY].label
+        return running_phase(self.run.ledger)
+
+    # -- signals: handled from the session's start to the end of the run (pytest_unconfigure) ---------
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not self.run.is_worker and self.run.config.pluginmanager.hasplugin("dsession"):
+            self.guard = SignalGuard(self.run.ledger, phase=self._phase, forward=True,
+                                     cleanup_deadline_s=self.guard.cleanup_deadline_s)
+        self.guard.install()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        self.collecting = False
+        self.guard.items_start()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.guard.restore()
 
     def _first_index_of_stage(self, stage: Stage) -> int:
         return next(item.stash[INDEX_KEY] for item in self.items if item.stash[STAGE_KEY] == stage)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         if STAGE_KEY not in item.stash:
-            return
+            return (yield)
+        # The item's fixtures may be interrupted too: the same error, in its setup (and so in teardown).
+        with self.guard.converting():
+            self._take_turn(item)  # before every other setup (the fixtures): skip without setting them up
+            return (yield)
+
+    def _take_turn(self, item: pytest.Item) -> None:
         stage, index = item.stash[STAGE_KEY], item.stash[INDEX_KEY]
         item.user_properties.append(("stage", stage.label))
         before = index if stage.name == "rollback" else self._first_index_of_stage(stage)
+        # A single process runs its items in order: this one is next, a signal now interrupts it. An xdist
+        # worker may wait here while other stages run: a signal now is theirs, and this item skips.
+        if not self.run.is_worker:
+            self.current_stage = stage.label
+        self.guard.waiting(in_worker=self.run.is_worker)
         turn = wait_for_turn(self.run.ledger, before=before, timeout_s=self.run.total_deadline_s())
+        self.current_stage = stage.label
         item.stash[ITEM_RUN_KEY] = ItemRun(started=time.time(), failures=turn.failures)
         self.run.ledger.item_started(index, stage.label)
+        # A signal that came between items interrupts this one (an error), unless it is the cleanup itself.
+        self.guard.start_item(cleanup=stage.name == "rollback")
         if stage.name != "rollback" and turn.stop_reason:
             pytest.skip(turn.stop_reason)
         if stage.name == "post_switch" and self.run.options.dry_run:
@@ -70,8 +118,16 @@ class ReleaseRuntime:
         stage = item.stash[STAGE_KEY]
         limit = float(getattr(self.run.release_config.stages, stage.name))
         started = self.run.ledger.stage_started_at(stage.label) or time.time()
-        with _deadline(limit - (time.time() - started), f"stage {stage.label} overran its deadline of "
-                                                        f"{limit:g}s (stages.{stage.name})"):
+        with self.guard.converting(), _deadline(limit - (time.time() - started),
+                                                f"stage {stage.label} overran its deadline of {limit:g}s "
+                                                f"(stages.{stage.name})"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
+        if STAGE_KEY not in item.stash:
+            return (yield)
+        with self.guard.converting(may_start=False):
             return (yield)
 
     @pytest.hookimpl(wrapper=True)
@@ -86,8 +142,14 @@ class ReleaseRuntime:
                 text = str(call.excinfo.value).split("\nassert ", 1)[0].strip()
                 crash.message = text or crash.message
         item_run = item.stash.get(ITEM_RUN_KEY, None)
+        error = call.excinfo.value if call.excinfo is not None else None
+        interrupted = isinstance(error, InterruptedBySignal)
+        if interrupted:  # the reporting process sees reports only: an error, not a failure (see finish.py)
+            report.user_properties.append((INTERRUPTED_PROPERTY, str(error)))
         if item_run is not None and item_run.outcome is None:
-            if report.failed:
+            if report.failed and interrupted:
+                item_run.outcome, item_run.message = Outcome.ERROR, _exception_line(call)
+            elif report.failed:
                 inconclusive = report.when == "call" and _inconclusive_only(call)
                 if inconclusive:  # the reporting process sees reports only: tell it through a property
                     report.user_properties.append((INCONCLUSIVE_PROPERTY, "true"))
@@ -105,6 +167,8 @@ class ReleaseRuntime:
         try:
             return (yield)
         finally:
+            self.current_stage = None
+            self.guard.end_item()
             item_run = item.stash.get(ITEM_RUN_KEY, None)
             if item_run is not None:
                 self.run.ledger.item_finished(ItemRecord(
@@ -118,7 +182,8 @@ class ReleaseRuntime:
             self.controller = ReleaseController(self.run.release_config, self.run.options, self.run.ledger)
         try:
             if item.stage.name == "rollback":
-                result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
+                with self.guard.shielded():  # the cleanup: a signal now is noted, never abandons it half-way
+                    result = self.controller.rollback(item.stash[ITEM_RUN_KEY].failures)
             else:
                 result = self.controller.run(item.stage)
         except Exception as exc:  # a failed action may still say what it saw (finalize's watch: WatchBreach)
@@ -129,14 +194,22 @@ class ReleaseRuntime:
             pytest.skip(result.skipped)
 
     def pytest_keyboard_interrupt(self) -> None:
-        self.run.ledger.abort("interrupted (Ctrl-C)")
+        self.run.ledger.abort(self.guard.reason or "interrupted (Ctrl-C)")
 
     def stop_controller(self) -> None:
-        """At the end of the run: whatever did not finish is undone, best effort, and the target closed."""
+        """At the end of the run: whatever did not finish is undone, best effort, and the target closed.
+
+        Shielded from signals and bounded by the rollback's deadline: it neither stops half-way nor hangs."""
         if self.controller is None:
             return
-        problem = self.controller.emergency_stop(self.run.ledger.aborted() or "the run ended early")
-        self.controller.close()
+        limit = float(self.run.release_config.stages.rollback)
+        with self.guard.shielded():
+            try:
+                with _deadline(limit, f"the emergency stop overran its deadline of {limit:g}s (stages.rollback)"):
+                    problem = self.controller.emergency_stop(self.run.ledger.aborted() or "the run ended early")
+            except StageDeadlineExceeded as exc:  # raised between emergency_stop's own try and its return
+                problem = str(exc)
+            self.controller.close()
         if problem:
             self.run.ledger.update_context(cleanup_problem=problem)
 

@@ -423,3 +423,16 @@ def test_a_held_lock_stops_preflight_before_anything_changes(tmp_path: Path) -> 
     assert controller.rollback([]).skipped == "nothing was provisioned; nothing to roll back"
     assert target.calls == ["prepare_image v2"]
     assert target.states == []
+
+
+def test_a_restart_since_ready_is_seen_and_a_scale_change_is_not() -> None:
+    from releasegate.core.types import WorkloadStatus
+
+    ready = WorkloadStatus(slot="green", version="v2", replicas=2, ready_replicas=2,
+                           restarts=(("demo-green-0", 0), ("demo-green-1", 2)))
+    same = WorkloadStatus(slot="green", version="v2", replicas=3, ready_replicas=3,
+                          restarts=(("demo-green-0", 0), ("demo-green-1", 2), ("demo-green-2", 5)))
+    crashed = WorkloadStatus(slot="green", version="v2", replicas=1, ready_replicas=1,
+                             restarts=(("demo-green-1", 3),))
+    assert same.restarted_since(ready) == []  # a new pod's restarts are its own, not a crash under test
+    assert crashed.restarted_since(ready) == ["demo-green-1 restarted 1 time(s)"]
