@@ -446,6 +446,44 @@ def test_waiting_for_a_scrape_that_never_comes_is_a_metrics_error(traffic: Traff
         metrics.wait_scraped_after(time.time() + 3600, timeout_s=0.3)
 
 
+def test_after_a_restart_on_the_same_storage_only_the_current_targets_are_waited_for(tmp_path: Path) -> None:
+    """A Prometheus restarted over its storage keeps, for five minutes, the `up` series of targets it no
+    longer scrapes, at their old timestamps: waiting on those would time out (it rolled back healthy canary
+    releases on a restarted local cluster). Nothing listens on either port: a failed scrape is a scrape too."""
+    current = DemoService(version="v1", slot="blue", pod="v1-pod", port=free_port())
+    gone = DemoService(version="v2", slot="green", pod="v2-pod", port=free_port())
+    with prometheus(tmp_path, [current, gone]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics:
+        metrics.wait_scraped_after(time.time(), timeout_s=30)
+    restarted_at = time.time()
+    with prometheus(tmp_path, [current]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics:
+        seen = metrics.wait_scraped_after(restarted_at, timeout_s=30)
+        ghost = metrics.instant('timestamp(up{app="demo",version="v2"})', seen)
+    assert seen >= restarted_at
+    assert ghost and float(ghost[0]["value"][1]) < restarted_at  # what `min(timestamp(up))` would have waited on
+
+
+def targets_answer(status: int, body: object) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+
+
+def test_active_targets_read_prometheus_times_and_a_server_without_the_api_is_none() -> None:
+    body = {"status": "success", "data": {"droppedTargets": [], "activeTargets": [
+        {"labels": {"app": "demo", "version": "v2"}, "lastScrape": "2026-12-03T13:02:17.380123456Z", "health": "up"},
+        {"labels": {"app": "demo", "version": "v1"}, "lastScrape": "2026-12-03T14:02:17+01:00", "health": "down"},
+        {"labels": {"app": "demo"}, "lastScrape": "0001-01-01T00:00:00Z", "health": "unknown"}]}}
+    with PrometheusClient("http://prometheus", timeout_s=1, transport=targets_answer(200, body)) as client:
+        targets = client.active_targets()
+    expected = datetime(2026, 12, 3, 13, 2, 17, tzinfo=UTC).timestamp()
+    assert targets is not None and [t.labels.get("version") for t in targets] == ["v2", "v1", None]
+    assert [t.last_scrape for t in targets] == [pytest.approx(expected + 0.380123456), expected, 0.0]
+    with PrometheusClient("http://prometheus", timeout_s=1, transport=targets_answer(404, {})) as client:
+        assert client.active_targets() is None
+    garbage = {"status": "success", "data": {"activeTargets": [{"labels": {}, "lastScrape": "yesterday"}]}}
+    with PrometheusClient("http://prometheus", timeout_s=1, transport=targets_answer(200, garbage)) as client, \
+            pytest.raises(PrometheusMalformed, match="lastScrape: 'yesterday' is not an RFC 3339 time"):
+        client.active_targets()
+
+
 def test_an_unreachable_prometheus_is_a_metrics_error_naming_the_url() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()

@@ -239,19 +239,36 @@ class Metrics:
 
         Before a load: the window's first readings are then taken before the load, so it is counted in full.
         After it: every request it sent is in the last readings. Costs up to one scrape interval.
+        The targets API says which targets exist now; the `up` series would also hold, for five minutes,
+        the pods of a previous run of a restarted Prometheus, never scraped again (see `active_targets`).
+        Only a server without that API is asked through `up`.
         """
         selector = f'{self.scope.selector()},{self.scope.version_label}!=""'
         promql = f"min(timestamp(up{{{selector}}}))"
+        targets_api = True
+
+        def oldest_scrape() -> float | None:
+            nonlocal targets_api
+            targets = self._prometheus.active_targets() if targets_api else None
+            if targets is None:
+                targets_api = False
+                return self._value(promql, time.time())
+            ours = [t.last_scrape for t in targets
+                    if t.labels.get(self.scope.app_label) == self.scope.app and t.labels.get(self.scope.version_label)]
+            return min(ours) if ours else None
 
         def scraped() -> float | None:
             now = time.time()
-            oldest = self._value(promql, now)
+            oldest = oldest_scrape()
             return now if oldest is not None and oldest >= moment else None
 
         seen = poll_until(scraped, timeout_s=timeout_s, interval_s=interval_s)
         if seen is None:
+            how = promql if not targets_api else (f"the last scrape of every active target with "
+                                                  f"{self.scope.app_label}={self.scope.app} and a "
+                                                  f"{self.scope.version_label} label")
             raise MetricsError(f"Prometheus at {self._prometheus.url} did not scrape every pod of "
-                               f"{self.scope.app} within {timeout_s:g}s after {_stamp(moment)} ({promql}); "
+                               f"{self.scope.app} within {timeout_s:g}s after {_stamp(moment)} ({how}); "
                                "is a target down, or the scrape interval longer than the wait?")
         return seen
 

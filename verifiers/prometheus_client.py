@@ -1,4 +1,5 @@
-"""Prometheus's HTTP API, one client for every caller: instant queries, `up` counts, a reachability check.
+"""Prometheus's HTTP API, one client for every caller: instant queries, `up` counts, the active scrape targets,
+a reachability check.
 
 Every request goes through httpx with `trust_env=False` (a proxy from the environment must not reroute an
 in-cluster Prometheus) and an explicit timeout, and every failure is one typed error, all MetricsErrors:
@@ -25,6 +26,9 @@ pyproject.toml until the team decides.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -35,6 +39,7 @@ from releasegate.core.errors import ConfigError, ReleasegateError
 from releasegate.core.redact import redact, redact_url, remember_basic_auth, split_credentials
 
 QUERY_PATH = "/api/v1/query"
+TARGETS_PATH = "/api/v1/targets"
 
 
 class MetricsError(ReleasegateError):
@@ -96,6 +101,23 @@ class Sample(TypedDict):
 
     metric: dict[str, str]
     value: tuple[float, str]
+
+
+class _Target(BaseModel):
+    labels: dict[str, str]
+    last_scrape: str = Field(alias="lastScrape")
+
+
+class _TargetsData(BaseModel):
+    active_targets: list[_Target] = Field(alias="activeTargets")
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One target Prometheus scrapes now: its labels (as on its series) and the start of its last scrape."""
+
+    labels: dict[str, str]
+    last_scrape: float  # epoch seconds; 0.0 when it was never scraped
 
 
 _VECTOR: TypeAdapter[list[Sample]] = TypeAdapter(list[Sample])
@@ -177,12 +199,31 @@ class PrometheusClient:
         result = self.query(f"count(up{{{selector}}} == 1)")
         return int(float(result[0]["value"][1])) if result else 0
 
+    def active_targets(self) -> list[ScrapeTarget] | None:
+        """The targets Prometheus scrapes now, from its targets API; None when the server has no such API
+        (404: a query frontend or a managed Prometheus that only serves queries).
+
+        Unlike the `up` series, this list holds only the current targets: after a Prometheus restart on the
+        same storage, the `up` series of targets that no longer exist stay visible for the lookback period
+        (five minutes) with their last, old timestamps, as no staleness marker was written for them.
+        """
+        data = self._get(TARGETS_PATH, {"state": "active"}, "(targets API)", missing_ok=True)
+        if data is None:
+            return None
+        try:
+            answer = _TargetsData.model_validate(data)
+            return [ScrapeTarget(target.labels, _epoch(target.last_scrape)) for target in answer.active_targets]
+        except (ValidationError, ValueError) as exc:
+            detail = _first_problem(exc, "data") if isinstance(exc, ValidationError) else f"lastScrape: {exc}"
+            raise self._malformed(detail) from None
+
     def check_reachable(self) -> None:
         """Raise a PrometheusError unless the server answers a trivial query (`1`) through the query API."""
         self.query("1")
 
-    def _get(self, path: str, params: dict[str, str], promql: str) -> Any:
-        """The `data` of a successful answer; any failure is a PrometheusError."""
+    def _get(self, path: str, params: dict[str, str], promql: str, *, missing_ok: bool = False) -> Any:
+        """The `data` of a successful answer; any failure is a PrometheusError. With `missing_ok`, None when
+        the server answers 404 (it does not have this API)."""
         try:
             response = self._http.get(path, params=params)
         except httpx.TimeoutException as exc:
@@ -198,6 +239,8 @@ class PrometheusClient:
             raise self._malformed(f"not an HTTP answer: {exc}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # reset, unsupported scheme, bad URL...
             raise self._unreachable(f"{type(exc).__name__}: {exc}") from None
+        if missing_ok and response.status_code == 404:
+            return None
         try:
             answer = _Answer.model_validate_json(response.content)
         except ValidationError:
@@ -237,3 +280,19 @@ def _first_problem(exc: ValidationError, root: str) -> str:
     # pydantic would name our private model ("a valid dictionary or instance of _QueryData").
     problem = "not a JSON object" if error["type"] in ("model_type", "dict_type") else error["msg"]
     return f"{where}: {problem}"
+
+
+# RFC 3339 as Prometheus writes it: nanoseconds, and `Z` or an offset.
+_RFC3339 = re.compile(r"(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<fraction>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)")
+
+
+def _epoch(stamp: str) -> float:
+    """Epoch seconds of an RFC 3339 time such as `2026-12-03T13:02:17.380123456Z`; 0.0 for Go's zero time."""
+    match = _RFC3339.fullmatch(stamp)
+    if match is None:
+        raise ValueError(f"{stamp!r} is not an RFC 3339 time")
+    if match["base"].startswith("0001-"):  # Go's zero time.Time: never scraped
+        return 0.0
+    zone = "+00:00" if match["zone"] == "Z" else match["zone"]
+    seconds = datetime.fromisoformat(match["base"] + zone).timestamp()
+    return seconds + float(f"0.{match['fraction'] or 0}")
