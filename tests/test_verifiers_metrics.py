@@ -446,20 +446,28 @@ def test_waiting_for_a_scrape_that_never_comes_is_a_metrics_error(traffic: Traff
         metrics.wait_scraped_after(time.time() + 3600, timeout_s=0.3)
 
 
-def test_after_a_restart_on_the_same_storage_only_the_current_targets_are_waited_for(tmp_path: Path) -> None:
-    """A Prometheus restarted over its storage keeps, for five minutes, the `up` series of targets it no
-    longer scrapes, at their old timestamps: waiting on those would time out (it rolled back healthy canary
-    releases on a restarted local cluster). Nothing listens on either port: a failed scrape is a scrape too."""
-    current = DemoService(version="v1", slot="blue", pod="v1-pod", port=free_port())
-    gone = DemoService(version="v2", slot="green", pod="v2-pod", port=free_port())
-    with prometheus(tmp_path, [current, gone]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics:
+def test_after_a_restart_on_the_same_storage_gone_pods_are_neither_waited_for_nor_counted(tmp_path: Path) -> None:
+    """A Prometheus restarted over its storage keeps, for five minutes, the series of pods it no longer
+    scrapes, at their old timestamps and values (no staleness marker was written for them). Waiting on their
+    `up` timed out, and counting their requests as new ones broke the canary's share check: both rolled back
+    healthy canary releases on a restarted local cluster."""
+    profiles = write_profiles(tmp_path)
+    with demo_service("v2", profiles, slot="green", pod="v2-gone") as gone, \
+            prometheus(tmp_path, [gone]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics, \
+            httpx.Client(timeout=5.0, trust_env=False) as client:
+        assert send_many(client, gone.url, 40).count(200) == 40
         metrics.wait_scraped_after(time.time(), timeout_s=30)
     restarted_at = time.time()
-    with prometheus(tmp_path, [current]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics:
-        seen = metrics.wait_scraped_after(restarted_at, timeout_s=30)
-        ghost = metrics.instant('timestamp(up{app="demo",version="v2"})', seen)
-    assert seen >= restarted_at
-    assert ghost and float(ghost[0]["value"][1]) < restarted_at  # what `min(timestamp(up))` would have waited on
+    with demo_service("v2", profiles, slot="green", pod="v2-new") as new, \
+            prometheus(tmp_path, [new]) as url, Metrics(MetricsScope(url, "demo"), timeout_s=5) as metrics, \
+            httpx.Client(timeout=5.0, trust_env=False) as client:
+        metrics.wait_scraped_after(restarted_at, timeout_s=30)
+        assert send_many(client, new.url, 7).count(200) == 7
+        seen = metrics.wait_scraped_after(time.time(), timeout_s=30)
+        counted = metrics.requests_between(version="v2", since=restarted_at, until=seen).samples
+        ghost = metrics.instant('timestamp(up{app="demo",pod="v2-gone"})', seen)
+    assert ghost and float(ghost[0]["value"][1]) < restarted_at  # what `min(timestamp(up))` would wait on
+    assert counted == 7  # not 47: the gone pod's 40 are not in this window
 
 
 def targets_answer(status: int, body: object) -> httpx.MockTransport:

@@ -539,12 +539,17 @@ class Metrics:
                             metric: str | None = None, by: str = "") -> str:
         """Requests of `matchers` in the window of `duration_s` ending at the evaluation time, per series:
         the counter now minus its first reading in the window (min_over_time of a counter without reset);
-        a series that had no reading before the window (it appeared in it) counts in full."""
+        a series that had no reading before the window (it appeared in it) counts in full.
+
+        "Counts in full" takes the series' last reading in the window (max_over_time), not its instant
+        value: a series with no reading in the window, such as a pod that a restarted Prometheus remembers
+        from its previous run (no staleness marker was written for it), stays visible to instant queries for
+        five minutes, and would otherwise count its whole past as requests of this window."""
         series = (f'{metric or self.requests_metric}'
                   f'{{{matchers},{self.handler_label}=~"{_escape(handler_regex)}"}}')
         window = promql_duration(duration_s)
         return (f"sum{by}((({series} - min_over_time({series}[{window}])) and {series} offset {window}) "
-                f"or {series})")
+                f"or max_over_time({series}[{window}]))")
 
     def _count(self, promql: str, at: float) -> int:
         value = self._value(promql, at)
