@@ -1,0 +1,67 @@
+"""A warm locust process: it imports locust at once, then waits on stdin for the run it is to become.
+
+`python -m releasegate.verifiers.locust_spare` is what verifiers.load starts ahead of a load test (a spare).
+Importing locust (gevent's monkey-patching, requests, zmq) and what the collector needs (numpy, scipy)
+costs a second or two of CPU; a spare pays it while nothing is measured, beside provisioning or between two
+loads. When a load starts, verifiers.load writes one JSON line to the spare's stdin: locust's arguments, the
+environment, the working directory, the stderr file and the title. The spare then becomes exactly the
+process `python -m locust <arguments>` would have been (same pid, its own session, same exit code).
+
+It never outlives the process that started it: an idle spare blocks on stdin, and its parent's death (even
+by SIGKILL) closes the pipe, so the read ends and the spare exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+READY = b"ready\n"
+"""Written to stdout once locust is imported: the spare is warm."""
+
+
+def _become(request: dict[str, Any]) -> None:
+    """Take on the run's environment, files and title, exactly as a fresh `python -m locust` would have."""
+    import setproctitle
+
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+    os.chdir(request["cwd"])
+    sys.path[0] = request["cwd"]  # what `python -m` puts first: the working directory
+    stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(stderr, 2)
+    os.close(stderr)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):  # as the cold start: no stdin, stdout discarded
+        os.dup2(null, fd)
+    os.close(null)
+    # `ps` and /proc/<pid>/cmdline show the locust command line, as they would for `python -m locust`.
+    setproctitle.setproctitle(str(request["title"]))
+    sys.argv = ["locust", *[str(arg) for arg in request["argv"]]]
+
+
+def main() -> None:
+    import setproctitle
+
+    # Now, while the process's environment is the one it started with: setproctitle finds the memory of the
+    # command line through it, and could not once _become replaced the environment.
+    setproctitle.setproctitle(f"{sys.executable} -m {__spec__.name if __spec__ else __name__} (idle spare)")
+    import locust.main  # the cost a spare is for: gevent patches this process here
+
+    # What the collector imports when locust loads it (numpy and scipy through the thresholds).
+    import releasegate.verifiers.load  # noqa: F401
+
+    with contextlib.suppress(OSError):  # a parent that already handed over the run may have closed stdout
+        os.write(1, READY)
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return  # the parent is gone (EOF) or let the spare go: nothing to run
+    _become(json.loads(line))
+    locust.main.main()  # type: ignore[no-untyped-call]
+
+
+if __name__ == "__main__":
+    main()
