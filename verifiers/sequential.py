@@ -16,13 +16,23 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import bdtr, bdtrc, betainc, betaincinv, expit
 
 from releasegate.verifiers.stats import nearest_rank
+
+
+@cache
+def _special() -> Any:
+    """scipy.special, imported at the first judgement rather than with this module: thresholds are parsed when
+    a release starts (plugins/release_vars.py), and the ~0.4 s import then delayed every run's start, also
+    runs that stop on a usage error or judge nothing; a release pays it in its first load instead."""
+    import scipy.special
+
+    return scipy.special
 
 RATE_PRIOR_SCALES: tuple[float, ...] = (1.0, 10.0, 100.0, 1_000.0, 10_000.0)
 """Mixing distribution of the rate confidence sequence: an equal-weight mixture of Beta(1, b) priors.
@@ -136,8 +146,8 @@ def _concave_root(a: int, b: int, threshold: float) -> float:
 
 def _clopper_pearson(events: int, trials: int, alpha: float) -> Interval:
     """The exact fixed-n interval, alpha/2 on each side."""
-    lower = 0.0 if events == 0 else float(betaincinv(events, trials - events + 1, alpha / 2))
-    upper = 1.0 if events == trials else float(betaincinv(events + 1, trials - events, 1 - alpha / 2))
+    lower = 0.0 if events == 0 else float(_special().betaincinv(events, trials - events + 1, alpha / 2))
+    upper = 1.0 if events == trials else float(_special().betaincinv(events + 1, trials - events, 1 - alpha / 2))
     return Interval(lower, upper)
 
 
@@ -159,12 +169,12 @@ def _in_rate_interval(events: int, trials: int, rate: float, alpha: float) -> tu
 
 def _cp_above_lower(events: int, trials: int, rate: float, alpha: float) -> bool:
     # rate >= Clopper-Pearson lower  <=>  P(Binomial(trials, rate) >= events) >= alpha / 2
-    return events == 0 or float(bdtrc(events - 1, trials, rate)) >= alpha / 2
+    return events == 0 or float(_special().bdtrc(events - 1, trials, rate)) >= alpha / 2
 
 
 def _cp_below_upper(events: int, trials: int, rate: float, alpha: float) -> bool:
     # rate <= Clopper-Pearson upper  <=>  P(Binomial(trials, rate) <= events) >= alpha / 2
-    return events == trials or float(bdtr(events, trials, rate)) >= alpha / 2
+    return events == trials or float(_special().bdtr(events, trials, rate)) >= alpha / 2
 
 
 @lru_cache(maxsize=1 << 16)
@@ -353,7 +363,8 @@ def _log_prior_cells(share: float, concentration: float) -> npt.NDArray[np.float
     at split rho (logit share = logit rho + log r). The outer cells take the tails, so the masses sum to 1."""
     share = min(max(share, 1e-9), 1 - 1e-9)
     edges = (_LOG_RATIO_GRID[:-1] + _LOG_RATIO_GRID[1:]) / 2 + math.log(share / (1 - share))
-    cdf = betainc(concentration * share, concentration * (1 - share), expit(edges))
+    special = _special()
+    cdf = special.betainc(concentration * share, concentration * (1 - share), special.expit(edges))
     mass = np.diff(np.concatenate(([0.0], cdf, [1.0])))
     with np.errstate(divide="ignore"):
         return np.log(np.maximum(mass, 0.0))

@@ -16,11 +16,10 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.processes import pid_alive, stop_pid
 from releasegate.core.waiting import poll_until
-from releasegate.targets.local.cluster import ADMIN_TOKEN_FILE, STATE_FILE
-from releasegate.targets.local.daemon import CONFIG_FILE
 from releasegate.targets.local.pods import why_not_ready
 from releasegate.targets.local.procs import die_with_parent, port_in_use, tail_lines
 from releasegate.targets.local.prometheus import find_prometheus
+from releasegate.targets.local.run_files import ADMIN_TOKEN_FILE, CONFIG_FILE, STATE_FILE
 
 STARTUP_TIMEOUT_S = 60.0
 POLL_S = 0.05

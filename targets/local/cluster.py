@@ -43,11 +43,10 @@ from releasegate.core.files import write_atomically
 from releasegate.targets.local.pods import Pod, PodSpec, probe_client
 from releasegate.targets.local.prometheus import PrometheusServer
 from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, RouterMetrics, Upstream
+from releasegate.targets.local.run_files import ADMIN_TOKEN_FILE, STATE_FILE
 
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
-STATE_FILE = "state.json"
-ADMIN_TOKEN_FILE = "admin-token"
 # Read-only and scraped by Prometheus, which has no token: the only admin route open without one.
 OPEN_ADMIN_PATHS = frozenset({"/metrics"})
 # Longer than an httpx client keeps an idle connection (5 s): the client always gives up on one first, so it
@@ -134,11 +133,14 @@ class LocalCluster:
             self.prometheus = PrometheusServer(
                 self.local.prometheus_binary, self.run_dir / "prometheus", app=self.config.app.name,
                 scrape_interval_s=self.local.scrape_interval_s, router_target=admin_target)
-            await self.prometheus.start()
+            await self.prometheus.launch()
         self.urls["prometheus"] = self.prometheus.url if self.prometheus else self.config.prometheus.url
         initial = self.local.initial_version
         if initial:  # empty: nothing serves until a first deploy is promoted (the router answers 503)
+            # Started while Prometheus starts: both take about a second, and neither needs the other.
             await self.deploy("blue", initial, self.local.replicas)
+        if self.prometheus is not None:
+            await self.prometheus.wait_ready()
         self.traffic = {"blue": 100}
         self.router.update(weights=self.traffic)
         self.status = "running"
@@ -210,10 +212,12 @@ class LocalCluster:
         for server in self.servers:
             server.close()
         self.router.close_connections()
-        await asyncio.gather(*(pod.stop(grace_s=3.0) for slot in self.slots.values() for pod in slot.pods))
-        await self._probes.aclose()
+        # Pods and Prometheus stop side by side: each waits for its own processes only.
+        stopping = [pod.stop(grace_s=3.0) for slot in self.slots.values() for pod in slot.pods]
         if self.prometheus is not None:
-            await self.prometheus.stop()
+            stopping.append(self.prometheus.stop())
+        await asyncio.gather(*stopping)
+        await self._probes.aclose()
         for name in (STATE_FILE, ADMIN_TOKEN_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.run_dir / name).unlink()

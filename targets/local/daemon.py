@@ -16,8 +16,7 @@ from pathlib import Path
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, ReleasegateError
 from releasegate.targets.local.cluster import run_cluster
-
-CONFIG_FILE = "cluster-config.json"
+from releasegate.targets.local.run_files import CONFIG_FILE
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,9 @@ from releasegate.core.processes import astop_process
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
 
 PROBE_INTERVAL_S = 0.2
+# Until a pod is first ready, like a kubelet's startupProbe with a short period: a refused connection costs
+# next to nothing, and each tick saved is time a release waits for its candidate.
+STARTUP_PROBE_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 # Like a kubelet's failureThreshold: one failed probe of a ready pod is noise, three are a problem.
 UNREADY_AFTER_FAILURES = 3
@@ -132,12 +135,15 @@ class Pod:
     async def _probe_until_exit(self) -> int:
         assert self._process is not None
         failures = 0
+        started_up = False  # this process has answered a probe: from then on the kubelet's usual period
         while True:
+            interval = PROBE_INTERVAL_S if started_up else STARTUP_PROBE_INTERVAL_S
             try:
-                return await asyncio.wait_for(asyncio.shield(self._process.wait()), PROBE_INTERVAL_S)
+                return await asyncio.wait_for(asyncio.shield(self._process.wait()), interval)
             except TimeoutError:
                 pass
             ok, message = await self._probe()
+            started_up = started_up or ok
             failures = 0 if ok else failures + 1
             if ok and not self.ready:
                 self._set_ready(True, message)
