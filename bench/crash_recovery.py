@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.figures import Figure, emit
 from tests.test_crash_recovery import (
     BLUE_GREEN_KILLS,
     CANARY_KILLS,
@@ -47,7 +48,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="local,kubernetes")
     parser.add_argument("--phases", default="", help="comma-separated kill names (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
+    scenarios: list[float | None] = []  # each scenario's undo seconds (None: not measured)
     wanted = set(filter(None, args.phases.split(",")))
     print("| target     | killed in   | recorded     | exit | live | leftovers  | undo s | lock     | wall s |")
     print("|------------|-------------|--------------|------|------|------------|--------|----------|--------|")
@@ -72,13 +75,23 @@ def main() -> int:
                         result = (kube.exit_code, kube.live_version, kube.leftovers, kube.recovered, kube.took_over)
                 except AssertionError as exc:
                     failures += 1
+                    scenarios.append(None)
                     print(f"| {target:<10} | {kill.name:<11} | FAILED: {str(exc).splitlines()[0][:150]}", flush=True)
                     continue
             code, live, leftovers, recovered, took_over = result
             failures += code != 0 or live != "v2" or bool(leftovers) or not recovered
+            undo = recovery_seconds(recovered)
+            scenarios.append(float(undo) if undo != "-" else None)
             print(row(target, kill, code, live, leftovers, recovered, took_over, time.monotonic() - started),
                   flush=True)
     print(f"\n{failures} scenario(s) not as expected (exit 0, v2 live, nothing left, a recovery line)")
+    if args.json:
+        undone = sorted(seconds for seconds in scenarios if seconds is not None)
+        emit("crash_recovery", [
+            Figure("scenarios not as expected", failures, "of " + str(len(scenarios)),
+                   note="exit 0, v2 live, nothing left, a recovery line"),
+            Figure("undo of the dead release, median", undone[len(undone) // 2] if undone else None, "s"),
+        ], note=f"targets {args.targets}, kills {args.phases or 'all'}")
     return 1 if failures else 0
 
 

@@ -69,6 +69,10 @@ from typing import Any, Final
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.figures import Figure
+from bench.figures import emit as emit_figures
 from releasegate.targets.local.client import read_state_file
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -356,6 +360,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="blue-green, canary or both")
     parser.add_argument("--project", type=Path, help="project folder to use and keep (default: a temporary one)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args(argv)
     unknown = [name for name in split(args.scenarios) if name not in SCENARIO_NAMES]
     unknown += [name for name in split(args.strategies) if name not in STRATEGIES]
@@ -391,6 +396,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     emit(f"{sum(row.as_expected for row in rows)} of {len(rows)} decisions as expected; the reasons:")
     for number, row in enumerate(rows, start=1):
         emit(f"{number:3d}. {row.scenario} ({row.strategy}): {shorten(row.reason) or row.decision}")
+    if args.json:
+        def median_s(healthy: bool) -> float | None:
+            chosen = sorted(row.to_decision_s for row in rows if row.to_decision_s is not None
+                            and (row.scenario == "healthy") == healthy)
+            return round(chosen[len(chosen) // 2], 1) if chosen else None
+
+        emit_figures("decisions", [
+            Figure("decisions not as expected", sum(not row.as_expected for row in rows), f"of {len(rows)}"),
+            Figure("healthy candidate: first request to decision, median", median_s(True), "s"),
+            Figure("regressed candidates: first request to decision, median", median_s(False), "s"),
+        ], note=f"scenarios {args.scenarios}; strategies {args.strategies}")
 
 
 def shorten(text: str, limit: int = 240) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure, emit  # noqa: E402
 from tests.kube_cluster import process_cluster  # noqa: E402
 from tests.local_cluster import TEST_PROFILES  # noqa: E402
 from tests.release_project import BASE_CONFIG  # noqa: E402
@@ -389,16 +390,23 @@ def kube_rows() -> list[tuple[str, Callable[[], Row]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="run only the rows whose fault contains this text")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
+    rows: list[Row] = []
     print("| fault | where | outcome | exit | traffic after | message (the run's why: line) | run |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for name, make in [*local_rows(), *kube_rows()]:
         if args.only.lower() not in name.lower():
             continue
         row = make()  # printed at once: a row that took a minute is not lost if a later one breaks
+        rows.append(row)
         message = row.message.replace("|", "\\|")
         print(f"| {row.fault} | {row.where} | {row.outcome} | {row.exit_code} | {row.traffic} | {message} | "
               f"{row.seconds:.0f}s |", flush=True)
+    if args.json:
+        emit("faults", [Figure("faults that ended in a promotion", sum(row.outcome == "promoted" for row in rows),
+                               f"of {len(rows)}", note="each fault must fail closed")],
+             note=f"rows matching {args.only!r}" if args.only else "every fault")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.figures import Figure, emit
 from releasegate.core.config import parse_config
 from releasegate.core.types import Role, TrafficSplit
 from releasegate.targets.local.target import LocalTarget
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="keep-alive clients of the load")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--idle-ms", type=float, default=250.0, help="the control probe's window")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config({"local": {"run_dir": tmp, "replicas": args.replicas, "min_ready_s": 0.2}},
@@ -149,6 +151,20 @@ def main() -> None:
     print(describe("no change", controls))
     print(f"  load      {requests} requests in {elapsed:.0f}s ({requests / elapsed:.0f} req/s), failed {failed}"
           + (f" (first: {first})" if failed else ""))
+    if args.json:
+        def gap_ms(reports: list[ProbeReport]) -> float:
+            return round(max(r.longest_gap_s for r in reports) * 1000, 1)
+
+        emit("probe_switches", [
+            Figure("failed probe requests around switches and rollbacks",
+                   sum(r.failed for r in switches + rollbacks), "requests"),
+            Figure("longest gap between two answers, switch (max)", gap_ms(switches), "ms"),
+            Figure("longest gap between two answers, rollback (max)", gap_ms(rollbacks), "ms"),
+            Figure("longest gap between two answers, no change (max)", gap_ms(controls), "ms",
+                   note="the control: this machine's scheduling"),
+            Figure("failed requests of the load during all changes", failed, "requests",
+                   note=f"of {requests}"),
+        ], note=f"{args.cycles} switches and {args.cycles} rollbacks under load")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.figures import Figure, emit
 from releasegate.core.config import load_config  # the repository root on the path first
 from releasegate.core.target import Target
 from releasegate.core.types import LockHolder
@@ -161,7 +162,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--targets", default="local,kubernetes")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
+    figures: list[Figure] = []
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| target          | runs | to v1: median | min   | max    | command exits: median | undo alone: median "
           "| problems |")
@@ -179,9 +182,15 @@ def main() -> int:
             print(f"| {label:<15} | {len(to_previous):>4} | {statistics.median(to_previous):12.2f}s | "
                   f"{min(to_previous):4.2f}s | {max(to_previous):5.2f}s | {statistics.median(command):20.2f}s | "
                   f"{statistics.median(undo):17.2f}s | {len(problems):>8} |", flush=True)
+            figures += [Figure(f"{label}: command start to all traffic on v1, median", round(
+                                   statistics.median(to_previous), 3), "s", note=f"{len(to_previous)} runs"),
+                        Figure(f"{label}: the undo alone, median", round(statistics.median(undo), 3), "s")]
+        figures.append(Figure(f"{label}: runs with a problem", len(problems), "runs"))
         for problem in problems:
             print(f"  {label}: {problem}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        emit("rollback_command", figures, note="a dead run holds the lock")
     return 1 if failed else 0
 
 

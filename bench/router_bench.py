@@ -49,6 +49,7 @@ import h11
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.figures import Figure, emit
 from releasegate.core.config import parse_config
 from releasegate.core.types import TrafficSplit
 from releasegate.targets.local.httpwire import HTTPConnection
@@ -143,7 +144,7 @@ def measure(urls: list[str], seconds: float, connections: int, pids: dict[str, l
     return Run(tally.done / seconds, p50, tally.errors, cpu_us, net_cpu_us)
 
 
-def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespace) -> None:
+def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespace) -> list[Figure]:
     pods = state["slots"][slot]["pods"]
     direct_urls = [f"http://{pod['host']}:{pod['port']}" for pod in pods]
     service = [state["service_url"]]
@@ -165,6 +166,11 @@ def compare(state: dict[str, Any], slot: str, title: str, args: argparse.Namespa
     # the same pods the router spreads over.
     print(f"  ratio router/direct = {routed.rps / one_pod.rps:.2f} against one pod, "
           f"{routed.rps / direct.rps:.2f} against the same {len(pods)} pods split by the client")
+    short = title.split(" (")[0]
+    return [Figure(f"router/direct req/s, {short}, vs one pod", round(routed.rps / one_pod.rps, 3), "ratio"),
+            Figure(f"router/direct req/s, {short}, vs the same {len(pods)} pods", round(routed.rps / direct.rps, 3),
+                   "ratio", note=f"{routed.rps:.0f} req/s through the router"),
+            Figure(f"router CPU per request, {short}", round(routed.net_cpu_us["router"]), "us", note="net of idle")]
 
 
 def main() -> None:
@@ -173,6 +179,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--switches", type=int, default=100)
     parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         profiles = Path(tmp) / "profiles.toml"
@@ -184,9 +191,9 @@ def main() -> None:
             target.deploy("green", "v2-fast")
             target.wait_ready("green", 30)
             target.set_traffic(TrafficSplit.all_to("green"))
-            compare(target.client.state(), "green", "zero latency (v2-fast)", args)
+            figures = compare(target.client.state(), "green", "zero latency (v2-fast)", args)
             target.set_traffic(TrafficSplit.all_to("blue"))
-            compare(target.client.state(), "blue", "the demo's shipped latency (v1, median ~17 ms)", args)
+            figures += compare(target.client.state(), "blue", "the demo's shipped latency (v1, median ~17 ms)", args)
 
             caller_ms: list[float] = []
             swap_ms: list[float] = []
@@ -202,8 +209,14 @@ def main() -> None:
                   f"max {max(caller_ms):.2f} ms")
             print(f"  routing table swap in the router     median {statistics.median(swap_ms) * 1000:.1f} us  "
                   f"max {max(swap_ms) * 1000:.1f} us")
+            figures += [Figure("switch time at the caller (admin API round trip), median", round(
+                                   statistics.median(caller_ms), 2), "ms", note=f"{args.switches} switches"),
+                        Figure("switch: routing table swap in the router, median",
+                               round(statistics.median(swap_ms) * 1000, 1), "us")]
         finally:
             target.close()
+    if args.json:
+        emit("router_bench", figures, note=f"{args.seconds:g}s per run, {args.connections} connections")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from scipy.stats import fisher_exact, hypergeom, mannwhitneyu, norm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench.figures import Figure, emit
 from releasegate.verifiers.sequential import (
     CountTest,
     Decision,
@@ -304,7 +305,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rps", type=float, default=40.0, help="requests per second per arm")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only", default="", help="run the scenarios whose name contains this")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args(argv)
+    figures: list[Figure] = []
     started = time.monotonic()
     print(f"{args.runs} runs per scenario, {args.rps:g} requests/s per arm, one look a second, alpha {ALPHA}")
     print(f"true p99: healthy {true_p99_s(HEALTHY, np.random.default_rng(1)) * 1000:.1f} ms, "
@@ -319,10 +322,31 @@ def main(argv: Sequence[str] | None = None) -> None:
             for decision in (Decision.FAIL, Decision.PASS):
                 for judge, share, when in summarise(outcomes, decision):
                     print(f"  {decision.value.upper():4}  {judge:48} {share:>20}   {when}")
+            figures += headline(scenario, outcomes)
     check_fisher()
     check_mann_whitney()
     print(f"\n3 errors in 500 vs 0 in 500: {three_in_five_hundred()}")
     print(f"\ntotal {time.monotonic() - started:.0f} s wall clock")
+    if args.json:
+        emit("sequential_sim", figures, note=f"{args.runs} runs per scenario, alpha {ALPHA}")
+
+
+def headline(scenario: Scenario, outcomes: Sequence[Outcome]) -> list[Figure]:
+    """One figure per scenario, over the anytime-valid judges: false alarms (FAIL) of a healthy candidate and
+    false passes (PASS) at an SLO's limit, the worst judge; power (FAIL) of the scenario's judge otherwise."""
+    def share(judge: str, decision: Decision) -> float:
+        return sum(decision in o.first.get(judge, {}) for o in outcomes) / len(outcomes)
+
+    judges = sorted({judge for o in outcomes for judge in o.first if not judge.startswith(FIXED_N_OR_TEST_ONLY)})
+    wrong = {"A/A": ("false alarms", Decision.FAIL), "SLO healthy": ("false alarms", Decision.FAIL),
+             "SLO at the limit": ("false passes", Decision.PASS)}
+    for prefix, (what, decision) in wrong.items():
+        if scenario.name.startswith(prefix):
+            worst = max(judges, key=lambda judge: share(judge, decision))
+            return [Figure(f"{what}, {scenario.name}", round(share(worst, decision), 4), "share of runs",
+                           note=f"worst judge: {worst}")]
+    judge = {"errors": "ErrorComparison", "latency": "LatencyComparison"}[scenario.kind]
+    return [Figure(f"power, {scenario.name}", round(share(judge, Decision.FAIL), 4), "share of runs", note=judge)]
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure, emit  # noqa: E402
 from tests.kube_cluster import ProcessCluster, process_cluster  # noqa: E402
 from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES, run_module  # noqa: E402
 from tests.release_project import BASE_CONFIG, JUnit  # noqa: E402
@@ -255,6 +256,7 @@ def main() -> None:
     parser.add_argument("--targets", default="local,kubernetes")
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--signals", default=",".join(SIGNALS))
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line last")
     args = parser.parse_args()
     phases, signals = args.phases.split(","), args.signals.split(",")
     rows: list[Row] = []
@@ -269,6 +271,10 @@ def main() -> None:
     print(HEADER)
     for row in rows:
         print(format_row(row))
+    if args.json:
+        emit("signals", [Figure("runs not as expected", len(rows) - len(good), f"of {len(rows)}",
+                                note="exit 2, v1 serves, nothing left over")],
+             note=f"targets {args.targets}; phases {args.phases}; signals {args.signals}")
 
 
 if __name__ == "__main__":
