@@ -63,6 +63,7 @@ class CheckOutcome:
             *([(f"{key}.looks", str(self.looks))] if self.looks is not None else []),
             *([(f"{key}.decided_after_s", f"{self.decided_after_s:.1f}")] if self.decided_after_s is not None
               else []),
+            *([(f"{key}.message", self.message)] if not self.passed else []),  # why, for the reports
         ]
 
 

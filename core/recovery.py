@@ -30,6 +30,8 @@ STALE_AFTER_RENEW_PERIODS = 2  # a lock not renewed for two renew periods has a 
 
 # Phases in which users never reached the candidate (unless the layout exposes it at provision): a resumed
 # release can verify it again without anyone having seen an unverified version.
+RECOVERED_PROPERTY = "release.recovered.summary"
+"""The JUnit property of the preflight that rolled an unfinished release back first: what it did, in one line."""
 RESUMABLE_PHASES = (Phase.STARTED, Phase.PROVISIONING, Phase.PROVISIONED, Phase.VERIFYING)
 
 
@@ -206,7 +208,7 @@ def take_over_unfinished(target: Target, earlier: ReleaseState, holder: LockHold
         return TakeOver(line, (("release.resumed", line), *taken))
     undo = undo_release(target, earlier, ready_timeout_s=ready_timeout_s)
     line = undo.line("rolled back first") + " (--release-resume continues it instead, where that is safe)"
-    return TakeOver(line, (("release.recovered", line), ("release.recovered.run_id", earlier.run_id),
+    return TakeOver(line, ((RECOVERED_PROPERTY, line), ("release.recovered.run_id", earlier.run_id),
                            ("release.recovered.phase", earlier.phase.value),
                            ("release.recovered.seconds", f"{undo.seconds:.2f}"), *taken))
 

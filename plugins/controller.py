@@ -17,6 +17,7 @@ import httpx
 
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, TargetError
+from releasegate.core.progress import ProgressCallback, ProgressSnapshot
 from releasegate.core.recovery import take_over_unfinished, unfinished_release
 from releasegate.core.target import Target
 from releasegate.core.types import (
@@ -75,6 +76,7 @@ class ReleaseController:
         self.candidate_at_ready: WorkloadStatus | None = None  # its pods' restarts when verification began
         self.watch_slos: tuple[WatchedSlo, ...] = ()  # release.watch_slos, parsed in preflight
         self.switched_back_by_watch: list[tuple[str, str]] | None = None  # finalize's switch back, for rollback
+        self.on_progress: ProgressCallback | None = None  # the running action's live line (plugins/progress.py)
 
     # -- helpers ------------------------------------------------------------------------------------
     def _target(self) -> Target:
@@ -111,8 +113,10 @@ class ReleaseController:
         self.watch_slos = parse_watch_slos(self.config.release.watch_slos)  # ConfigError before anything
         # The target's layout depends on the strategy; the command line's choice wins over the file's.
         release = self.config.release.model_copy(update={"strategy": self.options.strategy})
+        opening = time.monotonic()
         self.target = self._target_factory(self.config.model_copy(update={"release": release}),
                                            self.options.target)
+        target_open_s = time.monotonic() - opening  # an ephemeral local cluster starts here
         target = self.target
         # Said first, before anything can fail: the reader must know which cluster the run looked at.
         self.ledger.update_context(target_detail=target.describe())
@@ -158,7 +162,8 @@ class ReleaseController:
             metrics_scope=scope)
         properties = [("release.live_slot", self.live_slot), ("release.previous", str(self.previous_version)),
                       ("release.candidate_slot", self.candidate_slot),
-                      ("release.target_detail", target.describe())]
+                      ("release.target_detail", target.describe()),
+                      ("release.preflight.target_open_s", f"{target_open_s:.2f}")]
         return ActionResult([*properties, *recovered])
 
     def provision(self) -> ActionResult:
@@ -172,14 +177,22 @@ class ReleaseController:
             self.first_exposed_at = time.time()
             self.ledger.update_context(exposed_at_provision=True)
         target.deploy(slot, self.options.version)
+        deployed = time.monotonic()
         status = target.wait_ready(slot, self.config.stages.provision)
+        ready = time.monotonic()
         self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
+        scraped = time.monotonic()
         self.candidate_at_ready = target.workload_status(slot)  # restarts from here on stop the release
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
         self._publish(endpoints)
         self._record(Phase.VERIFYING)
+        # Where provisioning spends its time (the report's phase parts): the deploy call, the pods' start
+        # and readiness (min_ready_s included), and the wait for Prometheus's first scrape of every pod.
         return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
+                             ("release.provision.deploy_s", f"{deployed - started:.2f}"),
+                             ("release.provision.readiness_s", f"{ready - deployed:.2f}"),
+                             ("release.provision.first_scrape_s", f"{scraped - ready:.2f}"),
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
                              ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
 
@@ -253,10 +266,18 @@ class ReleaseController:
         """The rest of the last step's window; a failure or an interrupt meanwhile stops the wait."""
         if self.last_shift_at is None:
             return
-        left = self.config.canary.step_window_s - (time.monotonic() - self.last_shift_at)
-        aborted = poll_until(self.ledger.aborted, timeout_s=max(0.0, left), interval_s=0.2)
-        if aborted is not None:
-            raise TargetError(f"release aborted during the canary step: {aborted}")
+        shifted_at, window = self.last_shift_at, float(self.config.canary.step_window_s)
+        left = window - (time.monotonic() - shifted_at)
+
+        def aborted() -> str | None:
+            elapsed = time.monotonic() - shifted_at
+            if self.on_progress is not None and elapsed < window:  # a long idle wait, shown on the live line
+                self.on_progress(ProgressSnapshot("step window", elapsed, window))
+            return self.ledger.aborted()
+
+        reason = poll_until(aborted, timeout_s=max(0.0, left), interval_s=0.2)
+        if reason is not None:
+            raise TargetError(f"release aborted during the canary step: {reason}")
 
     def _probed(self, action: str, expected_version: str | None, *,
                 may_fail: bool = True) -> contextlib.AbstractContextManager[list[tuple[str, str]]]:
@@ -358,7 +379,7 @@ class ReleaseController:
                                    version=self.options.version, since=since)
         try:
             outcome = watch(source, self.watch_slos, duration_s=settings.watch_s, interval_s=interval,
-                            alpha=settings.watch_alpha, aborted=self.ledger.aborted)
+                            alpha=settings.watch_alpha, aborted=self.ledger.aborted, on_progress=self.on_progress)
         finally:
             source.metrics.close()
         properties = [(f"{prefix}.slos", ", ".join(slo.text for slo in self.watch_slos)),

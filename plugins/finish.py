@@ -7,12 +7,15 @@ so the outcome is the same with or without `-n`.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from releasegate.plugins.html_report import HTML_REPORT_NAME, write_html_report
+from releasegate.plugins.junit_format import move_case_properties_to_output
 from releasegate.plugins.ledger import Decision
-from releasegate.plugins.reporting import ReleaseReporter, describe_overlaps, point_latest_at, write_report
+from releasegate.plugins.reporting import REPORT_MODE, ReleaseReporter, describe_overlaps, point_latest_at, write_report
 from releasegate.plugins.run import JUNIT_NAME, REPORT_NAME, ReleaseRun
 from releasegate.plugins.runtime import ReleaseRuntime
 from releasegate.plugins.signals import interrupted_reason, junit_error_instead_of_failure
@@ -31,6 +34,7 @@ class ReleaseFinish:
         self.summary: dict[str, Any] | None = None
         self.report_problem: str | None = None
         self._failed_reports: list[str] = []
+        self._disk_problem = False  # a report failed on an OSError (a full disk), not on a charting bug
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.run.is_worker:
@@ -60,7 +64,11 @@ class ReleaseFinish:
         rolled back) and hide the decision line. It becomes a report problem; the exit code stays the
         decision's (set by the tryfirst implementation below, which runs before junitxml)."""
         try:
-            return (yield)
+            result = yield
+            xml = self.run.config.stash.get(_junit_key(), None)
+            if xml is not None and self.run.writes_reports:  # the schema CI servers check (plugins/junit_format.py)
+                move_case_properties_to_output(Path(xml.logfile), mode=REPORT_MODE)
+            return result
         except OSError as exc:
             if not self.run.writes_reports:
                 raise
@@ -82,16 +90,23 @@ class ReleaseFinish:
             write_report(summary, self.run.report_dir / REPORT_NAME)
         except OSError as exc:  # the decision must still reach the terminal and the exit code
             self._report_failed(REPORT_NAME, exc)
+        try:
+            write_html_report(summary, self.run.report_dir / HTML_REPORT_NAME, mode=REPORT_MODE)
+        except Exception as exc:  # a full disk or a charting bug: the HTML is a view, the decision stands
+            self._report_failed(HTML_REPORT_NAME, exc)
         self.summary = summary
         self.run.config.hook.pytest_releasegate_decision(config=self.run.config, decision=summary["decision"],
                                                          summary=summary)
         session.exitstatus = code
 
-    def _report_failed(self, name: str, exc: OSError) -> None:
+    def _report_failed(self, name: str, exc: Exception) -> None:
         """One line for every report that could not be written: which ones, why, and that the decision stands."""
-        self._failed_reports.append(f"{name} ({exc.strerror or exc})")
+        why = (exc.strerror or exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        self._failed_reports.append(f"{name} ({why})")
+        self._disk_problem = self._disk_problem or isinstance(exc, OSError)
+        fix = "free space there and keep this output" if self._disk_problem else "keep this output"
         self.report_problem = (f"could not write {', '.join(self._failed_reports)} in {self.run.report_dir}; the "
-                               "decision and exit code above stand: free space there and keep this output")
+                               f"decision and exit code above stand: {fix}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         summary = self.summary

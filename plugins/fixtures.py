@@ -18,9 +18,11 @@ import pytest
 
 from releasegate.core.checks import CheckOutcome, RecordCheck
 from releasegate.core.config import Config
+from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.load_slot import LoadSlot, held, load_slot_for
+from releasegate.plugins.progress import progress_callback
 
 FIRST_DEPLOY_NO_BASELINE = ("first deploy: no version served before this release, so there is no baseline to "
                             "compare with; the absolute checks decide")
@@ -71,7 +73,9 @@ class LoadRunner:
     """`load.run(...)`: a locust run against the candidate (or another endpoint), recorded in JUnit."""
 
     def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path, *,
-                 first_deploy: bool = False, slot: LoadSlot | None = None) -> None:
+                 first_deploy: bool = False, slot: LoadSlot | None = None,
+                 on_progress: ProgressCallback | None = None) -> None:
+        self._on_progress = on_progress  # the live line (plugins/progress.py)
         self._endpoints = endpoints
         self._slot = slot  # each load takes the run's load slot (plugins/load_slot.py)
         self._record = record
@@ -86,19 +90,25 @@ class LoadRunner:
     def run(self, locustfile: str | Path, *, users: int = 10, spawn_rate: float = 10.0, duration_s: float = 10.0,
             target: Role | str = Role.CANDIDATE, min_requests: int = 100, stop_on_breach: Sequence[str] = (),
             extra_args: Sequence[str] = (), checks: Sequence[str] = (), max_duration_s: float | None = None,
-            check_versions: Sequence[str] = (), per_endpoint: bool = True) -> Any:
+            check_versions: Sequence[str] = (), per_endpoint: bool = True, processes: int = 1, workers: int = 0,
+            master: str = "", workers_timeout_s: float = 30.0) -> Any:
         """Run a load; `checks` are judged every second and end it once decided after `duration_s`,
-        extending up to `max_duration_s` (verifiers.load)."""
+        extending up to `max_duration_s` (verifiers.load). `processes` or `workers` spread it (README)."""
+        from releasegate.plugins.load_histograms import keep_histograms
         from releasegate.verifiers.load import run_load
 
         role = Role(target)
         profile = self._profile(locustfile, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
                                 min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
                                 extra_args=tuple(extra_args), checks=tuple(checks), max_duration_s=max_duration_s,
-                                check_versions=tuple(check_versions), per_endpoint=per_endpoint)
+                                check_versions=tuple(check_versions), per_endpoint=per_endpoint,
+                                processes=processes, workers=workers, master=master,
+                                workers_timeout_s=workers_timeout_s)
         endpoint = self._endpoint(role)
         with held(self._slot):
-            return run_load(profile, endpoint, record=self._record)
+            result = run_load(profile, endpoint, record=self._record, on_progress=self._on_progress)
+        keep_histograms(self._slot, result)  # for the HTML report's charts
+        return result
 
     def _profile(self, locustfile: str | Path, **settings: Any) -> Any:
         from releasegate.verifiers.load import LoadProfile
@@ -121,6 +131,7 @@ class LoadRunner:
 
         Returns (candidate result, baseline result), ready for `verifiers.compare.compare_loads`.
         """
+        from releasegate.plugins.load_histograms import keep_histograms
         from releasegate.verifiers.compare import PairedJudges, Tolerances, run_side_by_side
 
         if Role.BASELINE not in self._endpoints and self._first_deploy:
@@ -130,7 +141,10 @@ class LoadRunner:
         candidate, baseline = self._endpoint(Role.CANDIDATE), self._endpoint(Role.BASELINE)
         judges = PairedJudges(tolerances or Tolerances(), min_samples=min_requests)
         with held(self._slot):  # the pair is one load: one slot
-            return run_side_by_side(profile, candidate, baseline, judges=judges, record=self._record)
+            pair = run_side_by_side(profile, candidate, baseline, judges=judges, record=self._record,
+                                    on_progress=self._on_progress)
+        keep_histograms(self._slot, *pair)  # for the HTML report's charts
+        return pair
 
 
 class SuiteFixtures:
@@ -219,7 +233,8 @@ class SuiteFixtures:
         # Only the roles the target gives now: after a switch on kubernetes there may be no baseline.
         return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent,
                           first_deploy=self._context().previous_version is None,
-                          slot=load_slot_for(request.node, self.ledger, self.config))
+                          slot=load_slot_for(request.node, self.ledger, self.config),
+                          on_progress=progress_callback(request.node))
 
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:

@@ -137,6 +137,26 @@ class LoadRecord:
         return cls(**{name: value for name, value in data.items() if name in known})
 
 
+@dataclass(frozen=True)
+class LoadHistogramRecord:
+    """What one load measured, small enough for the report's charts (plugins/load_histograms.py): per
+    (target, endpoint, serving version) cell the request and failure counts and a coarse latency histogram,
+    never raw samples. Written by the process that ran the load, read by the reporting process."""
+
+    key: str  # unique per load: its file in the ledger
+    nodeid: str
+    stage: str
+    started: float  # epoch s
+    duration_s: float
+    source: str  # the load profile, as the load's checks name it
+    cells: list[dict[str, Any]]  # {target, endpoint, version, requests, failures, latency_buckets: [[le_s, n]]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadHistogramRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
 def _write_json(path: Path, data: Any) -> None:
     write_atomically(path, json.dumps(data, sort_keys=True))
 
@@ -222,3 +242,15 @@ class Ledger:
         found = [LoadRecord.from_json(data) for path in (self.root / "loads").glob("*.json")
                  if (data := _read_json(path)) is not None]
         return sorted(found, key=lambda record: record.started)
+
+    # -- load histograms (plugins/load_histograms.py): what each load measured, for the report's charts --
+    def record_load_histograms(self, record: LoadHistogramRecord) -> None:
+        histograms_dir = self.root / "load-histograms"
+        histograms_dir.mkdir(exist_ok=True)
+        _write_json(histograms_dir / f"{record.key}.json", asdict(record))
+
+    def load_histograms(self) -> list[LoadHistogramRecord]:
+        """Every load's histograms so far, by start time."""
+        found = [LoadHistogramRecord.from_json(data) for path in (self.root / "load-histograms").glob("*.json")
+                 if (data := _read_json(path)) is not None]
+        return sorted(found, key=lambda record: (record.started, record.key))

@@ -44,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from releasegate.plugins.collection import ReleaseCollection
     from releasegate.plugins.finish import ReleaseFinish
     from releasegate.plugins.fixtures import SuiteFixtures
+    from releasegate.plugins.idle_plugins import IdlePlugins
+    from releasegate.plugins.progress import PLUGIN_NAME as PROGRESS_PLUGIN_NAME
+    from releasegate.plugins.progress import ReleaseProgress
     from releasegate.plugins.run import JUNIT_NAME, ReleaseRun
     from releasegate.plugins.runtime import ReleaseRuntime
 
@@ -57,6 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
     register(ReleaseCollection(run, runtime), f"{PLUGIN_NAME}-collection")
     register(ReleaseFinish(run, runtime), f"{PLUGIN_NAME}-finish")
     register(SuiteFixtures(run.ledger, run.release_config), f"{PLUGIN_NAME}-fixtures")
+    register(IdlePlugins(), f"{PLUGIN_NAME}-idle-plugins")
+    register(ReleaseProgress(run), PROGRESS_PLUGIN_NAME)
     if config.pluginmanager.hasplugin("xdist") and not run.is_worker:
         from releasegate.plugins.scheduler import XdistControllerHooks
 

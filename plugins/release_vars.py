@@ -8,8 +8,9 @@ instead, by the names the shipped suites use (README, "Suite settings"), so a ba
 
 - `slos`, and any key ending in `_slos`: a list of thresholds (`"p(95) < 300ms"`, `"error_rate < 1%"`);
 - `compare_quantiles`: a list of latency quantiles among 0.5, 0.95 and 0.99;
-- keys ending in `_s`, `_ms`, `_pp`, `_tolerance`, `_requests` or `_users`: a number, not negative
-  (`_users` at least 1).
+- keys ending in `_s`, `_ms`, `_pp`, `_tolerance`, `_requests`, `_users`, `_processes` or `_workers`: a
+  number, not negative (`_users` and `_processes` at least 1);
+- keys ending in `_master`: empty, or a locust master's `host:port`.
 
 A key that follows none of these names is the suites' own business and is not checked.
 """
@@ -22,12 +23,13 @@ from typing import Any
 
 from releasegate.core.errors import ConfigError
 from releasegate.core.versions import quoted
+from releasegate.verifiers.load import parse_master
 from releasegate.verifiers.thresholds import parse_threshold
 
 COMPARED_QUANTILES = (0.5, 0.95, 0.99)
 """The quantiles the shipped comparison has tolerances for (suites/analysis/test_compare.py)."""
 
-_NUMBER_SUFFIXES = ("_s", "_ms", "_pp", "_tolerance", "_requests", "_users")
+_NUMBER_SUFFIXES = ("_s", "_ms", "_pp", "_tolerance", "_requests", "_users", "_processes", "_workers")
 
 
 def check_release_vars(values: Mapping[str, Any], *, source: str) -> None:
@@ -38,7 +40,12 @@ def check_release_vars(values: Mapping[str, Any], *, source: str) -> None:
         elif key == "compare_quantiles":
             _check_quantiles(key, value, source)
         elif key.endswith(_NUMBER_SUFFIXES):
-            _check_number(key, value, source, minimum=1 if key.endswith("_users") else 0)
+            _check_number(key, value, source, minimum=1 if key.endswith(("_users", "_processes")) else 0)
+        elif key.endswith("_master") and value != "":  # a locust master's host:port (verifiers.load)
+            try:
+                parse_master(str(value))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: [vars] {key}: {exc}") from None
 
 
 def _check_thresholds(key: str, value: Any, source: str) -> None:
@@ -70,6 +77,7 @@ def _check_number(key: str, value: Any, source: str, *, minimum: float) -> None:
     if not math.isfinite(number) or number < minimum:
         what = {"_s": "a number of seconds", "_ms": "a number of milliseconds", "_pp": "a number of percentage "
                 "points", "_tolerance": "a ratio (0.25 for 25%)", "_requests": "a number of requests",
-                "_users": "a number of users"}[next(s for s in _NUMBER_SUFFIXES if key.endswith(s))]
+                "_users": "a number of users", "_processes": "a number of locust processes",
+                "_workers": "a number of locust workers"}[next(s for s in _NUMBER_SUFFIXES if key.endswith(s))]
         raise ConfigError(f"{source}: [vars] {key} = {quoted(value)} must be {what}, at least {minimum:g}, written "
                           f"without a unit (e.g. {key} = {max(minimum, 10):g})")

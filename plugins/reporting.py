@@ -15,12 +15,26 @@ import pytest
 
 from releasegate.core.errors import ExitCode
 from releasegate.core.files import write_atomically
+from releasegate.core.recovery import RECOVERED_PROPERTY
 from releasegate.core.redact import redact_tree
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, Decision, Ledger, Outcome
 from releasegate.plugins.options import ReleaseOptions
+from releasegate.plugins.report_data import chart_data
+from releasegate.plugins.report_schema import schema_fields
 from releasegate.plugins.signals import INTERRUPTED_PROPERTY
+from releasegate.plugins.stages import STAGE_PROPERTY
 
-CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples")
+# Action properties that time a part of their stage: (stage, part) in the report's `phase_parts_s`.
+PHASE_PARTS = {
+    "release.preflight.target_open_s": ("preflight", "target_open"),
+    "release.provision.deploy_s": ("provision", "deploy"),
+    "release.provision.readiness_s": ("provision", "readiness"),
+    "release.provision.first_scrape_s": ("provision", "first_scrape"),
+}
+
+CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples", "bound", "message")
+"""`bound` (the confidence bound the verdict rests on) and `message` (the one-line explanation of a check that
+did not pass) are there only when the check recorded them."""
 
 
 @dataclass
@@ -68,7 +82,7 @@ class ReleaseReporter:
 
     def add(self, report: pytest.TestReport) -> None:
         properties = [(str(k), str(v)) for k, v in report.user_properties]
-        stage = next((v for k, v in properties if k == "stage"), "")
+        stage = next((v for k, v in properties if k == STAGE_PROPERTY), "")
         outcome = self.outcomes.get(report.nodeid)
         if outcome is None:
             outcome = self.outcomes[report.nodeid] = TestOutcome(report.nodeid, stage, Outcome.PASSED, 0.0, "")
@@ -129,6 +143,16 @@ class ReleaseReporter:
         return {stage: round(end - start, 3)
                 for stage, (start, end) in sorted(spans.items(), key=lambda kv: first_index[kv[0]])}
 
+    def phase_parts(self) -> dict[str, dict[str, float]]:
+        """The parts of a stage that its action timed (PHASE_PARTS), by stage: where an overhead went."""
+        parts: dict[str, dict[str, float]] = {}
+        for outcome in self.outcomes.values():
+            for name, value in outcome.properties:
+                if name in PHASE_PARTS:
+                    stage, part = PHASE_PARTS[name]
+                    parts.setdefault(stage, {})[part] = float(value)
+        return parts
+
     def traffic_steps(self) -> list[dict[str, str]]:
         """Each canary shift that ran: the weight asked for and the one the target gave (pod counts round)."""
         steps = []
@@ -165,6 +189,7 @@ class ReleaseReporter:
         context = self.ledger.read_context()
         failures = self.failures()
         summary: dict[str, Any] = redact_tree({
+            **schema_fields(),  # which JSON Schema release-report.json follows (plugins/report_schema.py)
             "run_id": self.options.run_id,
             "version": self.options.version,
             "previous": context.previous_version,
@@ -180,14 +205,18 @@ class ReleaseReporter:
                 or context.not_promoted_reason or context.interrupted or self.ledger.aborted(),
                 self.ledger.signal_notes()),
             "phase_times_s": self.phase_times(),
+            "phase_parts_s": self.phase_parts(),
             "traffic": self.traffic_steps(),
             "loads": self.loads(),
             # A rerun that first rolled back a release whose runner died (core/recovery.py), in one line.
             "recovered": next((value for o in self.outcomes.values() for name, value in o.properties
-                               if name == "release.recovered"), None),
+                               if name == RECOVERED_PROPERTY), None),
             "tests": [{"nodeid": o.nodeid, "stage": o.stage, "outcome": o.outcome.value,
                        "duration_s": round(o.duration_s, 3), "message": o.message, "checks": o.checks}
                       for o in self.outcomes.values()],
+            # For the HTML report's charts (plugins/report_data.py): item times, traffic split, load histograms.
+            **chart_data(self.ledger, {o.nodeid: o.properties for o in self.outcomes.values()},
+                         {o.nodeid: o.outcome.value for o in self.outcomes.values()}),
         })
         return summary
 
@@ -294,5 +323,8 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
                   for nodeid, seconds in summary["loads"]["waited_s"].items()]
     if summary["phase_times_s"]:
         lines += ["", "## Phase times", ""]
-        lines += [f"- {stage}: {seconds:.2f}s" for stage, seconds in summary["phase_times_s"].items()]
+        parts = summary.get("phase_parts_s") or {}
+        lines += [f"- {stage}: {seconds:.2f}s" + (" (" + ", ".join(
+            f"{part} {value:.2f}s" for part, value in parts[stage].items()) + ")" if stage in parts else "")
+            for stage, seconds in summary["phase_times_s"].items()]
     write_atomically(path, "\n".join(lines) + "\n", mode=REPORT_MODE)

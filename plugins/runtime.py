@@ -17,9 +17,10 @@ from releasegate.plugins.controller import ReleaseController
 from releasegate.plugins.gates import wait_for_turn
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, ItemRecord, Outcome
+from releasegate.plugins.progress import progress_callback
 from releasegate.plugins.run import ReleaseRun
 from releasegate.plugins.signals import INTERRUPTED_PROPERTY, InterruptedBySignal, SignalGuard, running_phase
-from releasegate.plugins.stages import Stage
+from releasegate.plugins.stages import STAGE_PROPERTY, Stage
 
 
 class StageDeadlineExceeded(AssertionError):
@@ -75,6 +76,12 @@ class ReleaseRuntime:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         self.collecting = False
         self.guard.items_start()
+        loads_here = self.run.is_worker or not self.run.config.pluginmanager.hasplugin("dsession")
+        if loads_here and not session.config.option.collectonly and any(
+                "load" in getattr(item, "fixturenames", ()) for item in session.items):
+            from releasegate.verifiers.load import warm_up_locust
+
+            warm_up_locust()  # locust's import runs beside preflight and provision, not in the first load
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.guard.restore()
@@ -93,7 +100,7 @@ class ReleaseRuntime:
 
     def _take_turn(self, item: pytest.Item) -> None:
         stage, index = item.stash[STAGE_KEY], item.stash[INDEX_KEY]
-        item.user_properties.append(("stage", stage.label))
+        item.user_properties.append((STAGE_PROPERTY, stage.label))
         before = index if stage.name == "rollback" else self._first_index_of_stage(stage)
         # A single process runs its items in order: this one is next, a signal now interrupts it. An xdist
         # worker may wait here while other stages run: a signal now is theirs, and this item skips.
@@ -180,6 +187,7 @@ class ReleaseRuntime:
         """Run one action item; the first one creates the controller (in the process that runs actions)."""
         if self.controller is None:
             self.controller = ReleaseController(self.run.release_config, self.run.options, self.run.ledger)
+        self.controller.on_progress = progress_callback(item)  # finalize's watch draws the live line
         try:
             if item.stage.name == "rollback":
                 with self.guard.shielded():  # the cleanup: a signal now is noted, never abandons it half-way

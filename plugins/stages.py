@@ -10,6 +10,8 @@ import pytest
 
 SUITES_DIR = "suites"
 VERIFICATION_STAGES = ("smoke", "load", "analysis", "post_switch")
+STAGE_PROPERTY = "release.stage"
+"""The user property (JUnit) naming each item's stage label, `analysis[10%]`: how the reports group items."""
 
 
 class Kind(StrEnum):

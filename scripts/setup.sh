@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything releasegate needs on a fresh Debian machine: the Prometheus server binary from apt and a
-# virtualenv in .venv with the project and its dependencies. Safe to run again: it only adds what is missing.
+# Everything releasegate needs on a fresh Debian machine: the Prometheus server binary and headless Chromium
+# (for the HTML report test) from apt, and a virtualenv in .venv with the project and its dependencies. Safe to
+# run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ done_steps=()
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# Headless Chromium opens the HTML release report in the tests (tests/test_html_report.py).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   as_root apt-get update -qq
@@ -46,6 +49,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
   done_steps+=("installed releasegate (editable, with its dependencies) into .venv")
+fi
+
+# The JUnit schema CI servers validate against (junit-10.xsd of Jenkins' xUnit plugin), which the tests check
+# reports/<run>/junit.xml with, offline. pytest's source distribution ships it (its own tests use it); the
+# checksum pins the file.
+JUNIT_XSD=.releasegate/cache/junit-10.xsd
+JUNIT_XSD_SHA256=a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6
+if [ ! -f "$JUNIT_XSD" ] || ! echo "$JUNIT_XSD_SHA256  $JUNIT_XSD" | sha256sum -c --quiet - >/dev/null 2>&1; then
+  xsd_tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$xsd_tmp" pytest==9.2.0
+  tar -xzf "$xsd_tmp/pytest-9.2.0.tar.gz" -C "$xsd_tmp" pytest-9.2.0/testing/example_scripts/junit-10.xsd
+  echo "$JUNIT_XSD_SHA256  $xsd_tmp/pytest-9.2.0/testing/example_scripts/junit-10.xsd" | sha256sum -c --quiet -
+  mkdir -p "$(dirname "$JUNIT_XSD")"
+  install -m 0644 "$xsd_tmp/pytest-9.2.0/testing/example_scripts/junit-10.xsd" "$JUNIT_XSD"
+  rm -rf "$xsd_tmp"
+  done_steps+=("fetched the JUnit schema junit-10.xsd from pytest 9.2.0's sdist into $JUNIT_XSD (checksum verified)")
 fi
 
 echo "releasegate setup: done"

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from releasegate.plugins.junit_format import case_properties
 from releasegate.targets.local.client import LocalClusterClient, read_state_file
 from tests.local_cluster import PROJECT_ROOT, TEST_PROFILES, run_module
+from tests.report_formats import assert_property_names, assert_valid_junit, assert_valid_report
 
 # The example suites releasegate ships (suites/ of this repository), by name: a suite a user adds to
 # suites/ is theirs, and the framework's own tests never run it.
@@ -58,10 +60,15 @@ class JUnit:
 
     @classmethod
     def read(cls, path: Path) -> JUnit:
+        # Every run's reports a test reads follow their published formats (tests/report_formats.py).
+        assert_valid_junit(path)
+        if (path.parent / "release-report.json").exists():
+            assert_valid_report(path.parent / "release-report.json")
         root = ElementTree.parse(path).getroot()
         suite = root.find("testsuite")
         assert suite is not None
         properties = {p.get("name", ""): p.get("value", "") for p in suite.findall("properties/property")}
+        assert_property_names(list(properties), "the testsuite")
         cases = []
         for case in suite.findall("testcase"):
             outcome = "passed"
@@ -71,10 +78,11 @@ class JUnit:
                 if element is not None:
                     # junitxml cuts long messages; the element's text holds the whole report.
                     outcome, message, text = tag, element.get("message", ""), element.text or ""
+            recorded = case_properties(case)  # from its <system-out> (plugins/junit_format.py)
+            assert_property_names([name for name, _ in recorded], f"testcase {case.get('name')}")
             cases.append({
                 "id": f"{case.get('classname')}::{case.get('name')}", "name": case.get("name"),
-                "outcome": outcome, "message": message, "text": text,
-                "properties": [(p.get("name"), p.get("value")) for p in case.findall("properties/property")],
+                "outcome": outcome, "message": message, "text": text, "properties": recorded,
             })
         return cls(properties, cases)
 

@@ -4,7 +4,7 @@ The runner is a real subprocess. It is killed once the target's recorded release
 (polled with a deadline) and, for phases that pass in a blink, once it waits at a gate: the project's
 conftest holds the run after an item (`hold-after-<item>`) or inside a stage's test (`hold-<stage>`) until
 the test process lets go or kills it. Then the same release runs again and must: roll the dead release back
-first and say so (JUnit `release.recovered`), take the dead runner's lock at once (its pid is gone), finish
+first and say so (JUnit `release.recovered.summary`), take the dead runner's lock at once (its pid is gone), finish
 with the live version expected, and leave nothing behind (no candidate pods, no lock, no dead run's child).
 
 The scenario code is shared with bench/crash_recovery.py, which runs every phase on both targets.
@@ -261,7 +261,7 @@ class LocalCrash:
             leftovers.append(f"{len(stray)} demo processes for {pods} pods")
         properties = self.project.preflight_properties() if (self.project.path / "reports/latest").exists() else {}
         live_version = state["slots"][live]["version"] if live else None
-        return LocalOutcome(code, output, live_version, leftovers, properties.get("release.recovered", ""),
+        return LocalOutcome(code, output, live_version, leftovers, properties.get("release.recovered.summary", ""),
                             properties.get("release.lock.taken_over", ""))
 
 
@@ -357,7 +357,7 @@ def kube_crash_and_rerun(cluster: Any, project: CrashProject, kill: Kill, *,
     if len(running) != int(live["spec"]["replicas"]):
         leftovers.append(f"{len(running)} pod processes for {live['spec']['replicas']} replicas")
     properties = project.preflight_properties() if (project.path / "reports/latest").exists() else {}
-    return KubeOutcome(code, output, live_version, leftovers, properties.get("release.recovered", ""),
+    return KubeOutcome(code, output, live_version, leftovers, properties.get("release.recovered.summary", ""),
                        properties.get("release.lock.taken_over", ""))
 
 

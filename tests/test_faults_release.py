@@ -156,9 +156,9 @@ def test_a_full_disk_at_report_time_keeps_the_decision_and_its_exit_code(project
         assert result.ret == 0, out + result.stderr.str()
         result.stdout.fnmatch_lines([
             "*releasegate: v2 now serves all traffic (previous: v1); exit code 0*",
-            "releasegate: WARNING: could not write release-report.md (No space left on device), junit.xml (No "
-            "space left on device) in */reports/*; the decision and exit code above stand: free space there and "
-            "keep this output",
+            "releasegate: WARNING: could not write release-report.md (No space left on device), release-report.html "
+            "(No space left on device), junit.xml (No space left on device) in */reports/*; the decision and exit "
+            "code above stand: free space there and keep this output",
         ])
         assert "Traceback" not in out + result.stderr.str() and "INTERNALERROR" not in out
         assert not (reports / "latest").exists()  # `latest` never names a run without its reports

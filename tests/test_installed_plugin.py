@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.local_cluster import PROJECT_ROOT
+from tests.report_formats import assert_valid_junit, assert_valid_report
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,7 @@ def test_the_wheel_holds_only_the_releasegate_package(installed: Installed) -> N
     assert (package / "charts" / "bluegreen-app" / "Chart.yaml").is_file()
     assert (package / "demo" / "Dockerfile").is_file()
     assert (package / "demo" / "profiles.toml").is_file()
+    assert (package / "plugins" / "schemas" / "release-report.schema.json").is_file()  # the report's JSON Schema
 
 
 def test_a_service_repository_releases_with_its_own_suites_and_a_config_from_elsewhere(
@@ -178,6 +180,8 @@ def test_a_service_repository_releases_with_its_own_suites_and_a_config_from_els
     assert "test_candidate_and_baseline_are_different_versions" in names
     assert "test_the_service_imports_its_own_packages" not in names  # the service's tests are not a suite
     assert (service_repo / "reports" / "latest" / "release-report.md").is_file()
+    assert_valid_junit(service_repo / "reports" / "latest" / "junit.xml")  # as an installed releasegate writes them
+    assert_valid_report(service_repo / "reports" / "latest" / "release-report.json")
 
 
 def test_without_release_the_plugin_is_inert(installed: Installed, service_repo: Path) -> None:

@@ -310,6 +310,9 @@ def test_under_xdist_loads_take_turns_unless_marked_and_measure_as_without_xdist
     loads, properties, p95_xdist = loads_of(project)
     assert properties["release.decision"] == "promoted"
     assert loads["count"] == 4 and loads["unfinished"] == []
+    # Each load's histograms reached the controller's report from the worker that ran it (the HTML's charts).
+    report = json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())
+    assert sorted(short(load["nodeid"]) for load in report["load_histograms"]) == sorted(ALONE + TOGETHER)
     # The two loads that asked to run alone took turns (one waited for the other); the marked pair overlapped.
     overlaps = [(sorted(short(t) for t in o["tests"]), o["allowed"]) for o in loads["overlaps"]]
     assert overlaps == [(list(TOGETHER), True)], loads

@@ -191,7 +191,7 @@ def _report(nodeid: str, outcome: str = "passed", when: str = "call") -> pytest.
     longrepr: Any = ("file", 1, "Skipped: why") if outcome == "skipped" else (
         "failure text" if outcome == "failed" else None)
     return pytest.TestReport(nodeid, ("file", 1, nodeid), {}, outcome, longrepr, when,  # type: ignore[arg-type]
-                             user_properties=[("stage", "smoke")])
+                             user_properties=[("release.stage", "smoke")])
 
 
 def _reporter(tmp_path: Path, reports: list[pytest.TestReport], *, dry_run: bool = False,

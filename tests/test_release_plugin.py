@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.release_project import ReleaseProject
+from tests.report_formats import assert_valid_junit, assert_valid_report
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -180,6 +181,7 @@ def test_a_test_without_a_stage_is_a_usage_error(project: ReleaseProject) -> Non
     result.stderr.fnmatch_lines(["*1 test(s) belong to no stage, e.g. suites/test_loose.py::test_where_do_i_go*"])
     assert not (project.path / "run").exists()
     # The run had started a release (it has a run id): its report says why it stopped.
+    assert_valid_report(project.path / "reports" / "latest" / "release-report.json")
     report = json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())
     assert report["exit_code"] == 4 and report["decision"] == "not-promoted"
     assert "1 test(s) belong to no stage" in report["reason"]
@@ -327,6 +329,8 @@ def test_ctrl_c_leaves_traffic_on_the_verified_version(project: ReleaseProject) 
     assert state["slots"]["green"]["pods"] == []
     assert state["lease"] is None
     assert json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())["exit_code"] == 2
+    assert_valid_report(project.path / "reports" / "latest" / "release-report.json")
+    assert_valid_junit(project.path / "reports" / "latest" / "junit.xml")
 
 
 def test_under_xdist_stages_stay_ordered_and_actions_run_once(project: ReleaseProject) -> None:
@@ -356,6 +360,9 @@ def test_under_xdist_stages_stay_ordered_and_actions_run_once(project: ReleasePr
     assert {r[3] for r in records} == {"gw0", "gw1"}  # verification really was spread over both workers
     assert [c["name"] for c in junit.cases].count("provision") == 1
     assert project.cluster_state()["traffic"] == {"green": 100}
+    # The HTML report is written on the controller, with every worker's items on its timeline.
+    page = (project.path / "reports" / "latest" / "release-report.html").read_text()
+    assert "Release v2: PROMOTED" in page and page.count("test_analysis[") >= 4
 
 
 def test_without_release_the_plugin_is_inert(project: ReleaseProject) -> None:

@@ -91,6 +91,10 @@ def test_a_version_with_5_percent_errors_is_rolled_back(project: ReleaseProject)
     measured = float(first_line.split()[1].rstrip("%"))
     assert 2 <= measured <= 10, measured
     assert junit.case("switch")["outcome"] == "skipped"
+    # The end-of-run table (plugins/progress.py): the failed phase, then the check with its own line.
+    result.stdout.fnmatch_lines(["*- release phases -*", "load *failed *1 test", "checks that did not pass:",
+                                 "load *fail *test_candidate_meets_its_slos_under_load: error_rate*",
+                                 "releasegate: v2-errors was rolled back*"])
     state = project.cluster_state()
     assert state["traffic"] == {"blue": 100}
     assert state["slots"]["green"]["pods"] == []

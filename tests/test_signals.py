@@ -55,7 +55,7 @@ ACTIONS_HELD_BEFORE = ("finalize", "rollback")  # finalize: its keep-warm; rollb
 def _hold(item):
     guard = item.config.pluginmanager.get_plugin("releasegate-release-runtime").guard
     seen = (guard.reason, len(guard.notes))
-    stage = dict(item.user_properties)["stage"]
+    stage = dict(item.user_properties)["release.stage"]
     (HELD_DIR / f"held-{stage}").write_text(json.dumps({"nodeid": item.nodeid, "pid": os.getpid()}))
     deadline = time.monotonic() + 120
     # Until this process handled a signal (a first one raises right here; during the cleanup it is noted).
@@ -66,7 +66,7 @@ def _hold(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    stage = dict(item.user_properties).get("stage")
+    stage = dict(item.user_properties).get("release.stage")
     if stage not in HOLD:
         return (yield)
     HOLD.remove(stage)  # once per stage: a canary's analysis runs once per step
@@ -466,7 +466,7 @@ def test_an_interrupted_item_is_an_error_with_the_reason_and_a_failed_cleanup_is
     ledger.abort(reason)
     reporter = ReleaseReporter(ReleaseOptions(version="v2", strategy="blue-green", target="local", dry_run=False,
                                               run_id="r"), ledger)
-    properties = [("stage", "load"), (INTERRUPTED_PROPERTY, reason)]
+    properties = [("release.stage", "load"), (INTERRUPTED_PROPERTY, reason)]
     reporter.add(pytest.TestReport("suites/load/test_load.py::test_load", ("f", 1, "t"), {}, "failed",
                                    f"InterruptedBySignal: {reason}", "call", user_properties=properties))
     [outcome] = reporter.outcomes.values()

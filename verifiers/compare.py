@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
+from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import Endpoint
+from releasegate.verifiers.live_progress import comparison_snapshot
 from releasegate.verifiers.load import (
     LOOK_INTERVAL_S,
     LoadProcess,
@@ -257,12 +259,12 @@ class PairedJudges:
 
 def run_side_by_side(profile: LoadProfile, candidate: Endpoint, baseline: Endpoint, *,
                      judges: PairedJudges | None = None, record: RecordCheck | None = None,
-                     ) -> tuple[LoadResult, LoadResult]:
+                     on_progress: ProgressCallback | None = None) -> tuple[LoadResult, LoadResult]:
     """The same load on the candidate and on the baseline at the same time, judged every second.
 
     A decisive regression in any scope stops both runs at once; once `duration_s` has passed, every scope
     having passed stops them; otherwise both go on to `max_duration_s`. Returns (candidate, baseline)
-    results that carry the judges, ready for `compare_loads`.
+    results that carry the judges, ready for `compare_loads`. `on_progress` gets a snapshot after every look.
     """
     judges = judges or PairedJudges(min_samples=profile.min_requests)
     recorder = ignore_check if record is None else record
@@ -281,6 +283,8 @@ def run_side_by_side(profile: LoadProfile, candidate: Endpoint, baseline: Endpoi
                 continue
             elapsed = min(cand_live.elapsed_s, base_live.elapsed_s)
             judged = judges.look(cand_live.cells, base_live.cells, elapsed)
+            if on_progress is not None:
+                on_progress(comparison_snapshot(profile, cand_live, base_live, judged, elapsed))
             stop = _stop_reason(judged, elapsed, profile)
             if stop is not None:
                 abort, note = stop

@@ -4,6 +4,9 @@ locust is never imported here: importing it monkey-patches the whole process wit
 starts `python -m locust --headless -f verifiers/locust_collector.py,<locustfile>`; the collector (loaded
 inside that process) records every request per endpoint name and per serving version (the endpoint's
 version header), publishes its counts every second, and writes JSON to a temporary file at the end.
+That process is usually a warm spare (LocustSpares: locust imported before the load needed it), which
+becomes exactly that command; with `processes` or `workers` it is a locust master, and the collector
+merges what its workers counted (verifiers/locust_collector.py).
 
 Sequential windows: every second this process judges the profile's `checks` and `stop_on_breach`
 thresholds on the live counts with anytime-valid bounds (verifiers.thresholds), over all endpoints and over
@@ -18,24 +21,31 @@ the locustfile accepted it: a server error never counts as a success.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import select
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError, ReleasegateError
 from releasegate.core.files import write_atomically
-from releasegate.core.processes import stop_child
+from releasegate.core.processes import KILL_WAIT_S, stop_child
+from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import DEFAULT_VERSION_HEADER, Endpoint, Role
+from releasegate.verifiers.live_progress import load_snapshot
 from releasegate.verifiers.sequential import Decision
 from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
 from releasegate.verifiers.thresholds import Kind, Threshold, format_count, parse_threshold
@@ -96,6 +106,12 @@ class LoadProfile:
     # Each busy endpoint must pass on its own too before the run ends early (a decisive failure of one
     # always stops it); False: only the totals must, e.g. for a small canary share of a busy endpoint.
     per_endpoint: bool = True
+    # Load beyond one process: locust `--processes N` on this machine, or a master this process runs with
+    # `workers` locust workers (other machines) connecting to it; the master merges their counts.
+    processes: int = 1
+    workers: int = 0
+    master: str = ""  # "host:port" the master binds, for workers started elsewhere; "": local worker processes
+    workers_timeout_s: float = 30.0  # how long the master waits for all its workers to connect
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.spawn_rate <= 0 or self.duration_s <= 0 or self.min_requests < 0:
@@ -103,6 +119,7 @@ class LoadProfile:
                 f"load profile {self.describe()}: users must be >= 1, spawn_rate and duration_s > 0 and "
                 "min_requests >= 0, e.g. LoadProfile(Path('suites/load/locustfile.py'), users=10, "
                 "spawn_rate=10, duration_s=15)")
+        self._check_distribution()
         if self.max_duration_s is not None and self.max_duration_s < self.duration_s:
             raise ConfigError(f"load profile {self.describe()}: max_duration_s {self.max_duration_s:g} is "
                               f"shorter than duration_s {self.duration_s:g}; the run extends from duration_s "
@@ -110,14 +127,39 @@ class LoadProfile:
         for expression in (*self.stop_on_breach, *self.checks):
             parse_threshold(expression)  # a typo is a usage error before anything runs
 
+    def _check_distribution(self) -> None:
+        fix = ("e.g. processes=2 for two locust processes on this machine, or workers=2 (and master='0.0.0.0:5557' "
+               "for workers you start on other machines)")
+        if not isinstance(self.processes, int) or self.processes < 1:
+            raise ConfigError(f"load profile: processes must be a whole number >= 1, got {self.processes!r}; {fix}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"load profile: workers must be a whole number >= 0, got {self.workers!r}; {fix}")
+        if self.processes > 1 and self.workers:
+            raise ConfigError(f"load profile: processes={self.processes} and workers={self.workers} cannot be "
+                              "combined (a master with remote workers runs no users itself); choose one, " + fix)
+        if self.workers_timeout_s <= 0:
+            raise ConfigError(f"load profile: workers_timeout_s must be > 0, got {self.workers_timeout_s!r}")
+        if self.master:
+            if not self.workers:
+                raise ConfigError(f"load profile: master {self.master!r} is set but workers is 0; set workers to "
+                                  "the number of locust workers that will connect to it")
+            parse_master(self.master)
+
     @property
     def longest_s(self) -> float:
         return self.duration_s if self.max_duration_s is None else self.max_duration_s
 
+    @property
+    def distributed(self) -> bool:
+        """Run as a locust master (with --processes, or with workers): its workers make the requests."""
+        return self.processes > 1 or self.workers > 0
+
     def describe(self) -> str:
         """`locust suites/load/locustfile.py, 10 users, spawn 10/s, 15s`: the source of every load check."""
         extends = "" if self.longest_s == self.duration_s else f" (up to {self.longest_s:g}s until decided)"
-        return (f"locust {_display_path(Path(self.locustfile))}, {self.users} users, "
+        spread = (f", {self.processes} processes" if self.processes > 1
+                  else f", master with {self.workers} workers" if self.workers else "")
+        return (f"locust {_display_path(Path(self.locustfile))}, {self.users} users{spread}, "
                 f"spawn {self.spawn_rate:g}/s, {self.duration_s:g}s{extends}")
 
 
@@ -164,6 +206,9 @@ class LoadResult:
     # The sequential comparison that judged this run live beside its twin (verifiers.compare.PairedJudges);
     # typed loosely because compare imports this module.
     paired: object = field(default=None, repr=False, compare=False)
+    # A distributed run: the requests each locust worker reported to the master in its final counts (the
+    # cells are their merge, so these add up to `requests`); empty for a single process.
+    worker_requests: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def requests(self) -> int:
@@ -278,21 +323,28 @@ class LoadResult:
 
 
 def run_load(profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | None = None,
-             record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S) -> LoadResult:
+             record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S,
+             on_progress: ProgressCallback | None = None, start_workers: WorkerLauncher | None = None,
+             ) -> LoadResult:
     """Run the profile against `host` (a base URL or an Endpoint) and return what was measured.
 
     The profile's `checks` and `stop_on_breach` are judged every second (module docstring). Raises
     LoadError when locust crashes, the locustfile is broken, the run exceeds `timeout_s` (default: the
     longest duration + 30s; the process group is killed), its live counts stop for `stall_s` (hung; killed
-    too) or not a single request was made.
+    too) or not a single request was made. `on_progress` gets a snapshot after every look (core.progress).
+    A profile with `workers` runs a locust master here; `start_workers` starts its workers (by default local
+    processes, or none when the profile names a `master` that workers started elsewhere connect to).
     """
-    with LoadProcess(profile, host, timeout_s=timeout_s, record=record, stall_s=stall_s) as process:
+    with LoadProcess(profile, host, timeout_s=timeout_s, record=record, stall_s=stall_s,
+                     start_workers=start_workers) as process:
         judge = LiveJudge(profile)
         while not process.wait(LOOK_INTERVAL_S):
             live = process.live()
             if live is None:
                 continue
             verdict = judge.look(live)
+            if on_progress is not None:
+                on_progress(load_snapshot(live, judge, process.target))
             if verdict.stop:
                 process.stop(abort_reason=verdict.abort_reason, note=verdict.note)
         return process.result(looks=judge.looks, decisions=judge.decisions)
@@ -393,7 +445,8 @@ class LoadProcess:
     """
 
     def __init__(self, profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | None = None,
-                 record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S) -> None:
+                 record: RecordCheck = ignore_check, stall_s: float = LIVE_STALL_S,
+                 spares: LocustSpares | None = None, start_workers: WorkerLauncher | None = None) -> None:
         locustfile = Path(profile.locustfile).resolve()
         if not locustfile.is_file() or locustfile.suffix != ".py":
             raise ConfigError(f"locustfile {profile.locustfile} is not a .py file; point LoadProfile.locustfile "
@@ -405,7 +458,12 @@ class LoadProcess:
         self.record = record
         self.target = host if isinstance(host, Endpoint) else None
         self.url = host.url if isinstance(host, Endpoint) else host
-        self.deadline_s = profile.longest_s + STARTUP_GRACE_S if timeout_s is None else timeout_s
+        # The master of a distributed run (None: one locust process); ConfigError when it cannot listen there.
+        self.master = master_address(profile)
+        # Waiting for workers to connect comes before the run, on top of the usual start-up slack.
+        startup_s = STARTUP_GRACE_S + (profile.workers_timeout_s if profile.workers else 0.0)
+        self.deadline_s = profile.longest_s + startup_s if timeout_s is None else timeout_s
+        self._startup_limit_s = max(stall_s, startup_s)
         self.stall_s = stall_s
         self._workdir = tempfile.TemporaryDirectory(prefix="releasegate-load-")
         work = Path(self._workdir.name)
@@ -414,27 +472,54 @@ class LoadProcess:
         settings = {"max_duration_s": profile.longest_s, "reservoir_size": RESERVOIR_SIZE,
                     "live_path": str(self._live_path), "stop_path": str(self._stop_path),
                     "version_header": self.target.version_header if self.target is not None
-                    else DEFAULT_VERSION_HEADER}
+                    else DEFAULT_VERSION_HEADER,
+                    **_distribution_settings(profile, self.master, locustfile)}
         self._stderr = self._stderr_path.open("wb")
         self._started = time.monotonic()
         # When the live counts last moved on (monotonic), and to which elapsed_s: a hung locust stops them.
         self._progress_at: float | None = None
         self._progress_elapsed_s = -1.0
-        # A session of its own: on timeout the whole process group goes, including anything locust forked.
-        self._process = subprocess.Popen(
-            _command(profile, locustfile, self.url), env=_environment(self._output, settings),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True)
+        self._spares = SPARES if spares is None else spares
+        self._stop_workers: Callable[[], None] | None = None
+        self._process = self._spares.start(_command(profile, locustfile, self.url, self.master),
+                                           _environment(self._output, settings), self._stderr, self._stderr_path)
+        launcher = start_workers or (None if profile.master or not profile.workers else local_worker_processes)
+        if launcher is not None and self.master is not None:
+            try:
+                self._stop_workers = launcher(WorkerRequest(
+                    count=profile.workers, master_host=self.master.host, master_port=self.master.port,
+                    locustfile=locustfile, command=tuple(worker_command(locustfile, self.master)),
+                    env=_base_environment(), log_path=self._stderr_path))
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
 
     def __enter__(self) -> LoadProcess:
         return self
+
+    @property
+    def pid(self) -> int:
+        """The locust process (its process group too): a spare that took the run, or a cold start."""
+        return self._process.pid
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self._process.poll() is None:  # an interrupt or an error: never leave locust running
                 _kill_group(self._process)
+            elif self.profile.processes > 1:  # the master is gone: no worker it forked may outlive it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
         finally:
-            self._stderr.close()
-            self._workdir.cleanup()
+            try:
+                if self._stop_workers is not None:
+                    self._stop_workers()
+            finally:
+                _close_pipes(self._process)
+                self._stderr.close()
+                self._workdir.cleanup()
+                if exc[0] is None or issubclass(exc[0], Exception):  # type: ignore[arg-type]
+                    # The next load's spare imports locust now, between two loads (never on an interrupt).
+                    self._spares.replenish()
 
     def wait(self, seconds: float) -> bool:
         """Wait up to `seconds` for locust to exit; True once it has. LoadError past the run's deadline."""
@@ -474,7 +559,7 @@ class LoadProcess:
         if self._process.poll() is not None:
             return  # it exited: result() says how
         if self._progress_at is None:
-            silent_s, limit_s, since = now - self._started, max(self.stall_s, STARTUP_GRACE_S), "since it started"
+            silent_s, limit_s, since = now - self._started, self._startup_limit_s, "since it started"
         else:
             silent_s, limit_s = now - self._progress_at, self.stall_s
             since = f"from {self._progress_elapsed_s:.1f}s into the run"
@@ -508,6 +593,8 @@ class LoadProcess:
             raise LoadError(f"locust finished without writing results {described}; was the collector "
                             "loaded?" + stderr_tail)
         data = json.loads(self._output.read_text(encoding="utf-8"))
+        if data.get("error"):  # the collector's own verdict on the run: workers that never connected, ...
+            raise LoadError(f"{data['error']} {described}" + stderr_tail)
         result = _result_from_json(data, self.profile, self.url, self.target, self.record,
                                    looks=looks, decisions=dict(decisions or {}))
         if result.requests == 0:
@@ -516,6 +603,241 @@ class LoadProcess:
                             f"({self.profile.describe()})" + (f"; task errors: {errors}" if errors else "")
                             + stderr_tail)
         return result
+
+
+# -- load beyond one process: a locust master and its workers ---------------------------------------------
+
+@dataclass(frozen=True)
+class MasterAddress:
+    """Where the master of a distributed run listens (`bind_host`) and what its workers connect to (`host`)."""
+
+    bind_host: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_WILDCARDS = frozenset({"0.0.0.0", "*", "::", ""})
+
+
+def parse_master(text: str) -> tuple[str, int]:
+    """`host:port` (`[::1]:5557` for IPv6) of a LoadProfile's `master`; ConfigError naming the fix otherwise."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"load profile: master {text!r} is not host:port; give the address this machine's "
+                          "locust master listens on for its workers, e.g. '0.0.0.0:5557' (all interfaces) or "
+                          "'10.0.0.5:5557'")
+    return host, int(port)
+
+
+def master_address(profile: LoadProfile) -> MasterAddress | None:
+    """The master's address for a distributed profile (None for one process), checked by binding it now.
+
+    `--processes` and local worker processes use a free loopback port; `master` names a fixed one that
+    workers on other machines are pointed at. A host this machine does not have, or a port in use, is a
+    ConfigError now, not a locust crash later.
+    """
+    if not profile.distributed:
+        return None
+    host, port = parse_master(profile.master) if profile.master else ("127.0.0.1", 0)
+    bind_host = "*" if host in _WILDCARDS else host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("" if bind_host == "*" else host, port))
+            port = int(probe.getsockname()[1])  # port 0: a free one, bound by locust right after (small race)
+    except OSError as exc:
+        raise ConfigError(f"load profile: the locust master cannot listen on {host}:{port} ({exc.strerror}); set "
+                          "master to an address of this machine and a free port, e.g. '0.0.0.0:5557'") from None
+    return MasterAddress(bind_host=bind_host, host=socket.getfqdn() if bind_host == "*" else host, port=port)
+
+
+def worker_command(locustfile: Path, master: MasterAddress) -> list[str]:
+    """One locust worker of `master` on a machine with this checkout: the collector beside the locustfile."""
+    return [*_LOCUST, "--worker", "--master-host", master.host, "--master-port", str(master.port),
+            "-f", f"{COLLECTOR},{locustfile}", "--loglevel", "WARNING"]
+
+
+def _distribution_settings(profile: LoadProfile, master: MasterAddress | None, locustfile: Path,
+                           ) -> dict[str, Any]:
+    if master is None:
+        return {"mode": "local"}
+    return {"mode": "master", "workers": profile.workers or profile.processes, "master": str(master),
+            "spread": "workers" if profile.workers else "processes",
+            "workers_timeout_s": profile.workers_timeout_s,
+            "worker_command": shlex.join(worker_command(locustfile, master))}
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """What starting the workers of one distributed load needs. A WorkerLauncher gets it, starts `count`
+    workers that connect to `master_host`:`master_port`, and returns a function that stops them."""
+
+    count: int
+    master_host: str
+    master_port: int
+    locustfile: Path
+    command: tuple[str, ...]  # one worker's command line on a machine like this one (same paths)
+    env: Mapping[str, str]
+    log_path: Path  # where the workers' stderr may go: a failed run's message ends with its last lines
+
+
+WorkerLauncher = Callable[[WorkerRequest], Callable[[], None]]
+"""Starts the workers of one load run near the service (local processes, a Kubernetes Job, ...)."""
+
+
+def local_worker_processes(request: WorkerRequest) -> Callable[[], None]:
+    """Workers as processes of this machine, each in a session of its own (standing in for machines)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def stop() -> None:
+        for process in started:  # the master told them to quit already; this only catches stragglers
+            _kill_group(process)
+
+    with request.log_path.open("ab") as log:
+        try:
+            for _ in range(request.count):  # warm spares when there are: a worker is `python -m locust` too
+                started.append(SPARES.start(request.command, request.env, log, request.log_path))
+        except BaseException:
+            stop()
+            raise
+    return stop
+
+
+# -- warm spares: locust imported before the run needs it -------------------------------------------------
+
+SPARE_MODULE = "releasegate.verifiers.locust_spare"
+
+SPARE_COUNT = 2
+"""Spares kept per process: a side-by-side comparison starts two loads at once."""
+
+# What acts when an interpreter starts (the import path, gevent's settings), so a spare started under other
+# values would not be the process a cold start gives: it is not used then.
+_STARTUP_VARIABLES = ("PYTHON", "GEVENT", "LD_")
+
+
+class LocustSpares:
+    """Warm locust processes of this process (verifiers.locust_spare): the next loads start without paying
+    for locust's import. `start` uses a spare when one is idle and starts locust cold otherwise; `replenish`
+    starts spares up to `size`. A load calls it when it ends, so spares import between loads, not beside one
+    that measures. Idle spares are killed at exit, and die by themselves when this process dies."""
+
+    def __init__(self, size: int = SPARE_COUNT) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._idle: list[tuple[subprocess.Popen[bytes], dict[str, str]]] = []
+        self._ready: set[int] = set()
+        self._owner = os.getpid()
+        self._at_exit = False
+
+    def start(self, command: Sequence[str], env: Mapping[str, str], stderr: IO[bytes],
+              stderr_path: Path) -> subprocess.Popen[bytes]:
+        """The locust process for `command` (`python -m locust ...`), in a session of its own."""
+        spare = self._take(env)
+        request = {"argv": list(command[len(_LOCUST):]), "env": dict(env), "cwd": os.getcwd(),
+                   "stderr": str(stderr_path), "title": " ".join(command)}
+        if spare is not None and spare.stdin is not None:
+            try:
+                spare.stdin.write(json.dumps(request).encode() + b"\n")
+                spare.stdin.close()
+                return spare
+            except OSError:  # it died since (a broken pipe): start cold
+                _close_pipes(spare)
+        # A session of its own: on timeout the whole process group goes, including anything locust forked.
+        return subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=stderr, start_new_session=True)
+
+    def replenish(self, up_to: int | None = None) -> None:
+        """Start spares until `size` (or `up_to`) are idle; each imports locust in the background."""
+        with self._lock:
+            self._adopt()
+            self._idle = [(spare, env) for spare, env in self._idle if spare.poll() is None or _close_pipes(spare)]
+            while len(self._idle) < min(self.size, self.size if up_to is None else up_to):
+                env = _base_environment()
+                self._idle.append((subprocess.Popen(
+                    [sys.executable, "-m", SPARE_MODULE], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, start_new_session=True), env))
+            if not self._at_exit:
+                atexit.register(self.close)
+                self._at_exit = True
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once every idle spare has imported locust, False at the deadline (benchmarks and tests)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                pending = {spare.stdout.fileno(): spare for spare, _ in self._idle
+                           if spare.pid not in self._ready and spare.stdout is not None}
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                return not pending
+            readable, _, _ = select.select(list(pending), [], [], left)
+            for fd in readable:
+                said = os.read(fd, 64)
+                if said.startswith(b"ready"):
+                    self._ready.add(pending[fd].pid)
+                elif not said:  # EOF: it died while importing
+                    return False
+
+    def idle_pids(self) -> list[int]:
+        with self._lock:
+            return [spare.pid for spare, _ in self._idle if spare.poll() is None]
+
+    def close(self) -> None:
+        """Kill the idle spares (they measure nothing, so no grace period) and reap them."""
+        with self._lock:
+            self._adopt()
+            idle, self._idle = self._idle, []
+        for spare, _ in idle:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(spare.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spare.wait(KILL_WAIT_S)
+            _close_pipes(spare)
+
+    def _take(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            self._adopt()
+            while self._idle:
+                spare, spare_env = self._idle.pop(0)
+                if spare.poll() is None and _startup_variables(spare_env) == _startup_variables(env):
+                    return spare
+                if spare.poll() is None:  # started under other settings: of no use any more
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(spare.pid, signal.SIGKILL)
+                    spare.wait()
+                _close_pipes(spare)
+            return None
+
+    def _adopt(self) -> None:
+        if os.getpid() != self._owner:  # a forked child: the idle spares are its parent's, not its own
+            self._idle, self._ready, self._owner, self._at_exit = [], set(), os.getpid(), False
+
+
+def _startup_variables(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.upper().startswith(_STARTUP_VARIABLES)}
+
+
+def _close_pipes(process: subprocess.Popen[bytes]) -> bool:
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    return False
+
+
+SPARES = LocustSpares()
+"""This process's warm spares; every LoadProcess starts locust through it."""
+
+
+def warm_up_locust() -> None:
+    """Start a spare now (a release does at its start, beside provisioning), so even its first load skips
+    locust's import. One: the first load is one run; the spares for a pair come when it ends."""
+    SPARES.replenish(up_to=1)
 
 
 _PER_ENDPOINT_KINDS = frozenset({Kind.LATENCY, Kind.RATE})
@@ -541,26 +863,45 @@ def _endpoint_counts(cells: Mapping[tuple[str, str], Stats]) -> dict[str, int]:
     return counts
 
 
-def _command(profile: LoadProfile, locustfile: Path, url: str) -> list[str]:
+def _command(profile: LoadProfile, locustfile: Path, url: str, master: MasterAddress | None) -> list[str]:
     # Several locustfiles separated by commas (locust 2.x's -f): the collector's listeners register
     # themselves on import, the user's file brings the User classes. No -t: the collector stops the
     # run after duration_s, which may be fractional.
     return [
-        sys.executable, "-m", "locust", "--headless", "-f", f"{COLLECTOR},{locustfile}", "--host", url,
+        *_LOCUST, "--headless", "-f", f"{COLLECTOR},{locustfile}", "--host", url,
         "--users", str(profile.users), "--spawn-rate", f"{profile.spawn_rate:g}", "--only-summary",
         "--loglevel", "WARNING",
         # Failed requests are our verdict to give, not locust's exit code: non-zero then means a crash.
         "--exit-code-on-error", "0",
+        *_master_args(profile, master),
         *profile.extra_args,
     ]
 
 
+_LOCUST = (sys.executable, "-m", "locust")
+
+
+def _master_args(profile: LoadProfile, master: MasterAddress | None) -> list[str]:
+    if master is None:
+        return []
+    listen = ["--master-bind-host", master.bind_host, "--master-bind-port", str(master.port)]
+    if profile.processes > 1:  # locust forks its workers, which connect to --master-port on 127.0.0.1
+        return ["--processes", str(profile.processes), *listen, "--master-port", str(master.port)]
+    # No --expect-workers-max-wait: the collector keeps that deadline and says what went wrong.
+    return ["--master", "--expect-workers", str(profile.workers), *listen]
+
+
+def _base_environment() -> dict[str, str]:
+    """This process's environment for a locust process, less what must not reach it."""
+    return {k: v for k, v in os.environ.items()
+            # LOCUST_* settings from the caller's environment would change the run behind the profile's
+            # back, and proxy variables would route loopback traffic through a proxy (as trust_env=False
+            # prevents for httpx in verifiers.http).
+            if not k.upper().startswith("LOCUST_") and k.lower() not in _PROXY_VARIABLES}
+
+
 def _environment(output: Path, settings: Mapping[str, Any]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           # LOCUST_* settings from the caller's environment would change the run behind the profile's
-           # back, and proxy variables would route loopback traffic through a proxy (as trust_env=False
-           # prevents for httpx in verifiers.http).
-           if not k.upper().startswith("LOCUST_") and k.lower() not in _PROXY_VARIABLES}
+    env = _base_environment()
     env[OUTPUT_ENV] = str(output)
     env[SETTINGS_ENV] = json.dumps(settings)
     return env
@@ -615,4 +956,5 @@ def _result_from_json(data: Mapping[str, Any], profile: LoadProfile, url: str, t
         duration_s=duration_s, aborted_early=bool(data["abort_reason"]), abort_reason=data["abort_reason"],
         task_errors=tuple(str(e) for e in data["task_errors"]), record=record,
         stop_note=data.get("stop_note"), looks=looks, decisions=decisions,
+        worker_requests={str(k): int(v) for k, v in data.get("worker_requests", {}).items()},
     )

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
 from releasegate.core.errors import ConfigError
+from releasegate.core.progress import CheckProgress, CheckState, ProgressCallback, ProgressSnapshot
 from releasegate.core.types import MetricsScope
 from releasegate.core.waiting import poll_until
 from releasegate.verifiers.metrics import DEFAULT_HANDLERS, Metrics
@@ -244,9 +245,10 @@ class WatchOutcome:
 
 def watch(source: CountSource, slos: Sequence[WatchedSlo], *, duration_s: float, interval_s: float, alpha: float,
           aborted: Callable[[], str | None] = lambda: None, clock: Callable[[], float] = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep) -> WatchOutcome:
+          sleep: Callable[[float], None] = time.sleep, on_progress: ProgressCallback | None = None) -> WatchOutcome:
     """Look every `interval_s` for `duration_s` (once more at the end); stop at the first decisive breach or
-    when `aborted()` gives a reason. A look whose read fails (MetricsError) is counted, never a breach."""
+    when `aborted()` gives a reason. A look whose read fails (MetricsError) is counted, never a breach.
+    `on_progress` gets a snapshot after every look that read counts (core.progress)."""
     started = clock()
     deadline = started + duration_s
     looks = failed = 0
@@ -270,6 +272,8 @@ def watch(source: CountSource, slos: Sequence[WatchedSlo], *, duration_s: float,
             requests = counts.requests
             last = evaluate(slos, counts, alpha=alpha)
             breached = next((look for look in last if look.breached), None)
+            if on_progress is not None:
+                on_progress(watch_snapshot(last, counts, elapsed_s=clock() - started, duration_s=duration_s))
             if breached is not None:
                 return outcome(WatchStatus.BREACH, breach=breached)
         left = deadline - clock()
@@ -284,6 +288,16 @@ def watch(source: CountSource, slos: Sequence[WatchedSlo], *, duration_s: float,
     if all(look.healthy for look in last):
         return outcome(WatchStatus.HEALTHY)
     return outcome(WatchStatus.UNDECIDED)
+
+
+def watch_snapshot(looks: Sequence[SloLook], counts: WatchCounts, *, elapsed_s: float,
+                   duration_s: float) -> ProgressSnapshot:
+    """One look of the watch for the live line: requests since the switch, and each SLO's state (a breach
+    fails, every upper bound inside passes; no latency histogram or no request is undecided)."""
+    checks = tuple(CheckProgress(look.slo.text, CheckState.FAIL if look.breached else CheckState.PASS
+                                 if look.healthy else CheckState.UNDECIDED, look.trials) for look in looks)
+    return ProgressSnapshot(activity="watch", elapsed_s=elapsed_s, total_s=duration_s, requests=counts.requests,
+                            failures=counts.failures, checks=checks)
 
 
 class WatchBreach(CheckFailed):

@@ -23,6 +23,12 @@ def test_candidate_meets_its_slos_under_load(load: LoadRunner, release: ReleaseI
         checks=promised,
         max_duration_s=float(settings.get("load_max_duration_s", max(120.0, duration_s))),
         min_requests=int(settings.get("load_min_requests", 200)),
+        # Load beyond one process (README, "Load beyond one process"): locust --processes on this machine, or
+        # a master here with workers elsewhere (local worker processes unless load_master names an address).
+        processes=int(settings.get("load_processes", 1)),
+        workers=int(settings.get("load_workers", 0)),
+        master=str(settings.get("load_master", "")),
+        workers_timeout_s=float(settings.get("load_workers_timeout_s", 30)),
     )
     # Over all endpoints and each busy endpoint on its own (a failing checkout must not hide in the total).
     result.check(*promised, "rps > 20")
