@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +40,6 @@ from releasegate.verifiers.load import (
     master_address,
     run_load,
 )
-from tests.release_project import ReleaseProject
 from tests.verifiers_services import PROJECT_ROOT, DemoService, demo_service, free_port, write_profiles
 from tests.waiting import wait_until
 
@@ -219,39 +217,3 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return False
-
-
-# -- a whole release: master and 2 workers decide as one process does ---------------------------------------
-
-@pytest.mark.slow
-def test_a_release_with_a_master_and_two_workers_rolls_back_v2_errors(pytester: pytest.Pytester,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    project = ReleaseProject(pytester, monkeypatch)
-    project.minimal_suites()  # smoke, analysis and post_switch pass; the shipped load stage decides
-    (project.path / "suites" / "load").mkdir()
-    for shipped in ("test_load.py", "locustfile.py"):
-        shutil.copyfile(PROJECT_ROOT / "suites" / "load" / shipped, project.path / "suites" / "load" / shipped)
-    project.write_config("""
-        [vars]
-        load_users = 8
-        load_duration_s = 3
-        load_min_requests = 50
-        load_workers = 2
-    """)
-    result = project.release("--release", "v2-errors")
-    assert result.ret == 1, result.stdout.str()
-    junit = project.junit()
-    assert junit.suite_properties["release.decision"] == "rolled-back"
-    failure = junit.case("test_candidate_meets_its_slos_under_load")
-    assert failure["outcome"] == "failure"
-    first_line = failure["message"].splitlines()[0]
-    # The same decision, by the same bound, as a single process (tests/test_release_suites.py): the merged
-    # counts of both workers are what the sequential check judged.
-    assert first_line.startswith("error_rate ") and "% > 1% over " in first_line, first_line
-    assert " requests on all endpoints (candidate v2-errors): lower bound " in first_line, first_line
-    measured = float(first_line.split()[1].rstrip("%"))
-    assert 2 <= measured <= 10, measured
-    properties = dict(failure["properties"])
-    assert ", 8 users, master with 2 workers, " in properties["check.error_rate < 1%.source"]
-    assert int(properties["check.error_rate < 1%.samples"]) >= 50
-    assert junit.case("switch")["outcome"] == "skipped"

@@ -483,16 +483,17 @@ class LoadProcess:
         self._stop_workers: Callable[[], None] | None = None
         self._process = self._spares.start(_command(profile, locustfile, self.url, self.master),
                                            _environment(self._output, settings), self._stderr, self._stderr_path)
-        launcher = start_workers or (None if profile.master or not profile.workers else local_worker_processes)
-        if launcher is not None and self.master is not None:
-            try:
+        # From here locust runs: an interrupt before the caller's `with` owns it must not leave it running.
+        try:
+            launcher = start_workers or (None if profile.master or not profile.workers else local_worker_processes)
+            if launcher is not None and self.master is not None:
                 self._stop_workers = launcher(WorkerRequest(
                     count=profile.workers, master_host=self.master.host, master_port=self.master.port,
                     locustfile=locustfile, command=tuple(worker_command(locustfile, self.master)),
                     env=_base_environment(), log_path=self._stderr_path))
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
     def __enter__(self) -> LoadProcess:
         return self
@@ -747,6 +748,9 @@ class LocustSpares:
                 return spare
             except OSError:  # it died since (a broken pipe): start cold
                 _close_pipes(spare)
+            except BaseException:  # an interrupt while it takes the run: it may run already, and no one owns it
+                _kill_now(spare)
+                raise
         # A session of its own: on timeout the whole process group goes, including anything locust forked.
         return subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=stderr, start_new_session=True)
@@ -793,11 +797,7 @@ class LocustSpares:
             self._adopt()
             idle, self._idle = self._idle, []
         for spare, _ in idle:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(spare.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                spare.wait(KILL_WAIT_S)
-            _close_pipes(spare)
+            _kill_now(spare)
 
     def _take(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
         with self._lock:
@@ -908,6 +908,15 @@ def _environment(output: Path, settings: Mapping[str, Any]) -> dict[str, str]:
 
 
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
+
+
+def _kill_now(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group and reap it: for a process that has measured nothing worth a grace period."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(KILL_WAIT_S)
+    _close_pipes(process)
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
