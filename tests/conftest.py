@@ -2,12 +2,15 @@
 
 import os
 import signal
+from collections.abc import Iterator
 
 # httpx imports httpcore lazily, and pytester's in-process runs drop the modules they imported from
 # sys.modules: an httpx error in this process after such a run would escape as a raw httpcore exception.
 import httpcore  # noqa: F401
+import pytest
 
 from tests.local_cluster import DEMO_SEED
+from tests.release_project import ReleaseProject
 
 pytest_plugins = ["pytester", "tests.fakekube.fixtures"]
 
@@ -21,3 +24,14 @@ os.environ["RELEASEGATE_DEMO_SEED"] = str(DEMO_SEED)
 # (unlike SIG_IGN) is reset to the default in the processes they start.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
+    """A release project in pytester's folder; a background local cluster it started is stopped at the end.
+    Test files with a project of another kind (kubernetes, argo) define their own."""
+    project = ReleaseProject(pytester, monkeypatch)
+    try:
+        yield project
+    finally:
+        project.stop_background_cluster()

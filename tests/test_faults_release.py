@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ import pytest
 from tests.release_project import ReleaseProject
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
-    project = ReleaseProject(pytester, monkeypatch)
-    try:
-        yield project
-    finally:
-        project.stop_background_cluster()
 
 
 # A smoke test that stops the local cluster's real Prometheus (SIGKILL: no goodbye), as a crash would.

@@ -9,7 +9,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,15 +268,6 @@ def test_a_version_at_its_limits_is_not_switched_back_over_200_seeded_watches() 
 
 
 # --- end to end: a release whose new version fails 20 s after the switch, keep_warm_s = 60 -----------------
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
-    project = ReleaseProject(pytester, monkeypatch)
-    try:
-        yield project
-    finally:
-        project.stop_background_cluster()
 
 
 @pytest.mark.slow

@@ -333,15 +333,6 @@ error_rate_after = 1.0
 """
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
-    project = ReleaseProject(pytester, monkeypatch)
-    try:
-        yield project
-    finally:
-        project.stop_background_cluster()
-
-
 def probe_figures(case: dict[str, object], action: str) -> dict[str, str]:
     prefix = f"release.{action}.probe."
     return {name.removeprefix(prefix): value for name, value in case["properties"]  # type: ignore[attr-defined]

@@ -358,15 +358,6 @@ def assert_refused(project: ReleaseProject, *, lock: str, run_id: str, pid: int)
     return match.group(0)
 
 
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
-    project = ReleaseProject(pytester, monkeypatch)
-    try:
-        yield project
-    finally:
-        project.stop_background_cluster()
-
-
 @pytest.mark.slow
 def test_a_long_release_keeps_its_lock_on_the_local_target(project: ReleaseProject) -> None:
     (project.path / "releasegate.toml").write_text(BASE_CONFIG.replace("lock_ttl_s = 120", f"lock_ttl_s = {TTL_S}"))

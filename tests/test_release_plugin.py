@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,15 +17,6 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.slow
 
 ACTIONS = ["preflight", "provision", "switch", "finalize", "rollback"]
-
-
-@pytest.fixture
-def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseProject]:
-    project = ReleaseProject(pytester, monkeypatch)
-    try:
-        yield project
-    finally:
-        project.stop_background_cluster()
 
 
 def test_a_good_release_promotes_switches_and_scales_the_old_slot_down(project: ReleaseProject) -> None:
