@@ -88,25 +88,58 @@ class Kill:
     keep_warm_s: float = 0.5
     min_ready_s: float = 0.5
     candidate_deployed: bool = False  # also wait until the target runs the candidate's workload
+    load: bool = False  # the project has a load stage, whose locust run says when it started (gate "load")
 
 
 BLUE_GREEN_KILLS = [
     Kill("preflight", Phase.STARTED, gate="after-preflight"),
     Kill("provision", Phase.PROVISIONING, min_ready_s=3.0, candidate_deployed=True),
     Kill("smoke", Phase.VERIFYING, gate="smoke"),
+    Kill("load", Phase.VERIFYING, gate="load", load=True),
     Kill("analysis", Phase.VERIFYING, gate="analysis"),
     Kill("switch", Phase.SWITCHED, gate="after-switch"),
     Kill("post_switch", Phase.SWITCHED, gate="post_switch"),
     Kill("finalize", Phase.FINALIZING, keep_warm_s=30.0),
 ]
 CANARY_KILLS = [Kill("shift", Phase.SHIFTING, gate="after-shift[50%]")]
+
+
+def kill_named(name: str) -> Kill:
+    return next(kill for kill in BLUE_GREEN_KILLS + CANARY_KILLS if kill.name == name)
+
+
+LOCUSTFILE = '''
+import pathlib
+
+from locust import HttpUser, constant, events, task
+
+PROJECT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@events.test_start.add_listener
+def _started(environment, **_):
+    (PROJECT / "reached-load").write_text("locust runs")  # the gate "load": the runner is killed now
+
+
+class Shopper(HttpUser):
+    wait_time = constant(0.05)
+
+    @task
+    def items(self):
+        self.client.get("/api/items")
+'''
+
+LOAD_TEST = '''
+def test_load_runs_until_the_runner_dies(load):
+    load.run("locustfile.py", users=2, duration_s=60, max_duration_s=60, min_requests=10)
+'''
 CANARY_STEPS = "\n[canary]\nsteps = [50, 100]\nstep_window_s = 0.5\n"
 
 
 class CrashProject:
     """A release project on disk (config, suites with gates) and the runs made in it."""
 
-    def __init__(self, path: Path, config_toml: str) -> None:
+    def __init__(self, path: Path, config_toml: str, *, with_load: bool = False) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
         (path / "pytest.ini").write_text("[pytest]\naddopts = -p no:locust -p no:cacheprovider\n")
@@ -117,6 +150,10 @@ class CrashProject:
             folder = path / "suites" / stage
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"test_{stage}.py").write_text(textwrap.dedent(STAGE_TEST.format(stage=stage)))
+        if with_load:
+            (path / "suites" / "load").mkdir(parents=True, exist_ok=True)
+            (path / "suites" / "load" / "locustfile.py").write_text(LOCUSTFILE)
+            (path / "suites" / "load" / "test_load.py").write_text(LOAD_TEST)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=self.path, stdout=subprocess.PIPE,
@@ -186,13 +223,31 @@ def demo_processes(version: str, parent: int | None = None) -> list[int]:
     return found
 
 
+def surviving_loads(project: Path, grace_s: float = 15.0) -> list[int]:
+    """Locust runs of the project's locustfile still alive `grace_s` after its runner died: a locust is in a
+    session of its own, so it must end by itself once the pipe its runner held closes (verifiers.load)."""
+    def loads() -> list[int]:
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if " -m locust " in argv.replace("\0", " ") and str(project) in argv and state != "Z":
+                    found.append(int(entry))
+        return found
+
+    with contextlib.suppress(TimeoutError, AssertionError):
+        wait_until(lambda: not loads(), timeout_s=grace_s, what="the killed run's locust to end")
+    return loads()
+
+
 def processes_in_session(session: int) -> list[int]:
     """Live processes of the runner's session (it starts one of its own): what a dead runner left running."""
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[4]) == session and fields[0] != "Z":
+            if int(fields[3]) == session and fields[0] != "Z":
                 found.append(int(entry))
     return found
 
@@ -218,7 +273,7 @@ class LocalCrash:
         config = LOCAL_CONFIG.format(keep_warm_s=kill.keep_warm_s, min_ready_s=kill.min_ready_s)
         if strategy == "canary":
             config += CANARY_STEPS
-        self.project = CrashProject(path, config)
+        self.project = CrashProject(path, config, with_load=kill.load)
 
     def __enter__(self) -> LocalCrash:
         result = run_module("releasegate.targets.local", "up", cwd=self.project.path)
@@ -245,10 +300,12 @@ class LocalCrash:
         killed = self.state()
         assert killed["lease"] is not None and killed["lease"]["pid"] == runner, "the killed run held no lock"
         left_by_runner = processes_in_session(runner)
+        loads_left = surviving_loads(self.project.path)
         code, output = self.project.run(*args, *rerun_args)
         state = self.state()
         live = state["live_slot"]
         leftovers = [f"pid {pid} of the killed run's session" for pid in left_by_runner]
+        leftovers += [f"locust pid {pid} of the killed run" for pid in loads_left]
         for slot, slot_state in state["slots"].items():
             if slot != live and slot_state["pods"]:
                 leftovers.append(f"{len(slot_state['pods'])} pod(s) in {slot} ({slot_state['version']})")
@@ -266,7 +323,7 @@ class LocalCrash:
 
 
 def test_a_rerun_after_sigkill_rolls_back_first_and_releases_on_the_local_target(tmp_path: Path) -> None:
-    kill = BLUE_GREEN_KILLS[4]  # right after the switch: users on the candidate (bench/crash_recovery.py: all)
+    kill = kill_named("switch")  # right after the switch: users on the candidate (bench/crash_recovery.py: all)
     with LocalCrash(tmp_path / "project", kill) as crash:
         outcome = crash.crash_and_rerun()
     assert outcome.exit_code == 0, outcome.output
@@ -279,7 +336,7 @@ def test_a_rerun_after_sigkill_rolls_back_first_and_releases_on_the_local_target
 
 
 def test_resume_continues_a_release_killed_before_users_saw_it(tmp_path: Path) -> None:
-    with LocalCrash(tmp_path / "project", BLUE_GREEN_KILLS[3]) as crash:
+    with LocalCrash(tmp_path / "project", kill_named("analysis")) as crash:
         outcome = crash.crash_and_rerun("--release-resume")
         resumed = crash.project.preflight_properties().get("release.resumed", "")
     assert outcome.exit_code == 0, outcome.output
@@ -288,7 +345,7 @@ def test_resume_continues_a_release_killed_before_users_saw_it(tmp_path: Path) -
 
 
 def test_resume_is_refused_once_users_reached_the_candidate(tmp_path: Path) -> None:
-    with LocalCrash(tmp_path / "project", BLUE_GREEN_KILLS[5]) as crash:
+    with LocalCrash(tmp_path / "project", kill_named("post_switch")) as crash:
         crash.project.kill_at(crash.kill, crash.phase, "--release", "v2")
         code, output = crash.project.run("--release", "v2", "--release-resume")
         state = crash.state()
@@ -325,7 +382,7 @@ def kube_crash(workdir: Path, kill: Kill, *, strategy: str = "blue-green") -> It
                          replicas=2 if canary else 1, layout="canary" if canary else "bluegreen") as cluster:
         config = cluster.config_toml().replace("keep_warm_s = 0.5", f"keep_warm_s = {kill.keep_warm_s}")
         config = config.replace("min_ready_s = 2", f"min_ready_s = {kill.min_ready_s}")
-        yield cluster, CrashProject(workdir / "project", config + (CANARY_STEPS if canary else ""))
+        yield cluster, CrashProject(workdir / "project", config + (CANARY_STEPS if canary else ""), with_load=kill.load)
 
 
 def kube_crash_and_rerun(cluster: Any, project: CrashProject, kill: Kill, *,
@@ -339,8 +396,10 @@ def kube_crash_and_rerun(cluster: Any, project: CrashProject, kill: Kill, *,
     runner = project.kill_at(kill, phase, *args, candidate_deployed=lambda: cluster.fake.get_object(
         "deployments", "shop", candidate) is not None)
     left_by_runner = processes_in_session(runner)
+    loads_left = surviving_loads(project.path)
     code, output = project.run(*args)
     leftovers = [f"pid {pid} of the killed run's session" for pid in left_by_runner]
+    leftovers += [f"locust pid {pid} of the killed run" for pid in loads_left]
     service = cluster.fake.get_object("services", "shop", "demo")
     slots = ("stable", "canary") if strategy == "canary" else ("blue", "green")
     live_slot = service["spec"]["selector"].get("slot") or "stable"  # the canary chart selects the whole app
@@ -362,7 +421,7 @@ def kube_crash_and_rerun(cluster: Any, project: CrashProject, kill: Kill, *,
 
 
 def test_a_rerun_after_sigkill_rolls_back_first_and_releases_on_the_fake_api_server(tmp_path: Path) -> None:
-    kill = BLUE_GREEN_KILLS[5]  # post_switch: users on the candidate, the old slot warm
+    kill = kill_named("post_switch")  # post_switch: users on the candidate, the old slot warm
     with kube_crash(tmp_path, kill) as (cluster, project):
         outcome = kube_crash_and_rerun(cluster, project, kill)
     assert outcome.exit_code == 0, outcome.output

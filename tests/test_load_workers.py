@@ -217,3 +217,61 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return False
+
+
+LOAD_OWNER = """
+import sys
+from pathlib import Path
+from releasegate.verifiers.load import SPARES, LoadProcess, LoadProfile
+
+if sys.argv[1] == "spare":
+    SPARES.replenish(up_to=1)
+    assert SPARES.wait_ready(60)
+profile = LoadProfile(Path(sys.argv[2]), users=2, spawn_rate=100, duration_s=120, max_duration_s=120, min_requests=1,
+                      processes=int(sys.argv[4]))
+process = LoadProcess(profile, sys.argv[3])
+print(process.pid, flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("start", "processes"), [("spare", 1), ("cold", 2)])
+def test_a_running_load_never_outlives_the_process_that_started_it(service: DemoService, start: str,
+                                                                   processes: int) -> None:
+    """A CI runner SIGKILLed mid-load: its locust run (a spare that took it, or a cold start with forked
+    workers) ends within seconds instead of loading the service for nobody until its 120 s are up."""
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(LOAD_OWNER), start, str(SHOP_LOCUSTFILE),
+                              service.url, str(processes)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    locust: list[int] = []
+    try:
+        assert owner.stdout is not None
+        pid = int(owner.stdout.readline())
+        before = served(service)
+        wait_until(lambda: served(service) > before + 20, timeout_s=60, what="the load to reach the service")
+        locust = [p for p in _all_pids() if _session(p) == pid]  # the run, and the workers it forked
+        assert len(locust) == processes + (1 if processes > 1 else 0), [cmdline(p) for p in locust]
+        os.kill(owner.pid, signal.SIGKILL)  # no atexit, no cleanup: only the pipe on locust's stdin closes
+        owner.wait(30)
+        wait_until(lambda: not any(_alive(p) for p in locust), timeout_s=30, what="the load to end")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        for p in locust:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        for pipe in (owner.stdin, owner.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _session(pid: int) -> int:
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])  # state ppid pgrp session
+    return -1

@@ -58,6 +58,11 @@ OUTPUT_ENV = "RELEASEGATE_LOAD_OUTPUT"
 SETTINGS_ENV = "RELEASEGATE_LOAD_SETTINGS"
 """The collector's settings as JSON: the longest duration, where to publish live counts and look for a stop."""
 
+LIFELINE_ENV = "RELEASEGATE_LOAD_LIFELINE_FD"
+"""The file descriptor of a locust process on which the process that started it holds a pipe open for the whole
+run (its stdin). The collector watches it: end of file means that process died, even by SIGKILL, and nobody
+will read or stop this run, so locust ends its process group rather than load the service on its own."""
+
 UNKNOWN_VERSION = "unknown"
 """The serving version of a response without a version header (or no response at all)."""
 
@@ -474,7 +479,7 @@ class LoadProcess:
                     "version_header": self.target.version_header if self.target is not None
                     else DEFAULT_VERSION_HEADER,
                     **_distribution_settings(profile, self.master, locustfile)}
-        self._stderr = self._stderr_path.open("wb")
+        self._stderr = self._stderr_path.open("ab")  # others append too (a Job launcher's pod reasons)
         self._started = time.monotonic()
         # When the live counts last moved on (monotonic), and to which elapsed_s: a hung locust stops them.
         self._progress_at: float | None = None
@@ -698,6 +703,7 @@ def local_worker_processes(request: WorkerRequest) -> Callable[[], None]:
     def stop() -> None:
         for process in started:  # the master told them to quit already; this only catches stragglers
             _kill_group(process)
+            _close_pipes(process)
 
     with request.log_path.open("ab") as log:
         try:
@@ -737,14 +743,18 @@ class LocustSpares:
 
     def start(self, command: Sequence[str], env: Mapping[str, str], stderr: IO[bytes],
               stderr_path: Path) -> subprocess.Popen[bytes]:
-        """The locust process for `command` (`python -m locust ...`), in a session of its own."""
+        """The locust process for `command` (`python -m locust ...`), in a session of its own. Its stdin is a
+        pipe that the caller keeps open while it runs and closes after (`_close_pipes`): closed early, locust
+        ends, as it does when this process dies."""
         spare = self._take(env)
-        request = {"argv": list(command[len(_LOCUST):]), "env": dict(env), "cwd": os.getcwd(),
+        # The pipe on the run's stdin stays open until the run has ended (LoadProcess closes it): its lifeline.
+        env = {**env, LIFELINE_ENV: "0"}
+        request = {"argv": list(command[len(_LOCUST):]), "env": env, "cwd": os.getcwd(),
                    "stderr": str(stderr_path), "title": " ".join(command)}
         if spare is not None and spare.stdin is not None:
             try:
                 spare.stdin.write(json.dumps(request).encode() + b"\n")
-                spare.stdin.close()
+                spare.stdin.flush()
                 return spare
             except OSError:  # it died since (a broken pipe): start cold
                 _close_pipes(spare)
@@ -752,7 +762,7 @@ class LocustSpares:
                 _kill_now(spare)
                 raise
         # A session of its own: on timeout the whole process group goes, including anything locust forked.
-        return subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        return subprocess.Popen(list(command), env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=stderr, start_new_session=True)
 
     def replenish(self, up_to: int | None = None) -> None:

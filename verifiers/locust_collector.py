@@ -7,7 +7,10 @@ file is passed to locust as a locustfile beside the user's one; it defines no Us
   calling process judges its checks sequentially, and a stop file it writes is looked for: the calling
   process stops the run as soon as its checks decided;
 - the run stops by itself `max_duration_s` after it started, whatever the caller does;
-- on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT.
+- on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT;
+- when the process that started the run dies (even by SIGKILL: a CI runner killed mid-load), the pipe it held
+  on locust's stdin closes, and the run ends its process group at once instead of loading the service
+  for nobody until its maximum duration (RELEASEGATE_LOAD_LIFELINE_FD).
 
 Distributed (`--processes N`, or `--master` with workers on other machines), the requests happen in the
 workers, so the collector plays a part by where it runs:
@@ -26,19 +29,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.select
 from locust import events
 from locust.env import Environment
 from locust.rpc import Message
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, Runner, WorkerRunner
 
 from releasegate.core.files import write_atomically
-from releasegate.verifiers.load import LOOK_INTERVAL_S, OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
+from releasegate.verifiers.load import LIFELINE_ENV, LOOK_INTERVAL_S, OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
 from releasegate.verifiers.stats import RESERVOIR_SIZE, LatencyRecorder, Stats
 
 COUNTS_MESSAGE = "releasegate_counts"
@@ -84,6 +89,9 @@ class Collector:
 
     # -- every role -----------------------------------------------------------------------------------
     def on_init(self, environment: Environment, runner: Runner | None = None, **_: Any) -> None:
+        lifeline = os.environ.get(LIFELINE_ENV, "")
+        if lifeline.isdigit():
+            gevent.spawn(_end_when_the_starter_dies, int(lifeline))
         if isinstance(runner, WorkerRunner):
             self.role = "worker"
         elif isinstance(runner, MasterRunner):
@@ -298,6 +306,22 @@ def _serving_version(response: Any, version_header: str) -> str:
     headers = getattr(response, "headers", None)
     version = headers.get(version_header) if headers and version_header else None
     return str(version) if version else UNKNOWN_VERSION
+
+
+def _end_when_the_starter_dies(fd: int) -> None:
+    """End this process group once `fd` reads end of file: the process that started the run, which held the
+    pipe's other end, is gone. Nothing would read the counts or stop the run; no one should load a service."""
+    while True:
+        gevent.select.select([fd], [], [])
+        try:
+            if os.read(fd, 4096):
+                continue  # nothing is ever sent; only the end matters
+        except OSError:
+            pass
+        sys.stderr.write("releasegate: the process that started this load is gone (its pipe closed); "
+                         "ending the run and its process group\n")
+        sys.stderr.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _install() -> None:

@@ -8,7 +8,8 @@ environment, the working directory, the stderr file and the title. The spare the
 process `python -m locust <arguments>` would have been (same pid, its own session, same exit code).
 
 It never outlives the process that started it: an idle spare blocks on stdin, and its parent's death (even
-by SIGKILL) closes the pipe, so the read ends and the spare exits.
+by SIGKILL) closes the pipe, so the read ends and the spare exits. Once it runs, the same pipe is the run's
+lifeline, watched by the collector (verifiers.load.LIFELINE_ENV).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def _become(request: dict[str, Any]) -> None:
     stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(stderr, 2)
     os.close(stderr)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):  # as the cold start: no stdin, stdout discarded
-        os.dup2(null, fd)
+    # As the cold start: stdout discarded, and stdin stays the pipe from the parent, now the run's lifeline
+    # (verifiers.load.LIFELINE_ENV): the parent holds it open until the run ends, or dies.
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
     os.close(null)
     # `ps` and /proc/<pid>/cmdline show the locust command line, as they would for `python -m locust`.
     setproctitle.setproctitle(str(request["title"]))
