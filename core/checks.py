@@ -7,6 +7,7 @@ INCONCLUSIVE (measured, but the evidence decided neither way before the window r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,6 +18,17 @@ class Verdict(StrEnum):
     FAIL = "fail"
     NO_DATA = "no-data"
     INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class ArmBound:
+    """A comparison's confidence interval on one arm's quantile, in seconds: `high` may be math.inf (the
+    sequence has no upper bound yet)."""
+
+    arm: str  # "candidate" or "baseline"
+    quantile: float  # 0.95 for p95
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,13 @@ class CheckOutcome:
     looks: int | None = None  # how often a sequential check looked at its data before it decided
     decided_after_s: float | None = None  # from the first request to the decision
     scope: str = ""  # which part of the traffic, when one check runs on several: "/api/checkout", "v2"
+    # The numbers behind `bound` and `threshold`, for charts and tools (the text is for people): the confidence
+    # interval on `value` (same quantity and base units; `high` may be math.inf), the limits the verdict
+    # compared with (one, or the two ends of a band; a relative threshold resolved to the number it was), and
+    # a comparison's interval on each arm's judged quantiles.
+    interval: tuple[float, float] | None = None
+    limits: tuple[float, ...] = ()
+    arms: tuple[ArmBound, ...] = ()
 
     @property
     def key(self) -> str:
@@ -60,11 +79,50 @@ class CheckOutcome:
             (f"{key}.window", self.window),
             (f"{key}.samples", "-" if self.samples is None else str(self.samples)),  # "-": unknown
             *([(f"{key}.bound", self.bound)] if self.bound else []),
+            *([(f"{key}.interval", format_numbers(self.interval))] if self.interval is not None else []),
+            *([(f"{key}.limits", format_numbers(self.limits))] if self.limits else []),
+            *([(f"{key}.arms", format_arms(self.arms))] if self.arms else []),
             *([(f"{key}.looks", str(self.looks))] if self.looks is not None else []),
             *([(f"{key}.decided_after_s", f"{self.decided_after_s:.1f}")] if self.decided_after_s is not None
               else []),
             *([(f"{key}.message", self.message)] if not self.passed else []),  # why, for the reports
         ]
+
+
+# --- the numbers as JUnit property values: space-separated, so a shell script splits them with `read` -------
+
+
+def format_numbers(numbers: Iterable[float]) -> str:
+    """`0 0.00317`: each number as Python's shortest exact repr (`1e-05`, `inf`), so it reads back unchanged."""
+    return " ".join(repr(float(number)) for number in numbers)
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    """The numbers of `format_numbers`; ValueError when one is not a number."""
+    return tuple(float(part) for part in text.split())
+
+
+def format_arms(arms: Iterable[ArmBound]) -> str:
+    """`candidate 0.95 0.0724 0.0835; baseline 0.95 0.0316 0.0359`: one `arm quantile low high` per arm and
+    quantile, `; ` between them."""
+    return "; ".join(f"{arm.arm} {format_numbers((arm.quantile, arm.low, arm.high))}" for arm in arms)
+
+
+def parse_arms(text: str) -> tuple[ArmBound, ...]:
+    """The arms of `format_arms`; ValueError when one is malformed."""
+    found = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        arm, *numbers = part.split()
+        quantile, low, high = parse_numbers(" ".join(numbers))
+        found.append(ArmBound(arm, quantile, low, high))
+    return tuple(found)
+
+
+def finite_or_none(number: float) -> float | None:
+    """JSON has no infinity: an unbounded end is null there."""
+    return number if math.isfinite(number) else None
 
 
 RecordCheck = Callable[[CheckOutcome], None]

@@ -3,11 +3,11 @@
 Pure functions of that dict, so each can be tested without a release: which traces and shapes a figure
 has, and where each threshold is drawn. Units on the charts: latency in milliseconds, rates in percent.
 
-Thresholds come from the check's own expression (`p(95) < 300ms` parsed by verifiers.thresholds), or from
-its threshold column when that is a plain value (`300ms`, `10% ± 2pp`); a check judged against the
-baseline (`baseline rate + 1%`) is drawn against the baseline's measured value. Confidence bounds come
-from the check's `bound` (`0/1890, interval [0%, 0.317%]`, `p99 candidate [69.7 ms, 310 ms], baseline
-[59.3 ms, 299 ms]`).
+Thresholds and confidence bounds are the numbers each check recorded (core.checks.CheckOutcome, schema 1.1):
+`limits` (one limit, or a band's two ends; a relative threshold resolved to the number the verdict used),
+`interval` (the bound on the measured value) and `arms` (a comparison's bound on each arm's quantiles). A
+check without them (a report written before 1.1) is drawn without a tick or a whisker; nothing is read
+back from the display text but the measured value and the expression's metric.
 """
 
 from __future__ import annotations
@@ -38,16 +38,12 @@ REPORT_BUCKET_WIDTH = BUCKET_GROWTH ** MERGED_BUCKETS
 
 _SCOPE = re.compile(r"\s+\[[^\]]*\]$")  # `p(95) < 300ms [/api/checkout]`: the check's scope in brackets
 _QUANTITY = re.compile(r"(-?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|%|/s)?")
-_PLAIN_VALUE = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+)\s*(ms|s|%|/s)?\s*$")
-_BAND = re.compile(r"^\s*([0-9]*\.?[0-9]+)%\s*±\s*([0-9]*\.?[0-9]+)\s*pp\s*$")
-_INTERVAL = re.compile(r"(?:(?P<label>[A-Za-z][\w ]*?)\s+)?\[(?P<low>[^\],]+),\s*(?P<high>[^\]]+)\]")
-_QUANTILE_ARMS = re.compile(r"p(?P<q>[0-9.]+)\s+candidate\s+\[(?P<cl>[^\],]+),\s*(?P<ch>[^\]]+)\],\s*"
-                            r"baseline\s+\[(?P<bl>[^\],]+),\s*(?P<bh>[^\]]+)\]")
-_BASELINE_RATE = re.compile(r"^baseline rate \+ ([0-9]*\.?[0-9]+)%")
 _SUBJECT = re.compile(r"^(?P<endpoint>.*?) \((?P<who>.*)\)$")
+ERRORS_VS_BASELINE = "errors vs baseline"
+"""The check verifiers/compare.py names its error-rate comparison: its limit is on the error-rate chart."""
 
 
-# --- reading the report's display strings ----------------------------------------------------------------
+# --- reading a check ----------------------------------------------------------------------------------------
 
 
 def quantity(text: str) -> tuple[float, str | None] | None:
@@ -63,7 +59,7 @@ def kind_of_unit(unit: str | None) -> Kind | None:
     return {"ms": Kind.LATENCY, "s": Kind.LATENCY, "%": Kind.RATE, "/s": Kind.THROUGHPUT}.get(unit or "")
 
 
-def expression_of(check: Mapping[str, str]) -> Threshold | None:
+def expression_of(check: Mapping[str, Any]) -> Threshold | None:
     """The check's expression parsed (`p(95) < 300ms`), or None for a check named in words."""
     try:
         return parse_threshold(_SCOPE.sub("", check.get("check", "")))
@@ -80,70 +76,34 @@ class CheckMark:
     verdict: str
     value: float
     limits: tuple[float, ...]  # one limit, or the two ends of a band (`10% ± 2pp`)
-    bound: tuple[float, float] | None  # the confidence interval on the measured value, when the check has one
+    bound: tuple[float, float | None] | None  # the confidence interval on the value (None high: unbounded)
     hover: str
 
 
-def check_mark(check: Mapping[str, str]) -> CheckMark | None:
-    """How to draw a check, or None when its value or limit is not a number on a scale (a comparison)."""
+def interval_of(check: Mapping[str, Any]) -> tuple[float, float | None] | None:
+    """The check's recorded `interval`, or None when it has none."""
+    interval = check.get("interval")
+    return (float(interval[0]), None if interval[1] is None else float(interval[1])) if interval else None
+
+
+def check_mark(check: Mapping[str, Any]) -> CheckMark | None:
+    """How to draw a check, or None when it has no value or no limit on a scale (a latency comparison)."""
     measured = quantity(check.get("value", ""))
-    if measured is None:
+    limits = tuple(float(limit) for limit in check.get("limits") or ())
+    if measured is None or not limits:
         return None
     value, unit = measured
     threshold = expression_of(check)
-    kind: Kind | None
-    limits: tuple[float, ...]
-    if threshold is not None and threshold.kind is not Kind.VALUE:
-        kind, limits = threshold.kind, (threshold.limit,)
-    else:
-        kind, limits = kind_of_unit(unit), _plain_limits(check.get("threshold", ""))
-    if kind is None or kind is Kind.COUNT or not limits:
+    kind = threshold.kind if threshold is not None and threshold.kind is not Kind.VALUE else kind_of_unit(unit)
+    if kind is None or kind is Kind.COUNT:
         return None
-    bound = rate_interval(check.get("bound", "")) if kind is Kind.RATE else None
-    if bound is not None and threshold is not None and threshold.metric == "success_rate":
-        bound = (1 - bound[1], 1 - bound[0])  # the bound is on the failures (verifiers/thresholds.py)
     label = f"{_SCOPE.sub('', check.get('check', ''))} · {check.get('subject', '')}"
     if len(label) > LABEL_LIMIT:  # a long Prometheus subject would squeeze the chart; the hover has it whole
         label = label[:LABEL_LIMIT - 1] + "…"
     hover = (f"{check.get('check', '')}<br>{check.get('subject', '')}<br>measured {check.get('value', '')}, "
              f"threshold {check.get('threshold', '')}<br>{check.get('verdict', '')}"
              + (f"<br>bound: {check['bound']}" if check.get("bound") else ""))
-    return CheckMark(label, kind, check.get("verdict", ""), value, limits, bound, hover)
-
-
-def _plain_limits(text: str) -> tuple[float, ...]:
-    band = _BAND.match(text)
-    if band is not None:
-        centre, spread = float(band[1]) / 100, float(band[2]) / 100
-        return (centre - spread, centre + spread)
-    plain = _PLAIN_VALUE.match(text)
-    if plain is None:
-        return ()
-    found = quantity(text)
-    return (found[0],) if found is not None else ()
-
-
-def rate_interval(bound: str) -> tuple[float, float] | None:
-    """`0/1890, interval [0%, 0.317%]` -> (0.0, 0.00317); None for any other kind of bound."""
-    match = _INTERVAL.search(bound)
-    if match is None or not match["low"].strip().endswith("%"):
-        return None
-    low, high = quantity(match["low"]), quantity(match["high"])
-    return (low[0], high[0]) if low is not None and high is not None else None
-
-
-def quantile_intervals(bound: str) -> dict[str, tuple[float, float, float]]:
-    """`p99 candidate [69.7 ms, 310 ms], baseline [59.3 ms, 299 ms]` -> {'candidate': (0.99, lo, hi), ...}."""
-    match = _QUANTILE_ARMS.search(bound)
-    if match is None:
-        return {}
-    q = float(match["q"]) / 100
-    found: dict[str, tuple[float, float, float]] = {}
-    for arm, low_key, high_key in (("candidate", "cl", "ch"), ("baseline", "bl", "bh")):
-        low, high = quantity(match[low_key]), quantity(match[high_key])
-        if low is not None and high is not None:
-            found[arm] = (q, low[0], high[0])
-    return found
+    return CheckMark(label, kind, check.get("verdict", ""), value, limits, interval_of(check), hover)
 
 
 def split_subject(subject: str) -> tuple[str, str]:
@@ -160,27 +120,49 @@ def short_name(nodeid: str) -> str:
     return nodeid.rsplit("::", 1)[-1]
 
 
+SKIPPED_ROW = "skipped"
+
+
 def timeline_figure(report: Mapping[str, Any]) -> go.Figure | None:
-    """A Gantt-like chart: one bar per item from its start to its end, coloured by outcome, in run order."""
+    """A Gantt-like chart: one bar per item that ran, from its start to its end, coloured by outcome, in run
+    order; skipped items share one last row, a bar per stage, so a release stopped early stays short."""
     items = report.get("timeline") or []
     if not items:
         return None
-    rows = [f"{item['stage']} · {short_name(item['nodeid'])}" for item in items]
+    ran = [item for item in items if item["outcome"] != "skipped"]
+    skipped = [item for item in items if item["outcome"] == "skipped"]
+    rows = [f"{item['stage']} · {short_name(item['nodeid'])}" for item in ran]
     figure = go.Figure()
     for outcome, colour in OUTCOME_COLOURS.items():
-        chosen = [(row, item) for row, item in zip(rows, items, strict=True) if item["outcome"] == outcome]
+        chosen = [(row, item) for row, item in zip(rows, ran, strict=True) if item["outcome"] == outcome]
         if not chosen:
             continue
         figure.add_trace(go.Bar(
             name=outcome, orientation="h", marker_color=colour,
             y=[row for row, _ in chosen], base=[item["start_s"] for _, item in chosen],
-            # a skipped item lasts milliseconds: a sliver of width keeps it visible
             x=[max(item["end_s"] - item["start_s"], 0.05) for _, item in chosen],
             customdata=[[item["nodeid"], item["start_s"], item["end_s"] - item["start_s"]] for _, item in chosen],
             hovertemplate=("%{customdata[0]}<br>from %{customdata[1]:.2f}s for %{customdata[2]:.2f}s<extra>"
                            + outcome + "</extra>")))
+    title = "Phases: every stage and action, start to end"
+    if skipped:
+        row = f"{SKIPPED_ROW} · {len(skipped)} item{'s' if len(skipped) > 1 else ''}"
+        rows.append(row)
+        stages: dict[str, list[Mapping[str, Any]]] = {}
+        for item in skipped:
+            stages.setdefault(item["stage"], []).append(item)
+        starts = [min(i["start_s"] for i in group) for group in stages.values()]
+        ends = [max(i["end_s"] for i in group) for group in stages.values()]
+        figure.add_trace(go.Bar(
+            name="skipped", orientation="h", marker_color=OUTCOME_COLOURS["skipped"], y=[row] * len(stages),
+            # a skipped item lasts milliseconds: a sliver of width keeps it visible
+            base=starts, x=[max(end - start, 0.05) for start, end in zip(starts, ends, strict=True)],
+            customdata=[[stage, len(group), ", ".join(short_name(i["nodeid"]) for i in group)]
+                        for stage, group in stages.items()],
+            hovertemplate="%{customdata[0]}: %{customdata[1]} skipped<br>%{customdata[2]}<extra>skipped</extra>"))
+        title += f" ({len(skipped)} skipped in one row, by stage)"
     figure.update_layout(
-        title="Phases: every stage and action, start to end", barmode="overlay",
+        title=title, barmode="overlay",
         xaxis_title="seconds from the start of the release", height=120 + 22 * len(rows),
         yaxis={"categoryorder": "array", "categoryarray": rows, "autorange": "reversed", "automargin": True},
         legend_title_text="outcome", margin={"l": 10, "r": 10, "t": 50, "b": 40})
@@ -236,7 +218,7 @@ def checks_figure(stage: str, tests: Iterable[Mapping[str, Any]]) -> go.Figure |
             if not picked:
                 continue
             error = {"type": "data", "symmetric": False, "color": "#212121",
-                     "array": [(m.bound[1] - m.value) * scale if m.bound else 0 for _, m in picked],
+                     "array": [_above(m.bound, m.value) * scale for _, m in picked],
                      "arrayminus": [max(0.0, m.value - m.bound[0]) * scale if m.bound else 0 for _, m in picked]}
             figure.add_trace(go.Bar(
                 name=verdict, legendgroup=verdict, showlegend=row == 1 or verdict not in _shown(figure),
@@ -255,6 +237,11 @@ def checks_figure(stage: str, tests: Iterable[Mapping[str, Any]]) -> go.Figure |
                          height=140 + 34 * sum(counts) + 40 * len(panels), barmode="overlay",
                          margin={"l": 10, "r": 10, "t": 70, "b": 30})
     return figure
+
+
+def _above(bound: tuple[float, float | None] | None, value: float) -> float:
+    """The whisker above a value: none without a bound, or when the bound has no upper end yet."""
+    return max(0.0, bound[1] - value) if bound is not None and bound[1] is not None else 0.0
 
 
 def _shown(figure: go.Figure) -> set[str]:
@@ -331,7 +318,7 @@ def histogram_quantile(counts: Mapping[float, int], q: float) -> float | None:
     return None
 
 
-def _checks_of(load: Mapping[str, Any], report: Mapping[str, Any]) -> list[Mapping[str, str]]:
+def _checks_of(load: Mapping[str, Any], report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [check for test in report.get("tests", []) if test["nodeid"] == load["nodeid"]
             for check in test.get("checks", [])]
 
@@ -369,7 +356,7 @@ def load_figure(load: Mapping[str, Any], report: Mapping[str, Any]) -> go.Figure
     return figure
 
 
-def _latency_thresholds(figure: go.Figure, checks: Sequence[Mapping[str, str]]) -> None:
+def _latency_thresholds(figure: go.Figure, checks: Sequence[Mapping[str, Any]]) -> None:
     drawn: set[str] = set()
     for check in checks:
         threshold = expression_of(check)
@@ -382,17 +369,21 @@ def _latency_thresholds(figure: go.Figure, checks: Sequence[Mapping[str, str]]) 
                               text=threshold.text, showarrow=False, xanchor="right", yanchor="top")
 
 
-def _quantile_bounds(figure: go.Figure, checks: Sequence[Mapping[str, str]], series: Sequence[Series]) -> None:
-    """A comparison's confidence interval on a quantile of each arm, at the height of the arm's peak."""
+def _quantile_bounds(figure: go.Figure, checks: Sequence[Mapping[str, Any]], series: Sequence[Series]) -> None:
+    """A comparison's confidence interval on each judged quantile of each arm, at the height of the arm's peak;
+    an unbounded upper end reaches to the arm's slowest bucket."""
     for check in checks:
         endpoint, _ = split_subject(check.get("subject", ""))
-        for arm, (q, low, high) in quantile_intervals(check.get("bound", "")).items():
+        for bound in check.get("arms") or ():
+            arm, q, low = bound["arm"], float(bound["quantile"]), float(bound["low"] or 0.0)
             one = next((s for s in series if s.name.startswith(arm)), None)
             if one is None or endpoint not in one.buckets:
                 continue
+            high = float(bound["high"]) if bound["high"] is not None else max(one.buckets[endpoint])
             centre = histogram_quantile(one.buckets[endpoint], q) or (low + high) / 2
             centre = min(max(centre, low), high)
             peak = max(histogram_steps(one.buckets[endpoint])[1] or [1.0])
+            upper = f"{high * 1000:.1f} ms" if bound["high"] is not None else "unbounded"
             figure.add_trace(go.Scatter(
                 x=[centre * 1000], y=[peak * (0.55 if arm == "candidate" else 0.45)], mode="markers",
                 marker={"color": one.colour, "symbol": "diamond", "size": 9},
@@ -400,12 +391,12 @@ def _quantile_bounds(figure: go.Figure, checks: Sequence[Mapping[str, str]], ser
                          "arrayminus": [(centre - low) * 1000], "color": one.colour, "thickness": 2},
                 name=f"{one.name} p{q * 100:g} bound ({endpoint})", legendgroup=f"{one.name} {endpoint}",
                 visible=True if endpoint == ALL_ENDPOINTS else "legendonly",
-                hovertemplate=(f"{one.name} {endpoint}: p{q * 100:g} in [{low * 1000:.1f} ms, {high * 1000:.1f} ms]"
+                hovertemplate=(f"{one.name} {endpoint}: p{q * 100:g} in [{low * 1000:.1f} ms, {upper}]"
                                f"<br>{check.get('verdict', '')}: {check.get('check', '')}<extra></extra>")),
                 row=1, col=1)
 
 
-def _error_rates(figure: go.Figure, checks: Sequence[Mapping[str, str]], series: Sequence[Series]) -> None:
+def _error_rates(figure: go.Figure, checks: Sequence[Mapping[str, Any]], series: Sequence[Series]) -> None:
     endpoints = sorted({e for s in series for e in s.requests}, key=lambda e: (e != ALL_ENDPOINTS, e))
     for one in series:
         shown = [e for e in endpoints if one.requests.get(e)]
@@ -416,11 +407,11 @@ def _error_rates(figure: go.Figure, checks: Sequence[Mapping[str, str]], series:
             legendgroup=f"{one.name} {ALL_ENDPOINTS}",
             customdata=[[one.failures[e], one.requests[e]] for e in shown],
             error_y={"type": "data", "symmetric": False, "color": "#212121",
-                     "array": [100 * (b[1] - r) if b else 0 for b, r in zip(bounds, rates, strict=True)],
+                     "array": [100 * _above(b, r) for b, r in zip(bounds, rates, strict=True)],
                      "arrayminus": [100 * max(0.0, r - b[0]) if b else 0 for b, r in zip(bounds, rates, strict=True)]},
             hovertemplate=f"{one.name} %{{x}}: %{{y:.2f}}% (%{{customdata[0]}} of %{{customdata[1]}})<extra></extra>"),
             row=1, col=2)
-    limits = _rate_limits(checks, series, endpoints)
+    limits = _rate_limits(checks, endpoints)
     if limits:
         figure.add_trace(go.Scatter(
             x=[e for e, _, _ in limits], y=[100 * limit for _, limit, _ in limits], mode="markers",
@@ -429,32 +420,35 @@ def _error_rates(figure: go.Figure, checks: Sequence[Mapping[str, str]], series:
             hovertemplate="%{text}: %{y:.2f}%<extra></extra>"), row=1, col=2)
 
 
-def _rate_bound(checks: Sequence[Mapping[str, str]], endpoint: str, who: str) -> tuple[float, float] | None:
+def _rate_bound(checks: Sequence[Mapping[str, Any]], endpoint: str, who: str) -> tuple[float, float | None] | None:
+    """The error-rate bound of this endpoint and version: an `error_rate` check's interval, or a
+    `success_rate` check's turned over."""
     for check in checks:
         threshold = expression_of(check)
-        if threshold is None or threshold.metric != "error_rate":
+        if threshold is None or threshold.metric not in ("error_rate", "success_rate"):
             continue
-        if split_subject(check.get("subject", "")) == (endpoint, who):
-            return rate_interval(check.get("bound", ""))
+        interval = interval_of(check)
+        if interval is None or split_subject(check.get("subject", "")) != (endpoint, who):
+            continue
+        if threshold.metric == "error_rate":
+            return interval
+        return (0.0 if interval[1] is None else 1 - interval[1], 1 - interval[0])
     return None
 
 
-def _rate_limits(checks: Sequence[Mapping[str, str]], series: Sequence[Series], endpoints: Sequence[str],
-                 ) -> list[tuple[str, float, str]]:
-    """(endpoint, highest error rate allowed, the check) for each endpoint a rate check judged."""
+def _rate_limits(checks: Sequence[Mapping[str, Any]], endpoints: Sequence[str]) -> list[tuple[str, float, str]]:
+    """(endpoint, highest error rate allowed, the check) for each endpoint a rate check judged: an
+    `error_rate` limit, a `success_rate` limit turned over, a comparison's resolved `baseline rate + x`."""
     limits: dict[tuple[str, float], str] = {}
-    baseline = next((s for s in series if s.colour == BASELINE_COLOUR), None)
     for check in checks:
         endpoint, _ = split_subject(check.get("subject", ""))
-        if endpoint not in endpoints:
+        recorded: list[float] = list(check.get("limits") or [])
+        if endpoint not in endpoints or len(recorded) != 1:
             continue
         threshold = expression_of(check)
         if threshold is not None and threshold.metric in ("error_rate", "success_rate"):
-            limit = threshold.limit if threshold.metric == "error_rate" else 1 - threshold.limit
+            limit = recorded[0] if threshold.metric == "error_rate" else 1 - recorded[0]
             limits[(endpoint, round(limit, 9))] = threshold.text
-            continue
-        relative = _BASELINE_RATE.match(check.get("threshold", ""))
-        if relative is not None and baseline is not None and baseline.requests.get(endpoint):
-            base_rate = baseline.failures[endpoint] / baseline.requests[endpoint]
-            limits[(endpoint, round(base_rate + float(relative[1]) / 100, 9))] = check.get("threshold", "")
+        elif _SCOPE.sub("", check.get("check", "")) == ERRORS_VS_BASELINE:
+            limits[(endpoint, round(recorded[0], 9))] = check.get("threshold", "")
     return [(endpoint, limit, text) for (endpoint, limit), text in limits.items()]

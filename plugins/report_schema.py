@@ -12,7 +12,7 @@ import json
 from importlib import resources
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 """major.minor: a new key or allowed value bumps the minor version, a removed or changed key the major one."""
 
 SCHEMA_ID = f"urn:releasegate:release-report:{SCHEMA_VERSION}"

@@ -7,12 +7,14 @@ test reports it receives and the ledger, so the report is the same with or witho
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from releasegate.core.checks import finite_or_none, parse_arms, parse_numbers
 from releasegate.core.errors import ExitCode
 from releasegate.core.files import write_atomically
 from releasegate.core.recovery import RECOVERED_PROPERTY
@@ -32,9 +34,29 @@ PHASE_PARTS = {
     "release.provision.first_scrape_s": ("provision", "first_scrape"),
 }
 
-CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples", "bound", "message")
-"""`bound` (the confidence bound the verdict rests on) and `message` (the one-line explanation of a check that
-did not pass) are there only when the check recorded them."""
+CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples", "bound", "message",
+                "interval", "limits", "arms")
+"""`bound` (the confidence bound the verdict rests on), `message` (the one-line explanation of a check that
+did not pass) and the numbers `interval`, `limits` and `arms` are there only when the check recorded them."""
+
+NUMERIC_CHECK_FIELDS = ("interval", "limits", "arms")
+
+
+def check_numbers(field_name: str, text: str) -> Any:
+    """A numeric check field's property value as JSON (core.checks.format_numbers, format_arms): `interval`
+    [low, high] and `arms` [{arm, quantile, low, high}] with null for an unbounded end, `limits` [number, ...].
+    A value that does not read back as numbers is left out (None): a chart then draws no whisker for it."""
+    try:
+        if field_name == "arms":
+            return [{"arm": arm.arm, "quantile": arm.quantile, "low": finite_or_none(arm.low),
+                     "high": finite_or_none(arm.high)} for arm in parse_arms(text)]
+        numbers = parse_numbers(text)
+    except ValueError:
+        return None
+    if field_name == "interval":
+        valid = len(numbers) == 2 and math.isfinite(numbers[0]) and not math.isnan(numbers[1])
+        return [numbers[0], finite_or_none(numbers[1])] if valid else None
+    return list(numbers) if numbers and all(math.isfinite(n) for n in numbers) else None
 
 
 @dataclass
@@ -48,16 +70,23 @@ class TestOutcome:
     interrupted: bool = False  # a signal stopped it (plugins/signals.py): an error, its message the reason
 
     @property
-    def checks(self) -> list[dict[str, str]]:
-        """The check outcomes recorded as `check.<expression>.<field>` properties, in order."""
-        found: list[dict[str, str]] = []
+    def checks(self) -> list[dict[str, Any]]:
+        """The check outcomes recorded as `check.<expression>.<field>` properties, in order: text as recorded,
+        the numeric fields (NUMERIC_CHECK_FIELDS) as numbers."""
+        found: list[dict[str, Any]] = []
         for name, value in self.properties:
             if not name.startswith("check."):
                 continue
             expression, _, field_name = name[len("check."):].rpartition(".")
             if field_name == "verdict":
                 found.append({"check": expression})
-            if found and field_name in CHECK_FIELDS:
+            if not found or field_name not in CHECK_FIELDS:
+                continue
+            if field_name in NUMERIC_CHECK_FIELDS:
+                numbers = check_numbers(field_name, value)
+                if numbers is not None:
+                    found[-1][field_name] = numbers
+            else:
                 found[-1][field_name] = value
         return found
 

@@ -67,7 +67,8 @@ def assert_valid_report(path: Path) -> None:
 _SEGMENT = r"[a-z][a-z0-9_]*(\[[0-9]+%\])?(_s)?"
 _PROPERTY_NAME = re.compile(
     rf"(?!check\.){_SEGMENT}(\.{_SEGMENT})+"
-    r"|check\.[^\n]+\.(verdict|value|threshold|subject|source|window|samples|bound|looks|decided_after_s|message)"
+    r"|check\.[^\n]+\.(verdict|value|threshold|subject|source|window|samples|bound|looks|decided_after_s|message"
+    r"|interval|limits|arms)"
     r"|release\.finalize\.watch\.slo\.[^\n]+")
 
 

@@ -5,8 +5,10 @@ opened in headless Chromium.
 The Chromium test reads tests/fixtures/release-report-rolled-back.json, the release-report.json of a real
 release, generated once so that this test runs no release of its own: a canary of `v2` over `v1` on the local
 target with the shipped suites and releasegate.toml (strategy canary), where the demo profile of v2 has
-`errors_after_s = 29.0, error_rate_after = 0.10`, so v2 starts failing around its 50% step and is rolled back.
-Regenerate it the same way (`pytest --release v2` in such a project) when the report's keys change.
+`errors_after_s = 29.0, error_rate_after = 0.10`, so v2 starts failing during its 10% step and is rolled back
+(17 items skipped). Regenerate it the same way (`pytest --release v2` in such a project, with `profiles =
+"profiles.toml"` under [local]) when the report's keys change; last done for schema 1.1, whose checks carry
+`interval`, `limits` and `arms`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,7 @@ from typing import Any
 import pytest
 
 from releasegate.core.types import Endpoint, Role
-from releasegate.plugins.html_figures import (
-    checks_figure,
-    load_figure,
-    quantile_intervals,
-    rate_interval,
-    timeline_figure,
-    traffic_figure,
-)
+from releasegate.plugins.html_figures import checks_figure, load_figure, timeline_figure, traffic_figure
 from releasegate.plugins.html_report import decision_html, problems_html, render_html, write_html_report
 from releasegate.plugins.ledger import ItemRecord, Ledger, Outcome
 from releasegate.plugins.load_histograms import MERGED_BUCKETS, coarse_buckets, keep_histograms
@@ -134,19 +129,24 @@ def test_a_blue_green_switch_is_one_step_and_a_skipped_rollback_moves_nothing() 
 
 # --- the charts --------------------------------------------------------------------------------------------
 
-CHECKS = [
+CHECKS: list[dict[str, Any]] = [
     {"check": "p(95) < 300ms", "verdict": "pass", "value": "43ms", "threshold": "300ms",
-     "subject": "all endpoints (candidate v2)", "source": "locust x", "window": "15s", "samples": "2000"},
+     "subject": "all endpoints (candidate v2)", "source": "locust x", "window": "15s", "samples": "2000",
+     "limits": [0.3]},
     {"check": "error_rate < 1% [/api/items]", "verdict": "fail", "value": "4.9%", "threshold": "1%",
      "subject": "/api/items (candidate v2)", "source": "locust x", "window": "15s", "samples": "1000",
-     "bound": "49/1000, interval [3.2%, 7.1%]",
+     "bound": "49/1000, interval [3.2%, 7.1%]", "interval": [0.032, 0.071], "limits": [0.01],
      "message": "error_rate 4.9% > 1% over 1,000 requests on /api/items (candidate v2): <decided>"},
     {"check": "share of v2 == 10% ± 2pp", "verdict": "pass", "value": "10.5%", "threshold": "10% ± 2pp",
-     "subject": "v2 via the service (service)", "source": "locust x", "window": "8s", "samples": "1500"},
+     "subject": "v2 via the service (service)", "source": "locust x", "window": "8s", "samples": "1500",
+     "limits": [0.08, 0.12]},
     {"check": "latency vs baseline", "verdict": "inconclusive", "value": "median 31ms",
      "threshold": "baseline x (1 + 10% at p50)", "subject": "all endpoints (candidate v2 vs baseline v1)",
      "source": "locust y", "window": "60s", "samples": "4457",
-     "bound": "p99 candidate [69.7 ms, 310 ms], baseline [59.3 ms, 299 ms]"},
+     "bound": "p99 candidate [69.7 ms, 310 ms], baseline [59.3 ms, 299 ms]",
+     "arms": [{"arm": "candidate", "quantile": 0.99, "low": 0.0697, "high": 0.31},
+              {"arm": "baseline", "quantile": 0.99, "low": 0.0593, "high": 0.299},
+              {"arm": "candidate", "quantile": 0.5, "low": 0.0225, "high": None}]},
 ]
 
 
@@ -188,13 +188,22 @@ def report_with(**changes: Any) -> dict[str, Any]:
     return report
 
 
-def test_the_timeline_has_one_bar_per_item_from_its_start_coloured_by_outcome() -> None:
-    figure = timeline_figure(report_with())
+def test_the_timeline_has_one_bar_per_item_that_ran_and_one_row_for_every_skipped_one() -> None:
+    skipped = [{"nodeid": f"suites/analysis/test_{name}.py::test_x[{step}%]", "stage": f"analysis[{step}%]",
+                "outcome": "skipped", "start_s": 19.0, "end_s": 19.01} for step in (50, 100) for name in "abc"]
+    report = report_with()
+    figure = timeline_figure(report_with(timeline=report["timeline"] + skipped))
     assert figure is not None
     bars = {trace.name: trace for trace in figure.data}
     assert set(bars) == {"passed", "failed", "skipped"}
     assert list(bars["failed"].base) == [4.0] and list(bars["failed"].x) == [15.0]
-    assert list(bars["skipped"].x) == [0.05]  # an instant item still shows
+    # 7 skipped items in 3 stages: one row, a bar per stage, an instant still a sliver
+    rows = list(figure.layout.yaxis.categoryarray)
+    assert rows == ["provision · provision", "load · test_load", "skipped · 7 items"]
+    assert set(bars["skipped"].y) == {"skipped · 7 items"} and list(bars["skipped"].x) == [0.05] * 3
+    assert [data[:2] for data in bars["skipped"].customdata] == [["switch", 1], ["analysis[50%]", 3],
+                                                                  ["analysis[100%]", 3]]
+    assert "7 skipped in one row" in figure.layout.title.text
     assert timeline_figure(report_with(timeline=[])) is None
 
 
@@ -238,6 +247,9 @@ def test_a_comparison_chart_shows_both_arms_and_each_arms_quantile_bound() -> No
     assert centre + candidate.error_x.array[0] == pytest.approx(310)
     assert centre - candidate.error_x.arrayminus[0] == pytest.approx(69.7)
     assert "baseline v1 p99 bound (/api/items)" in bounds
+    # p50's upper end is unbounded: the whisker reaches the arm's slowest bucket (30 ms), not infinity
+    median = bounds["candidate v2 p50 bound (/api/items)"]
+    assert median.x[0] + median.error_x.array[0] == pytest.approx(30)
     names = [t.name for t in figure.data if getattr(t, "mode", None) == "lines"]
     assert names.index("candidate v2") < names.index("baseline v1")
 
@@ -255,9 +267,10 @@ def test_the_checks_chart_ticks_each_threshold_at_its_value() -> None:
     # a check judged against the baseline has no absolute scale: it is in the table, not on this chart
     assert not any("latency vs baseline" in str(label) for t in figure.data for label in t.y)
     assert checks_figure("smoke", [{"checks": []}]) is None
-    # success_rate's bound is on the failures: 0 to 0.2% failing is 99.8% to 100% succeeding
+    # success_rate's interval is on the successes (the verifier turned the failures' bound over)
     success = {"check": "success_rate >= 99%", "verdict": "pass", "value": "100%", "threshold": "99%",
-               "subject": "/api/.* (candidate v2)", "bound": "0/2961, interval [0%, 0.2%]"}
+               "subject": "/api/.* (candidate v2)", "bound": "0/2961, interval [0%, 0.2%]",
+               "interval": [0.998, 1.0], "limits": [0.99]}
     figure = checks_figure("analysis", [{"checks": [success]}])
     assert figure is not None
     bar = next(t for t in figure.data if t.name == "pass")
@@ -265,12 +278,18 @@ def test_the_checks_chart_ticks_each_threshold_at_its_value() -> None:
     assert [x for t in figure.data if t.name == "threshold" for x in t.x] == pytest.approx([99.0])
 
 
-def test_bounds_are_read_from_the_checks_own_words() -> None:
-    assert rate_interval("0/1890, interval [0%, 0.317%]") == pytest.approx((0.0, 0.00317))
-    assert rate_interval("0/1890 slower than 300 ms, share [0%, 0.317%]") == pytest.approx((0.0, 0.00317))
-    assert rate_interval("sequential p=1") is None
-    assert quantile_intervals("p50 candidate [22.5 ms, 26.5 ms], baseline [23 ms, 26.2 ms]") == {
-        "candidate": pytest.approx((0.5, 0.0225, 0.0265)), "baseline": pytest.approx((0.5, 0.023, 0.0262))}
+def test_a_check_without_recorded_numbers_gets_no_tick_and_no_whisker() -> None:
+    """A report from before schema 1.1 has the text alone: nothing is read back from it."""
+    old = [{key: value for key, value in check.items() if key not in ("interval", "limits", "arms")}
+           for check in CHECKS]
+    report = report_with()
+    report["tests"][0]["checks"], report["tests"][1]["checks"] = old[:2], old[2:]
+    assert checks_figure("load", report["tests"][:1]) is None
+    figure = load_figure(report["load_histograms"][0], report)
+    assert figure is not None
+    errors = next(t for t in figure.data if t.name == "candidate v2 errors")
+    assert list(errors.error_y.array) == [0, 0, 0]
+    assert not any(t.name == "error-rate threshold" for t in figure.data)
 
 
 def test_the_page_puts_the_decision_first_and_lists_every_check_that_did_not_pass(tmp_path: Path) -> None:
@@ -334,3 +353,21 @@ def test_a_rolled_back_release_shows_its_decision_failed_check_and_charts_in_chr
     assert len(re.findall(r'class="main-svg"', dom)) >= figures
     for title in ("Phases: every stage and action", "Traffic split", "error rate by endpoint"):
         assert re.search(r"<text[^>]*>[^<]*" + re.escape(title), dom), title
+    # The failed check (error_rate < 1% [v2]) has its recorded interval as the whisker on its bar: v2's errors
+    # through the service, all endpoints; Plotly drew it (a y error path)
+    low, high = failed["interval"]
+    load = next(load for load in report["load_histograms"] if load["stage"] == "analysis[10%]")
+    figure = load_figure(load, report)
+    assert figure is not None
+    errors = next(t for t in figure.data if t.name == "v2 via service errors")
+    at = list(errors.x).index("all endpoints")
+    assert errors.error_y.array[at] > 0 and errors.y[at] + errors.error_y.array[at] == pytest.approx(100 * high)
+    assert errors.y[at] - errors.error_y.arrayminus[at] == pytest.approx(100 * low)
+    assert 'class="yerror"' in dom
+    # The timeline: a row per item that ran, the 17 skipped ones in one
+    skipped = sum(1 for item in report["timeline"] if item["outcome"] == "skipped")
+    assert skipped == 17
+    assert f"skipped · {skipped} items" in dom and f"{skipped} skipped in one row" in dom
+    timeline = timeline_figure(report)
+    assert timeline is not None
+    assert len(timeline.layout.yaxis.categoryarray) == len(report["timeline"]) - skipped + 1

@@ -190,6 +190,9 @@ def test_a_failure_20s_after_the_switch_is_a_breach_within_a_few_looks() -> None
     assert properties["release.finalize.watch.breach"].startswith("error_rate < 1%: errors ")
     check = outcome.breach_outcome(subject="v2", source="q", window="22s")
     assert check.verdict.value == "fail" and check.looks == outcome.looks and check.bound.startswith("lower bound")
+    breach = outcome.breach
+    assert check.interval == (breach.interval.lower, breach.interval.upper) and check.limits == (0.01,)
+    assert check.value == breach.events / breach.trials and check.interval[0] > check.limits[0]
     assert check.message.startswith("error_rate < 1% breached by v2: errors ")
 
 

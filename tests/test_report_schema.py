@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from releasegate.core.checks import CheckOutcome, Verdict
+from releasegate.core.checks import ArmBound, CheckOutcome, Verdict
 from releasegate.plugins.ledger import (
     INCONCLUSIVE_PROPERTY,
     Decision,
@@ -34,10 +35,18 @@ from tests.report_formats import report_errors
 P95 = CheckOutcome(check="p(95) < 300ms", verdict=Verdict.PASS, value=0.21, display_value="210ms", threshold="300ms",
                    subject="/api/checkout (candidate v2)", source="locustfile.py, 10 users, 15s", window="15s",
                    samples=1843, message="p(95) 210ms < 300ms over 1,843 requests", bound="upper bound 240ms",
-                   scope="/api/checkout")
+                   scope="/api/checkout", interval=(0.2, 0.24), limits=(0.3,))
 ERRORS = CheckOutcome(check="error_rate < 1%", verdict=Verdict.FAIL, value=0.046, display_value="4.6%",
                       threshold="1%", subject="all endpoints (candidate v2)", source="locustfile.py", window="15s",
-                      samples=413, message="error_rate 4.6% > 1% over 413 requests", looks=7, decided_after_s=6.5)
+                      samples=413, message="error_rate 4.6% > 1% over 413 requests", looks=7, decided_after_s=6.5,
+                      interval=(0.0263, 0.0771), limits=(0.01,))
+LATENCY = CheckOutcome(check="latency vs baseline", verdict=Verdict.INCONCLUSIVE, value=0.017,
+                       display_value="median 17ms", threshold="baseline x (1 + 10% at p50)",
+                       subject="all endpoints (candidate v2 vs baseline v1)",
+                       source="locustfile.py", window="15s", samples=60, message="latency: undecided",
+                       interval=(0.015, 0.02), arms=(ArmBound("candidate", 0.5, 0.015, 0.02),
+                                                     ArmBound("baseline", 0.5, 0.014, 0.019),
+                                                     ArmBound("candidate", 0.99, 0.03, math.inf)))
 UNDECIDED = CheckOutcome(check="error_rate < 0.1%", verdict=Verdict.INCONCLUSIVE, value=0.0, display_value="0%",
                          threshold="0.1%", subject="all endpoints (candidate v2)", source="up{...}", window="60s",
                          samples=None, message="INCONCLUSIVE: error_rate 0% < 0.1% over 300 requests")
@@ -119,7 +128,7 @@ def test_each_way_a_release_ends_gives_a_report_that_follows_the_schema(tmp_path
     (lambda r: r["tests"][2].update(duration_s="0.25"), "tests/2/duration_s: '0.25' is not of type 'number'"),
     (lambda r: r["tests"][2]["checks"][0].update(verdict="ok"), "tests/2/checks/0/verdict: 'ok' is not one of"),
     (lambda r: r["phase_times_s"].update(load="18s"), "phase_times_s/load: '18s' is not of type 'number'"),
-    (lambda r: r.update(schema_version="2.0"), "schema_version: '1.0' was expected"),
+    (lambda r: r.update(schema_version="2.0"), f"schema_version: '{SCHEMA_VERSION}' was expected"),
     (lambda r: r.update(decison="promoted"), "(top): Additional properties are not allowed ('decison' was unexpected)"),
 ], ids=["missing-key", "missing-check-field", "exit-code-as-text", "bool-as-text", "number-as-text",
         "unknown-verdict", "phase-as-text", "other-major-version", "unknown-key"])
@@ -139,3 +148,25 @@ def test_open_maps_take_any_key_closed_objects_do_not(tmp_path: Path) -> None:
     assert report_errors(report) == []
     report["traffic"][0]["weight"] = "10"
     assert report_errors(report) == ["traffic/0: Additional properties are not allowed ('weight' was unexpected)"]
+
+
+def test_a_checks_numbers_are_numbers_in_the_report_and_an_unbounded_end_is_null(tmp_path: Path) -> None:
+    summary = _summary(tmp_path, 1, [
+        _report("suites/load/test_load.py::test_load", "load", "failed", checks=(P95, ERRORS, LATENCY)),
+        _report("release::rollback", "rollback")], decision=Decision.ROLLED_BACK)
+    p95, errors, latency = summary["tests"][0]["checks"]
+    assert (p95["interval"], p95["limits"]) == ([0.2, 0.24], [0.3])
+    assert (errors["interval"], errors["limits"]) == ([0.0263, 0.0771], [0.01])
+    assert "limits" not in latency and latency["arms"] == [
+        {"arm": "candidate", "quantile": 0.5, "low": 0.015, "high": 0.02},
+        {"arm": "baseline", "quantile": 0.5, "low": 0.014, "high": 0.019},
+        {"arm": "candidate", "quantile": 0.99, "low": 0.03, "high": None}]  # JSON has no infinity
+    write_report(summary, tmp_path / "release-report.md")
+    assert report_errors(json.loads((tmp_path / "release-report.json").read_text())) == []
+    # closed like every other object: the numbers are numbers, an arm has exactly its four keys
+    errors["interval"] = ["0.0263", "0.0771"]
+    latency["arms"][0]["side"] = "left"
+    assert report_errors(summary) == [
+        "tests/0/checks/1/interval/0: '0.0263' is not of type 'number'",
+        "tests/0/checks/1/interval/1: '0.0771' is not of type 'number', 'null'",
+        "tests/0/checks/2/arms/0: Additional properties are not allowed ('side' was unexpected)"]

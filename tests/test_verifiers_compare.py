@@ -25,6 +25,7 @@ from releasegate.verifiers.compare import (
     run_side_by_side,
 )
 from releasegate.verifiers.load import LoadProfile, LoadResult, run_load
+from releasegate.verifiers.sequential import ErrorComparison, LatencyComparison
 from tests.verifiers_services import DemoService, demo_service, write_profiles
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "suites" / "load" / "locustfile.py"
@@ -48,6 +49,28 @@ def test_a_much_slower_candidate_fails_with_a_one_line_explanation() -> None:
         "FAIL")
     assert outcome.bound == "p95 candidate [72.4 ms, 83.5 ms], baseline [31.6 ms, 35.9 ms]"
     assert outcome.samples == 1204
+
+
+def test_a_latency_comparison_records_each_arms_interval_on_each_quantile_as_the_judgement_has_them() -> None:
+    candidate, baseline = latencies(0.048, 1204, seed=1), latencies(0.021, 1198, seed=2)
+    outcome = compare_latency(candidate, baseline, subject="s")
+    tolerances = Tolerances()
+    judge = LatencyComparison(quantiles=sorted(tolerances.latency_ratio), tolerance_ratio=tolerances.latency_ratio,
+                              tolerance_abs_s=tolerances.latency_abs_s, alpha=tolerances.alpha)
+    cand, base = sorted(candidate), sorted(baseline)
+    judgement = judge.look(len(cand), lambda r: cand[r - 1], len(base), lambda r: base[r - 1])
+    assert [(a.arm, a.quantile, a.low, a.high) for a in outcome.arms] == [
+        (one.arm, one.quantile, one.interval.lower, one.interval.upper) for one in judgement.arms]
+    assert [(a.arm, a.quantile) for a in outcome.arms] == [(arm, q) for q in (0.5, 0.95, 0.99)
+                                                           for arm in ("candidate", "baseline")]
+    # p95's numbers are the ones its bound shows: candidate [72.4 ms, 83.5 ms]
+    p95 = next(a for a in outcome.arms if (a.arm, a.quantile) == ("candidate", 0.95))
+    assert (round(p95.low * 1000, 1), round(p95.high * 1000, 1)) == (72.4, 83.5)
+    assert outcome.interval == (outcome.arms[0].low, outcome.arms[0].high)  # the median, the value shown
+    assert outcome.value is not None and outcome.interval[0] <= outcome.value <= outcome.interval[1]
+    assert outcome.limits == ()  # one limit per quantile and side: the arms carry them, not one number
+    assert dict(outcome.properties())["check.latency vs baseline.arms"].startswith(
+        f"candidate 0.5 {outcome.arms[0].low!r} {outcome.arms[0].high!r}; baseline 0.5 ")
 
 
 def test_the_same_distribution_passes_once_the_bounds_are_inside_the_tolerance() -> None:
@@ -105,6 +128,13 @@ def test_errors_against_a_clean_baseline_fail() -> None:
                                "+5.07 points > 0.5 points tolerance: FAIL")
     assert outcome.bound == "sequential p=3.3e-16"
     assert outcome.value == pytest.approx(61 / 1204)
+    # the candidate's own interval from the judgement (alpha / 2 a side), and the limit the verdict used:
+    # the baseline's rate plus the tolerance
+    judgement = ErrorComparison(alpha=0.01, tolerance_abs=0.005).look(61, 1204, 0, 1198)
+    candidate = next(arm.interval for arm in judgement.arms if arm.arm == "candidate")
+    assert outcome.interval == (candidate.lower, candidate.upper)
+    assert outcome.interval[0] < outcome.value < outcome.interval[1]
+    assert outcome.limits == (judgement.candidate_limit,) == (0 / 1198 + 0.005,)
 
 
 def test_a_significant_but_small_increase_is_within_tolerance() -> None:

@@ -33,6 +33,7 @@ from releasegate.verifiers.prometheus_client import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
+from releasegate.verifiers.sequential import rate_interval
 from tests.verifiers_services import DemoService, demo_service, free_port, prometheus, write_profiles
 from tests.waiting import wait_until
 
@@ -382,6 +383,7 @@ def test_a_window_from_a_given_moment_counts_whole_requests_and_nothing_sent_bef
     properties = dict(recorded[0].properties())
     assert properties["check.prometheus share of v2-errors == 10% ± 2pp.value"] == "10.0%"
     assert properties["check.prometheus share of v2-errors == 10% ± 2pp.samples"] == "300"
+    assert properties["check.prometheus share of v2-errors == 10% ± 2pp.limits"] == "0.08 0.12"  # the band's ends
     assert "min_over_time(http_requests_total{" in recorded[0].source
     assert recorded[0].window.endswith("Z") and " from " in recorded[0].window
 
@@ -417,6 +419,11 @@ def test_the_candidate_success_rate_and_latency_against_the_baseline_in_the_same
     assert str(caught.value).endswith("points > 0.5 points tolerance: FAIL")
     # 250 clean requests against 450 show at most a few points of difference: evidence within 5 points.
     assert (passed.verdict, passed.value, passed.samples) == (Verdict.PASS, 1.0, 250)
+    # Its numbers are the comparison's, turned over onto success rates: the candidate's interval (alpha / 2)
+    # and the limit the verdict used, the baseline's rate (no errors) less the tolerance.
+    errors_bound = rate_interval(errors, 600, alpha=0.005)
+    assert failed.interval == (1 - errors_bound.upper, 1 - errors_bound.lower)
+    assert failed.limits == pytest.approx((0.995,)) and failed.limits[0] > failed.interval[1]
     assert passed.check == "success_rate vs baseline ± 5pp"
 
     # p95 in the same window from the pods' histograms: v2-slow's 400 ms checkout against v1's 2 ms one,
@@ -438,6 +445,9 @@ def test_the_candidate_success_rate_and_latency_against_the_baseline_in_the_same
                                         tolerance_abs_s=0.0, tolerance_ratio=0.0)
     assert fast.passed and fast.value is not None and fast.value < 0.05 and fast.samples == 600
     assert "candidate upper bound" in fast.message and fast.bound.startswith("p95 candidate [")
+    assert [(arm.arm, arm.quantile) for arm in fast.arms] == [("candidate", 0.95), ("baseline", 0.95)]
+    assert fast.interval == (fast.arms[0].low, fast.arms[0].high) and fast.interval[0] <= fast.value <= fast.interval[1]
+    assert fast.bound.startswith(f"p95 candidate [{fast.interval[0] * 1000:.3g} ms, {fast.interval[1] * 1000:.3g} ms]")
 
 
 def test_waiting_for_a_scrape_that_never_comes_is_a_metrics_error(traffic: Traffic) -> None:

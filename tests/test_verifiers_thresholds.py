@@ -101,6 +101,30 @@ def test_error_rate_failure_shows_the_rate_and_the_count() -> None:
     assert dict(outcome.properties())["check.error_rate < 1%.bound"] == "98/2000, interval [3.16%, 7.15%]"
 
 
+@pytest.mark.parametrize(("text", "failures", "flip"), [
+    ("error_rate < 1%", 98, False),
+    ("success_rate >= 99%", 98, True),  # judged on the failures: the interval turns over onto successes
+    ("p(95) < 300ms", 0, False),
+])
+def test_a_bounded_checks_interval_and_limit_are_the_judgements_numbers(text: str, failures: int,
+                                                                          flip: bool) -> None:
+    threshold = parse_threshold(text)
+    measured = stats([0.2] * 1857 + [0.412] * 143, failures=failures)
+    outcome = threshold.evaluate(measured, subject="s", source="", window="", min_samples=100)
+    judgement = threshold.judge(measured)
+    assert judgement is not None and judgement.interval is not None
+    low, high = judgement.interval.lower, judgement.interval.upper
+    assert outcome.interval == ((1 - high, 1 - low) if flip else (low, high))
+    assert outcome.limits == (threshold.limit,)
+    assert outcome.interval[0] <= (outcome.value or 0.0) <= outcome.interval[1]  # on the value's own scale
+    properties = dict(outcome.properties())
+    assert [float(n) for n in properties[f"check.{text}.interval"].split()] == list(outcome.interval)
+    assert float(properties[f"check.{text}.limits"]) == threshold.limit
+    # an unbounded check has its limit and no interval
+    rps = parse_threshold("rps > 20").evaluate(measured, subject="s", source="", window="", min_samples=100)
+    assert (rps.interval, rps.limits) == (None, (20.0,)) and "check.rps > 20.interval" not in dict(rps.properties())
+
+
 def test_passing_checks_say_so_with_the_operator_as_written() -> None:
     measured = stats([0.01] * 1000, duration_s=10)
     expressions = ("p(95) < 300ms", "error_rate < 1%", "rps > 20", "requests >= 300", "success_rate >= 99%")

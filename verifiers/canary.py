@@ -35,10 +35,11 @@ def share_outcome(name: str, served: int, total: int, expected_percent: float, *
     wanted"; `counted` says what the requests are ("requests through the service"). Fewer than
     `min_samples` (at least one) is NO DATA, never a pass."""
     threshold = f"{expected_percent:g}% ± {tolerance_pp:g}pp"
+    band = ((expected_percent - tolerance_pp) / 100, (expected_percent + tolerance_pp) / 100)
     if total < max(min_samples, 1):
         return CheckOutcome(
             check=check, verdict=Verdict.NO_DATA, value=None, display_value="no data", threshold=threshold,
-            subject=subject, source=source, window=window, samples=total,
+            subject=subject, source=source, window=window, samples=total, limits=band,
             message=f"share of {name}: only {format_count(total)} {counted}, fewer than the minimum "
                     f"{format_count(min_samples)}")
     share = 100.0 * served / total
@@ -46,6 +47,6 @@ def share_outcome(name: str, served: int, total: int, expected_percent: float, *
     relation = "within" if verdict is Verdict.PASS else "outside"
     return CheckOutcome(
         check=check, verdict=verdict, value=share / 100, display_value=f"{share:.1f}%", threshold=threshold,
-        subject=subject, source=source, window=window, samples=total,
+        subject=subject, source=source, window=window, samples=total, limits=band,
         message=f"share of {name}: {share:.1f}% ({format_count(served)} of {format_count(total)} {counted}), "
                 f"{relation} {tolerance_pp:g}pp of {expected_percent:g}%")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
+from releasegate.core.checks import ArmBound, CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import Endpoint
 from releasegate.verifiers.live_progress import comparison_snapshot
@@ -75,11 +75,14 @@ def _errors_outcome(judgement: Judgement, cand: Stats, base: Stats, *, subject: 
                     after_s: float | None = None) -> CheckOutcome:
     verdict = _VERDICTS[judgement.decision]
     rate = cand.failures / cand.count if cand.count else None
+    # The look that decided (a decisive failure stays the one recorded): the baseline's rate then + the tolerance.
+    limits = () if judgement.candidate_limit is None else (judgement.candidate_limit,)
     return CheckOutcome(
         check="errors vs baseline", verdict=verdict, value=rate,
         display_value="no data" if rate is None else format_fraction(rate),
         threshold=f"baseline rate + {format_fraction(tolerances.errors_abs)} (alpha {tolerances.alpha:g})",
         subject=subject, source=source, window=window, samples=cand.count, bound=judgement.statistic,
+        interval=arm_interval(judgement, "candidate", None), limits=limits,
         looks=looks, decided_after_s=after_s if verdict is not Verdict.INCONCLUSIVE else None,
         message=(f"errors on {subject}: {_counts(cand.failures, cand.count)} vs "
                  f"{_counts(base.failures, base.count)} (candidate/baseline), {judgement.reason}"
@@ -103,10 +106,23 @@ def _latency_outcome(judgement: Judgement, cand: Stats, base: Stats, *, subject:
         threshold=(f"baseline x (1 + {_ratios(tolerances)}) + {format_seconds(tolerances.latency_abs_s)}, "
                    f"a pass against the baseline's p99.5 for p99, p96 for p95 (alpha {tolerances.alpha:g})"),
         subject=subject, source=source, window=window, samples=cand.count, bound=judgement.statistic,
+        interval=arm_interval(judgement, "candidate", 0.5), arms=quantile_arms(judgement),
         looks=looks, decided_after_s=after_s if verdict is not Verdict.INCONCLUSIVE else None,
         message=(f"latency on {subject}: {medians}{format_count(cand.count)}/{format_count(base.count)} requests "
                  f"(candidate/baseline), {judgement.reason}{_when(looks, after_s)}: {verdict.value.upper()}"
                  f"{alone}"))
+
+
+def arm_interval(judgement: Judgement, arm: str, quantile: float | None) -> tuple[float, float] | None:
+    """One arm's interval on its rate (quantile None) or on one quantile, when the judgement has it."""
+    found = next((one.interval for one in judgement.arms if one.arm == arm and one.quantile == quantile), None)
+    return None if found is None else (found.lower, found.upper)
+
+
+def quantile_arms(judgement: Judgement) -> tuple[ArmBound, ...]:
+    """Each arm's interval on each quantile the judgement compared, for the reports."""
+    return tuple(ArmBound(one.arm, one.quantile, one.interval.lower, one.interval.upper)
+                 for one in judgement.arms if one.quantile is not None)
 
 
 def _tail_quantiles(tolerances: Tolerances, cand: Stats, base: Stats) -> tuple[float, ...]:

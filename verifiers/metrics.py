@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from releasegate.core.checks import CheckOutcome, RecordCheck, Verdict, ignore_check, require
+from releasegate.core.checks import ArmBound, CheckOutcome, RecordCheck, Verdict, ignore_check, require
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import Endpoint, MetricsScope, Slot, promql_string
 from releasegate.core.waiting import poll_until
@@ -353,12 +353,14 @@ class Metrics:
                                        source=f"errors {queries[1]} of {queries[0]}; errors {queries[3]} of "
                                               f"{queries[2]}", window=window)
         success = None if compared.value is None else 1 - compared.value
+        # The comparison judged error rates; this check shows success rates, so its numbers turn over too.
+        interval = None if compared.interval is None else (1 - compared.interval[1], 1 - compared.interval[0])
         outcome = CheckOutcome(
             check=f"success_rate vs baseline ± {tolerance_pp:g}pp", verdict=compared.verdict, value=success,
             display_value="no data" if success is None else format_fraction(success),
             threshold=f"baseline success rate - {tolerance_pp:g}pp (sequential count test, alpha {alpha:g})",
             subject=subject, source=compared.source, window=window, samples=cand_total, bound=compared.bound,
-            message=compared.message)
+            interval=interval, limits=tuple(1 - limit for limit in compared.limits), message=compared.message)
         self.record(outcome)
         require([outcome])
         return outcome
@@ -379,7 +381,8 @@ class Metrics:
         never a pass. Fewer than `min_samples` requests on either arm is NO DATA. Recorded; raises
         CheckFailed unless it passes.
         """
-        from releasegate.verifiers.sequential import LatencyComparison  # scipy: only when comparing
+        from releasegate.verifiers.compare import arm_interval, quantile_arms  # scipy: only when comparing
+        from releasegate.verifiers.sequential import LatencyComparison
 
         if not 0 < q < 1:
             raise ConfigError(f"latency quantile must be a fraction between 0 and 1 (0.95 for p95), got {q}")
@@ -401,6 +404,8 @@ class Metrics:
         tolerance = f"x {1 + tolerance_ratio:g} + {format_seconds(tolerance_abs_s)}"
         counts = f"{format_count(cand_count)}/{format_count(base_count)} requests (candidate/baseline)"
         bound = ""
+        interval: tuple[float, float] | None = None
+        arms: tuple[ArmBound, ...] = ()
         if min(cand_count, base_count) < max(min_samples, 1):
             verdict, value, shown = Verdict.NO_DATA, None, "no data"
             message = (f"{measure} on {subject}: only {counts} over {window}, fewer than the minimum "
@@ -417,12 +422,13 @@ class Metrics:
             value = _bucket_at_rank(cand_buckets, nearest_rank(q, cand_count))
             shown = f"{measure} <= {format_seconds(value)}" if math.isfinite(value) else "above the last bucket"
             bound = judgement.statistic
+            interval, arms = arm_interval(judgement, "candidate", q), quantile_arms(judgement)
             message = (f"{measure} on {subject}: {counts} over {window}, {judgement.reason} "
                        f"(buckets' edges, alpha {alpha:g}): {verdict.value.upper()}")
         outcome = CheckOutcome(
             check=f"{measure} vs baseline", verdict=verdict, value=value, display_value=shown,
             threshold=f"baseline {measure} {tolerance}", subject=subject, source=" vs ".join(queries),
-            window=window, samples=cand_count, bound=bound, message=message)
+            window=window, samples=cand_count, bound=bound, interval=interval, arms=arms, message=message)
         self.record(outcome)
         require([outcome])
         return outcome

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cache, lru_cache
 from typing import Any
@@ -394,15 +394,27 @@ class Decision(StrEnum):
 
 
 @dataclass(frozen=True)
+class ArmInterval:
+    """A comparison's confidence interval on one arm: its rate (quantile None) or one of its quantiles."""
+
+    arm: str  # "candidate" or "baseline"
+    quantile: float | None
+    interval: Interval
+
+
+@dataclass(frozen=True)
 class Judgement:
     """One look's outcome, with what a report shows: the point value, the bound the decision rests on, the
-    statistic and the rule in words."""
+    statistic and the rule in words; a comparison also gives each arm's own intervals, and the error-count
+    comparison the candidate's rate limit this look compared with (the baseline's rate + the tolerance)."""
 
     decision: Decision
     estimate: float | None
     interval: Interval | None
     statistic: str
     reason: str
+    arms: tuple[ArmInterval, ...] = ()
+    candidate_limit: float | None = None
 
 
 def _percent(value: float) -> str:
@@ -501,16 +513,19 @@ class ErrorComparison:
         observed = _observed_rate(cand_events, cand_trials) - _observed_rate(base_events, base_trials)
         estimate = observed if cand_trials and base_trials else None
         statistic = f"sequential p={p:.2g}"
+        arms = (ArmInterval("candidate", None, candidate), ArmInterval("baseline", None, baseline))
+        # observed > tolerance is the candidate's rate above this: the limit its failure is judged against
+        limit = _observed_rate(base_events, base_trials) + self.tolerance_abs if base_trials else None
         tolerance = _points(self.tolerance_abs).lstrip("+")
         if p < self.alpha and observed > self.tolerance_abs:
             reason = f"p={p:.2g} < {self.alpha:g} and {_points(observed)} > {tolerance} tolerance"
-            return Judgement(Decision.FAIL, estimate, bound, statistic, reason)
+            return Judgement(Decision.FAIL, estimate, bound, statistic, reason, arms, limit)
         if bound.upper <= self.tolerance_abs:
             reason = f"difference at most {_points(bound.upper)} <= {tolerance} tolerance"
-            return Judgement(Decision.PASS, estimate, bound, statistic, reason)
+            return Judgement(Decision.PASS, estimate, bound, statistic, reason, arms, limit)
         significance = f"p={p:.2g} >= {self.alpha:g}" if p >= self.alpha else f"{_points(observed)} within tolerance"
         reason = f"{significance}, difference up to {_points(bound.upper)} > {tolerance} tolerance"
-        return Judgement(Decision.CONTINUE, estimate, bound, statistic, reason)
+        return Judgement(Decision.CONTINUE, estimate, bound, statistic, reason, arms, limit)
 
 
 DEFAULT_LATENCY_TOLERANCE: Mapping[float, float] = {0.5: 0.05, 0.95: 0.10, 0.99: 0.20}
@@ -599,10 +614,15 @@ class LatencyComparison:
         worst_fail = max(margins, key=lambda m: m.fail_margin)
         worst_pass = max(margins, key=lambda m: m.pass_margin)
         if worst_fail.fail_margin > 0:
-            return self._judgement(Decision.FAIL, worst_fail, "lower", ">", "upper")
-        if worst_pass.pass_margin <= 0:
-            return self._judgement(Decision.PASS, worst_pass, "upper", "<=", "lower")
-        return self._judgement(Decision.CONTINUE, worst_pass, "upper", ">", "lower")
+            judgement = self._judgement(Decision.FAIL, worst_fail, "lower", ">", "upper")
+        elif worst_pass.pass_margin <= 0:
+            judgement = self._judgement(Decision.PASS, worst_pass, "upper", "<=", "lower")
+        else:
+            judgement = self._judgement(Decision.CONTINUE, worst_pass, "upper", ">", "lower")
+        # Every judged quantile's intervals, not only the deciding one's: a report draws them all.
+        arms = tuple(ArmInterval(arm, m.q, interval) for m in margins
+                     for arm, interval in (("candidate", m.candidate), ("baseline", m.baseline)))
+        return replace(judgement, arms=arms)
 
     def _margins(self, q: float, alpha: float, cand: _Ranked, base: _Ranked) -> _QuantileMargins:
         candidate = cand.interval(q, alpha)

@@ -310,7 +310,16 @@ class Threshold:
             verdict = _VERDICTS[judgement.decision]
             message += f": {judgement.reason}"
         return self._outcome(verdict, value, samples, subject, source, window, message, shown,
-                             bound=judgement.statistic if judgement is not None else "")
+                             bound=judgement.statistic if judgement is not None else "",
+                             interval=self.interval_of(judgement))
+
+    def interval_of(self, judgement: Judgement | None) -> tuple[float, float] | None:
+        """The judgement's interval on this threshold's own measure: `success_rate` is judged on the failures
+        (verifiers.sequential is tightest at small rates), so its interval is turned back into successes."""
+        if judgement is None or judgement.interval is None:
+            return None
+        low, high = judgement.interval.lower, judgement.interval.upper
+        return (1 - high, 1 - low) if self.metric == "success_rate" else (low, high)
 
     def _judge_rate_value(self, value: float, samples: int, alpha: float) -> Judgement:
         """A measured rate over `samples` requests (Prometheus): its events are the rate's share of them."""
@@ -336,12 +345,13 @@ class Threshold:
         return None
 
     def _outcome(self, verdict: Verdict, value: float | None, samples: int | None, subject: str, source: str,
-                 window: str, message: str, shown: str | None = None, bound: str = "") -> CheckOutcome:
+                 window: str, message: str, shown: str | None = None, bound: str = "",
+                 interval: tuple[float, float] | None = None) -> CheckOutcome:
         usable = value is not None and not math.isnan(value)
         return CheckOutcome(
             check=self.text, verdict=verdict, value=value if usable else None,
             display_value=shown or (self.display(value) if usable and value is not None else "no data"),
             threshold=self.limit_display, subject=subject, source=source, window=window,
-            samples=samples, message=message, bound=bound,
+            samples=samples, message=message, bound=bound, interval=interval, limits=(self.limit,),
         )
 

@@ -240,7 +240,8 @@ class WatchOutcome:
                     f"{format_fraction(look.interval.lower)} > {format_fraction(look.slo.limit)} at look {self.looks}, "
                     f"{self.duration_s:.1f}s into the watch",
             bound=f"lower bound {format_fraction(look.interval.lower)}", looks=self.looks,
-            decided_after_s=self.duration_s)
+            decided_after_s=self.duration_s, interval=(look.interval.lower, look.interval.upper),
+            limits=(look.slo.limit,))
 
 
 def watch(source: CountSource, slos: Sequence[WatchedSlo], *, duration_s: float, interval_s: float, alpha: float,
