@@ -2,8 +2,10 @@
 
 The API server is tests/fakekube (faithful to a v1.32 server). Its kubelet asks ProcessRuntime to run each
 pod: the demo service on its own loopback address (127.0.X.N:8080, X per xdist worker), the version taken from the pod's
-`version` label (or its image tag). KubeProxy plays kube-proxy plus an ingress: one loopback port per
-Service, routing to the ready endpoints of the Service's EndpointSlices (the local target's router).
+`version` label (or its image tag). A pod whose container runs `locust` (a Job's load workers) runs that command
+instead, with this interpreter, the container's env and its configMap volumes as files.
+KubeProxy plays kube-proxy plus an ingress: one loopback port per Service, routing to the ready endpoints of the
+Service's EndpointSlices (the local target's router).
 A real Prometheus scrapes every pod with the labels app/slot/version copied from the pod, as a
 ServiceMonitor with relabelings does on a real cluster. So a release runs end to end: smoke, load and
 Prometheus analysis against pods that the kubernetes target created through the API.
@@ -15,12 +17,13 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,38 @@ class _Process:
     popen: subprocess.Popen[bytes] | None = None
     ready: bool = False
     message: str = "starting"
+    # A command pod (locust): the argv to run once its configMap volumes are written, and its env (the container's
+    # plain values, over this process's environment once the volumes are written).
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    volumes_ready: bool = False
+
+
+ConfigMapSource = Callable[[str, str], "dict[str, Any] | None"]
+
+
+def locust_command(pod: dict[str, Any]) -> list[str] | None:
+    """The argv of a pod whose first container runs locust (`locust ...` or `python -m locust ...`), with this
+    interpreter in place of the image's; None for every other pod (the demo service)."""
+    container = (pod.get("spec") or {}).get("containers", [{}])[0]
+    argv = [str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]]
+    if argv[:1] == ["locust"]:
+        rest = argv[1:]
+    elif len(argv) >= 3 and os.path.basename(argv[0]).startswith("python") and argv[1:3] == ["-m", "locust"]:
+        rest = argv[3:]
+    else:
+        return None
+    return [sys.executable, "-m", "locust", *rest]
+
+
+def replace_mount_paths(argv: list[str], mounts: dict[str, Path]) -> list[str]:
+    """Point every argument under a mountPath (`-f /mnt/locust/a.py,/mnt/locust/b.py`) at the pod's directory."""
+    out = []
+    for arg in argv:
+        for mount_path in sorted(mounts, key=len, reverse=True):
+            arg = re.sub(re.escape(mount_path.rstrip("/")) + r"(?=/|,|$)", str(mounts[mount_path]), arg)
+        out.append(arg)
+    return out
 
 
 def _worker_octet() -> int:
@@ -66,6 +101,11 @@ class ProcessRuntime:
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_loop, name="process-runtime-prober", daemon=True)
         self._prober.start()
+        self._config_maps: ConfigMapSource = lambda namespace, name: None
+
+    def read_config_maps_from(self, fake: FakeKube) -> None:
+        """Where configMap volumes come from: the ConfigMaps stored in this fake API server."""
+        self._config_maps = lambda namespace, name: fake.get_object("configmaps", namespace, name)
 
     @staticmethod
     def version(pod: dict[str, Any]) -> str:
@@ -77,6 +117,12 @@ class ProcessRuntime:
         return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
 
     def _spawn(self, name: str, state: _Process) -> None:
+        if state.command is not None:
+            if state.volumes_ready:
+                with state.log.open("ab") as log:
+                    state.popen = subprocess.Popen(state.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                                   env=state.env, cwd=self.workdir)
+            return
         env = dict(os.environ)
         if self.profiles is not None:
             env["RELEASEGATE_PROFILES"] = str(self.profiles)
@@ -94,8 +140,45 @@ class ProcessRuntime:
             state = _Process(ip=self._take_free_ip(), version=self.version(pod),
                              log=self.workdir / f"{name}.log")
             self._pods[uid] = state
+        command = locust_command(pod)
+        if command is not None:
+            container = pod["spec"]["containers"][0]
+            state.env = {str(e["name"]): str(e["value"]) for e in container.get("env") or [] if "value" in e}
+            state.command = command
+            self._mount_volumes(pod, state)
         self._spawn(name, state)
         return state.ip
+
+    def _mount_volumes(self, pod: dict[str, Any], state: _Process) -> None:
+        """Write the pod's configMap volumes under <workdir>/<pod>/<volume>/ (a process cannot own /mnt/...) and
+        point the command's arguments and env values there. A ConfigMap that does not exist (yet) keeps the pod in
+        ContainerCreating, retried on every poll, as the kubelet retries a failed mount."""
+        assert state.command is not None
+        meta, spec = pod["metadata"], pod["spec"]
+        pod_dir = self.workdir / meta["name"]
+        directories: dict[str, Path] = {}
+        for volume in spec.get("volumes") or []:
+            source = volume.get("configMap")
+            if source is None:
+                continue
+            config_map = self._config_maps(meta["namespace"], source["name"])
+            if config_map is None and not source.get("optional"):
+                return
+            data = {str(k): str(v) for k, v in ((config_map or {}).get("data") or {}).items()}
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
+            target = pod_dir / volume["name"]
+            target.mkdir(parents=True, exist_ok=True)
+            for item in items:
+                if item["key"] in data:
+                    (target / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+                    (target / item["path"]).write_text(data[item["key"]])
+            directories[volume["name"]] = target
+        mounts = {str(m["mountPath"]): directories[m["name"]] / str(m.get("subPath", "")).strip("/")
+                  for m in spec["containers"][0].get("volumeMounts") or [] if m["name"] in directories}
+        state.command = replace_mount_paths(state.command, mounts)
+        pod_env = {name: replace_mount_paths([value], mounts)[0] for name, value in state.env.items()}
+        state.env = {**os.environ, **pod_env}
+        state.volumes_ready = True
 
     def _take_free_ip(self) -> str:
         """The next loopback address whose pod port nobody listens on: another test run on this machine (or a
@@ -118,11 +201,17 @@ class ProcessRuntime:
     def poll(self, pod: dict[str, Any]) -> PodRuntimeStatus:
         with self._lock:
             state = self._pods.get(pod["metadata"]["uid"])
+        if state is not None and state.command is not None and not state.volumes_ready:
+            self._mount_volumes(pod, state)
+            self._spawn(pod["metadata"]["name"], state)
         if state is None or state.popen is None:
             return PodRuntimeStatus(running=False, ready=False, reason="ContainerCreating")
         code = state.popen.poll()
         if code is not None:
-            return PodRuntimeStatus(running=False, ready=False, exit_code=code, reason="Error")
+            reason = "Completed" if code == 0 and state.command is not None else "Error"
+            return PodRuntimeStatus(running=False, ready=False, exit_code=code, reason=reason)
+        if state.command is not None:  # no readinessProbe: ready while it runs
+            return PodRuntimeStatus(running=True, ready=True)
         message = None if state.ready else f"Readiness probe failed: {state.message}"
         return PodRuntimeStatus(running=True, ready=state.ready, message=message)
 
@@ -151,6 +240,8 @@ class ProcessRuntime:
                 with self._lock:
                     states = list(self._pods.values())
                 for state in states:
+                    if state.command is not None:
+                        continue  # a command pod has no readiness endpoint
                     if state.popen is None or state.popen.poll() is not None:
                         state.ready = False
                         continue
@@ -257,7 +348,7 @@ class KubeProxy:
                 router.update(weights={"all": 100}, pods={"all": tuple(upstreams)}, versions={"all": name})
         targets = [{"host": p["status"]["podIP"], "port": POD_PORT, "slot": p["metadata"]["labels"].get("slot"),
                     "version": ProcessRuntime.version(p), "name": p["metadata"]["name"]}
-                   for p in pods.values() if (p.get("status") or {}).get("podIP")]
+                   for p in pods.values() if (p.get("status") or {}).get("podIP") and locust_command(p) is None]
         rendered = json.dumps(targets, sort_keys=True)
         if rendered != self._targets and self._prometheus is not None:
             self._prometheus.update_targets(targets)
@@ -320,6 +411,7 @@ def process_cluster(workdir: Path, *, profiles: Path | None, namespace: str = "s
     workdir.mkdir(parents=True, exist_ok=True)
     runtime = ProcessRuntime(workdir, profiles)
     fake = FakeKube(pod_runtime=runtime, tokens={"admin-token": "admin", RUNNER_TOKEN: RUNNER_USER}).start()
+    runtime.read_config_maps_from(fake)
     proxy: KubeProxy | None = None
     try:
         if layout == "canary":

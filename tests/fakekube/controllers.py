@@ -1,8 +1,8 @@
 """Runs the controllers in deterministic rounds, in a background thread or stepped by hand.
 
 A round is: deployments -> rollouts (argoproj.io, once installed) -> replicasets (pods) -> scheduler/kubelet ->
-replicasets (status) -> endpoints -> garbage collector. Each controller reads fresh objects, so one round moves
-the whole system one step, and ``settle()`` runs rounds until one writes nothing.
+replicasets (status) -> jobs (pods and status) -> endpoints -> garbage collector. Each controller reads fresh
+objects, so one round moves the whole system one step, and ``settle()`` runs rounds until one writes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .clock import Clock
 from .ctl_deployment import DeploymentController
 from .ctl_endpoints import EndpointsController
 from .ctl_gc import GarbageCollector
+from .ctl_job import JobController
 from .ctl_replicaset import ReplicaSetController
 from .ctl_rollout import RolloutController
 from .events import EventRecorder
@@ -34,6 +35,7 @@ class ControllerManager:
         self.rollouts = RolloutController(registry, self.recorder, clock)
         self.replicasets = ReplicaSetController(registry, self.recorder, clock)
         self.kubelet = Kubelet(registry, self.recorder, runtime, clock)
+        self.jobs = JobController(registry, self.recorder, clock)
         self.endpoints = EndpointsController(registry, clock)
         self.gc = GarbageCollector(registry)
         self.tick_s = tick_s
@@ -52,6 +54,7 @@ class ControllerManager:
             self.replicasets.manage,
             self.kubelet.sync,
             self.replicasets.update_status,
+            self.jobs.sync_all,
             self.endpoints.sync,
             self.gc.sync,
         ]

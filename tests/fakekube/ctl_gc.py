@@ -40,11 +40,12 @@ class GarbageCollector:
                 if err.code not in (404, 409):
                     raise
 
-    def _delete(self, res_key: str, obj: JsonObj, policy: str | None = None) -> None:
+    def _delete(self, res_key: str, obj: JsonObj, policy: str = "Background") -> None:
+        # The garbage collector and the namespace controller say Background unless they need Foreground: a
+        # Job deleted without a policy would orphan its pods (batch/v1's default).
         meta = obj["metadata"]
         res = BY_KEY[res_key]
-        options: JsonObj = {"propagationPolicy": policy} if policy else {}
-        self._registry.delete(res, meta.get("namespace", ""), meta["name"], options)
+        self._registry.delete(res, meta.get("namespace", ""), meta["name"], {"propagationPolicy": policy})
 
     def _sync_object(
         self, res_key: str, obj: JsonObj, uids: set[str], dependents: dict[str, list[tuple[str, JsonObj]]]

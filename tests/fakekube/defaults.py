@@ -239,6 +239,74 @@ def default_hpa(obj: JsonObj) -> None:
             behavior[key] = {field: given.get(field, copy.deepcopy(value)) for field, value in rules.items()}
 
 
+# k8s.io/api/batch/v1 JobSpec field order: what Go serialises, so a served Job reads like a real one.
+JOB_SPEC_ORDER = (
+    "parallelism", "completions", "activeDeadlineSeconds", "podFailurePolicy", "successPolicy", "backoffLimit",
+    "backoffLimitPerIndex", "maxFailedIndexes", "selector", "manualSelector", "template", "ttlSecondsAfterFinished",
+    "completionMode", "suspend", "podReplacementPolicy", "managedBy",
+)
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+LEGACY_JOB_NAME_LABEL = "job-name"
+LEGACY_CONTROLLER_UID_LABEL = "controller-uid"
+
+
+def _job_spec_in_go_order(spec: JsonObj) -> JsonObj:
+    ordered = {k: spec[k] for k in JOB_SPEC_ORDER if k in spec}
+    return {**ordered, **{k: v for k, v in spec.items() if k not in ordered}}
+
+
+def default_job(obj: JsonObj) -> None:
+    """``SetDefaults_Job`` of pkg/apis/batch/v1/defaults.go (v1.32, JobPodReplacementPolicy on by default)."""
+    spec = obj.setdefault("spec", {})
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+        spec["parallelism"] = 1
+    spec.setdefault("parallelism", 1)
+    if spec.get("backoffLimit") is None:
+        spec["backoffLimit"] = 2147483647 if spec.get("backoffLimitPerIndex") is not None else 6
+    template = spec.setdefault("template", {})
+    template_labels = (template.get("metadata") or {}).get("labels")
+    meta = obj.setdefault("metadata", {})
+    if template_labels is not None and not meta.get("labels"):
+        meta["labels"] = dict(template_labels)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    for rule in (spec.get("podFailurePolicy") or {}).get("rules") or []:
+        for pattern in rule.get("onPodConditions") or []:
+            pattern.setdefault("status", "True")
+    if spec.get("podReplacementPolicy") is None:
+        spec["podReplacementPolicy"] = "Failed" if spec.get("podFailurePolicy") is not None else "TerminatingOrFailed"
+    spec.setdefault("manualSelector", False)
+    _default_template(template)
+    spec["template"] = {"metadata": template.pop("metadata"), **template}  # Go order: metadata, then spec
+    obj["spec"] = _job_spec_in_go_order(spec)
+    obj.setdefault("status", {})
+
+
+def generate_job_selector(obj: JsonObj) -> None:
+    """``generateSelectorIfNeeded`` of the Job strategy's PrepareForCreate: unless ``manualSelector``, the pod
+    template gets the job-name and controller-uid labels (legacy and ``batch.kubernetes.io/`` ones; a label the
+    user set is kept, validation then rejects a wrong value) and the selector matches the controller uid."""
+    spec = obj["spec"]
+    if spec.get("manualSelector"):
+        return
+    meta = obj["metadata"]
+    tmeta = spec["template"].setdefault("metadata", {})
+    labels = tmeta.setdefault("labels", {})
+    for key in (LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL):
+        labels.setdefault(key, meta.get("name", ""))
+    for key in (LEGACY_CONTROLLER_UID_LABEL, CONTROLLER_UID_LABEL):
+        labels.setdefault(key, meta.get("uid", ""))
+    tmeta["labels"] = dict(sorted(labels.items()))  # Go writes map keys sorted
+    selector = spec.get("selector") or {}
+    match_labels = selector.get("matchLabels") or {}
+    match_labels.setdefault(CONTROLLER_UID_LABEL, meta.get("uid", ""))
+    selector["matchLabels"] = dict(sorted(match_labels.items()))
+    spec["selector"] = selector
+    obj["spec"] = _job_spec_in_go_order(spec)
+
+
 DEFAULTERS = {
     "Deployment": default_deployment,
     "ReplicaSet": default_replicaset,
@@ -248,6 +316,7 @@ DEFAULTERS = {
     "EndpointSlice": default_endpointslice,
     "Ingress": default_ingress,
     "HorizontalPodAutoscaler": default_hpa,
+    "Job": default_job,
 }
 
 

@@ -29,6 +29,7 @@ GROUPS: list[tuple[str, list[str], str]] = [
     ("apps", ["v1"], "v1"),
     ("events.k8s.io", ["v1"], "v1"),
     ("autoscaling", ["v2", "v1"], "v2"),
+    ("batch", ["v1"], "v1"),
     ("networking.k8s.io", ["v1"], "v1"),
     ("policy", ["v1"], "v1"),
     ("coordination.k8s.io", ["v1"], "v1"),
@@ -201,6 +202,20 @@ GROUP_VERSION_RESOURCES: dict[str, list[JsonObj]] = {
             storage_hash="qwQve8ut294=",
         ),
         _res("horizontalpodautoscalers/status", "HorizontalPodAutoscaler", verbs=_GPU),
+    ],
+    # As a v1.32 server lists it; only jobs (+status) are served, cronjobs answer 404 like any unserved type.
+    "batch/v1": [
+        _res(
+            "cronjobs",
+            "CronJob",
+            singular="cronjob",
+            short=("cj",),
+            categories=("all",),
+            storage_hash="sd5LIXh4Fjs=",
+        ),
+        _res("cronjobs/status", "CronJob", verbs=_GPU),
+        _res("jobs", "Job", singular="job", categories=("all",), storage_hash="mudhfqk/qZY="),
+        _res("jobs/status", "Job", verbs=_GPU),
     ],
     "policy/v1": [
         _res(

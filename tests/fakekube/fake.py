@@ -191,7 +191,8 @@ class FakeKube:
     # -- behaviour knobs -------------------------------------------------------------------------------------
 
     def set_image_behaviour(self, image_or_tag_pattern: str, behaviour: str) -> None:
-        """``ready`` (default), ``crashloop``, ``imagepull``, ``never-ready`` or ``slow-ready:SECONDS``."""
+        """``ready`` (default), ``crashloop``, ``imagepull``, ``never-ready``, ``slow-ready:SECONDS``, or for
+        run-to-completion pods ``complete:SECONDS`` / ``fail:SECONDS`` (runs that long, then exits 0 / 1)."""
         self.simulated_runtime.set_image_behaviour(image_or_tag_pattern, behaviour)
 
     def set_rbac(self, rbac: Mapping[str, Any] | None) -> None:

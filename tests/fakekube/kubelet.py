@@ -6,6 +6,12 @@ order Initialized, Ready, ContainersReady, PodScheduled; ``lastProbeTime: null``
 restarts with a crash-loop back-off, and writes the kubelet's Warning events (BackOff, Failed, Unhealthy)
 so a client can tell *why* a pod is not ready. At most one pod per owner starts per round, so a rollout
 becomes ready one pod per status write, as in the recording.
+
+A container that exits is restarted (with back-off) under ``restartPolicy: Always``, and under ``OnFailure``
+when its exit code is not 0. Otherwise the pod is finished, as the kubelet's ``getPhase`` decides: phase
+``Succeeded`` (exit 0) or ``Failed``, the container ``terminated`` (reason ``Completed`` or ``Error``), Ready and
+ContainersReady False with reason ``PodCompleted``/``PodFailed`` (``GeneratePodReadyCondition``), Initialized with
+reason ``PodCompleted`` for a succeeded pod. A finished pod is never started again; it keeps its IP in status.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class _PodRecord:
     last_reason: str = ""
     last_probe_event: float = -1e9
     transitions: dict[str, str] = field(default_factory=dict)
+    # Set once the pod is finished (run-to-completion containers): "Succeeded" or "Failed".
+    final_phase: str = ""
+    final_state: JsonObj | None = None
 
 
 class Kubelet:
@@ -95,6 +104,16 @@ class Kubelet:
             record = self._records.pop(uid, None)
             if record is not None:
                 self._runtime.stop(record.pod)
+            if self._reports_killed(pod):
+                # A finalizer (the Job controller's) waits for the terminal phase: the killed container ends the
+                # pod Failed, as the kubelet (or, for a pod that never ran, the pod GC) reports it.
+                now = format_time(self._clock.now())
+                ip = str((pod.get("status") or {}).get("podIP", ""))
+                record = record or _PodRecord(pod=pod, ip=ip, started_at=now, attempt_started=now)
+                record.final_phase = "Failed"
+                record.final_state = {"exitCode": 143, "reason": "Error", "startedAt": record.attempt_started,
+                                      "finishedAt": now}
+                self._write_final_status(pod, record)
             if not meta.get("finalizers"):
                 self._registry.finalize_delete(BY_KIND["Pod"], pod)
             return
@@ -111,6 +130,9 @@ class Kubelet:
             record = _PodRecord(pod=pod, ip=ip, started_at=now, attempt_started=now)
             self._records[uid] = record
         record.pod = pod
+        if record.final_phase:
+            self._write_final_status(pod, record)
+            return
         self._update(pod, record, self._runtime.poll(pod))
 
     # -- scheduling ------------------------------------------------------------------------------------------
@@ -133,6 +155,16 @@ class Kubelet:
         now = format_time(self._clock.now())
         containers = (pod.get("spec") or {}).get("containers") or []
         affected = st.container
+        if not st.running and st.exit_code is not None and not record.crashed and self._finishes(pod, st):
+            record.final_phase = "Succeeded" if st.exit_code == 0 else "Failed"
+            record.final_state = {
+                "exitCode": st.exit_code,
+                "reason": "Completed" if st.exit_code == 0 else (st.reason or "Error"),
+                "startedAt": record.attempt_started,
+                "finishedAt": now,
+            }
+            self._write_final_status(pod, record)
+            return
         if not st.running and st.exit_code is not None and not record.crashed:
             record.crashed = True
             record.restart_count += 1
@@ -183,14 +215,21 @@ class Kubelet:
         started = st.running or record.restart_count > 0
         phase = "Running" if started else "Pending"
         unready = [c["name"] for c in statuses if not c["ready"]]
+        conditions = [
+            self._cond(record, "Initialized", True, now),
+            self._cond(record, "Ready", all_ready, now, unready),
+            self._cond(record, "ContainersReady", all_ready, now, unready),
+            self._cond(record, "PodScheduled", True, now),
+        ]
+        self._store_status(pod, record, phase, conditions, statuses)
+
+    def _store_status(
+        self, pod: JsonObj, record: _PodRecord, phase: str, conditions: list[JsonObj], statuses: list[JsonObj]
+    ) -> None:
+        """Write the pod's status in the kubelet's shape (a no-op when nothing changed)."""
         new_status: JsonObj = {
             "phase": phase,
-            "conditions": [
-                self._cond(record, "Initialized", True, now),
-                self._cond(record, "Ready", all_ready, now, unready),
-                self._cond(record, "ContainersReady", all_ready, now, unready),
-                self._cond(record, "PodScheduled", True, now),
-            ],
+            "conditions": conditions,
             "hostIP": HOST_IP,
             "podIP": record.ip,
             "podIPs": [{"ip": record.ip}],
@@ -198,11 +237,62 @@ class Kubelet:
             "containerStatuses": statuses,
             "qosClass": (pod.get("status") or {}).get("qosClass", "BestEffort"),
         }
+        if not record.ip:  # killed before it ever ran
+            del new_status["podIP"], new_status["podIPs"]
         if new_status == pod.get("status"):
             return
         new = jcopy(pod)
         new["status"] = new_status
         self._registry.controller_update("Pod", pod, new, MANAGER, subresource="status")
+
+    @staticmethod
+    def _reports_killed(pod: JsonObj) -> bool:
+        """Whether a deleted pod is reported with a Failed phase: only a pod not finished yet, that something still
+        waits on (finalizers), and that is not restarted (restartPolicy Always pods keep the fake's historical
+        behaviour: they vanish with their last status)."""
+        return (
+            (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            and bool(pod["metadata"].get("finalizers"))
+            and (pod.get("spec") or {}).get("restartPolicy", "Always") != "Always"
+        )
+
+    @staticmethod
+    def _finishes(pod: JsonObj, st: PodRuntimeStatus) -> bool:
+        """Whether this exit ends the pod: no restart under Never, nor under OnFailure after exit code 0. The
+        runtimes report a pod as a whole, so only a single-container pod (or a whole-pod exit) finishes."""
+        spec = pod.get("spec") or {}
+        policy = spec.get("restartPolicy", "Always")
+        if policy == "Always" or (policy == "OnFailure" and st.exit_code != 0):
+            return False
+        return st.container is None or len(spec.get("containers") or []) == 1
+
+    def _write_final_status(self, pod: JsonObj, record: _PodRecord) -> None:
+        now = format_time(self._clock.now())
+        phase = record.final_phase
+        reason = "PodCompleted" if phase == "Succeeded" else "PodFailed"
+        terminated = dict(record.final_state or {})
+        initialized = self._cond(record, "Initialized", True, now)
+        if phase == "Succeeded":
+            initialized["reason"] = "PodCompleted"
+        statuses = [
+            {
+                "name": container["name"],
+                "state": {"terminated": terminated},
+                "lastState": {"terminated": dict(record.last_terminated)} if record.last_terminated else {},
+                "ready": False,
+                "restartCount": record.restart_count,
+                "image": container.get("image", ""),
+                "imageID": "",
+            }
+            for container in (pod.get("spec") or {}).get("containers") or []
+        ]
+        conditions = [
+            initialized,
+            {**self._cond(record, "Ready", False, now), "reason": reason},
+            {**self._cond(record, "ContainersReady", False, now), "reason": reason},
+            self._cond(record, "PodScheduled", True, now),
+        ]
+        self._store_status(pod, record, phase, conditions, statuses)
 
     def _cond(
         self, record: _PodRecord, cond_type: str, ok: bool, now: str, unready: list[str] | None = None

@@ -208,7 +208,7 @@ class Registry:
             if self.store.peek(res.key, meta.get("namespace", ""), meta["name"]) is not None:
                 raise status.already_exists(res.plural, res.group, meta["name"])
             self._allocate(res, obj, None, opts.dry_run)
-            meta["uid"] = self.new_uid()
+            meta["uid"] = meta.get("uid") or self.new_uid()  # a Job has its uid already (_prepare_create)
             meta["creationTimestamp"] = self.timestamp()
             if res.generation != "none":
                 meta["generation"] = 1
@@ -249,6 +249,10 @@ class Registry:
         elif res.has_status:
             obj["status"] = {}
         defaults.apply_defaults(res.kind, obj)
+        if res.kind == "Job":
+            # The create handler fills the uid before the strategy's PrepareForCreate generates the selector.
+            meta["uid"] = self.new_uid()
+            defaults.generate_job_selector(obj)
         if res.kind == "Pod":
             defaults.admit_pod(obj, self.random_suffix())
         if res.kind == "Namespace":
@@ -746,6 +750,8 @@ class Registry:
             policy = options.get("propagationPolicy")
             if policy is None and options.get("orphanDependents") is not None:
                 policy = "Orphan" if options["orphanDependents"] else "Background"
+            if policy is None and res.kind == "Job":
+                policy = "Orphan"  # the Job strategy's DefaultGarbageCollectionPolicy for batch/v1
             if policy not in (None, "Foreground", "Background", "Orphan"):
                 cause = validation.unsupported(
                     "propagationPolicy", str(policy), ["Foreground", "Background", "Orphan", "nil"]

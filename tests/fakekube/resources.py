@@ -70,6 +70,13 @@ def _replicaset_fields(obj: JsonObj) -> dict[str, str]:
     return out
 
 
+def _job_fields(obj: JsonObj) -> dict[str, str]:
+    """``JobToSelectableFields``: the metadata fields plus ``status.successful`` (the succeeded count)."""
+    out = _meta_fields(obj)
+    out["status.successful"] = str(int((obj.get("status") or {}).get("succeeded", 0) or 0))
+    return out
+
+
 @dataclass(frozen=True)
 class ResourceType:
     group: str
@@ -275,6 +282,23 @@ RESOURCES: tuple[ResourceType, ...] = (
         generation="spec",
         has_status=True,
         schema_key="HorizontalPodAutoscaler",
+    ),
+    # pkg/registry/batch/job/strategy.go: status reset on create and kept on update (its own subresource),
+    # generation 1 on create and +1 on a spec change; a DELETE without propagationPolicy orphans the pods
+    # (DefaultGarbageCollectionPolicy is OrphanDependents for batch/v1, registry.delete applies it).
+    ResourceType(
+        "batch",
+        "v1",
+        "jobs",
+        "Job",
+        singular="job",
+        categories=("all",),
+        storage_hash="mudhfqk/qZY=",
+        subresources=("status",),
+        generation="spec",
+        has_status=True,
+        schema_key="Job",
+        fields=_job_fields,
     ),
 )
 

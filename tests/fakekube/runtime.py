@@ -83,15 +83,15 @@ class IpPool:
 
 @dataclass(frozen=True)
 class Behaviour:
-    kind: str  # ready | crashloop | imagepull | never-ready | slow-ready
+    kind: str  # ready | crashloop | imagepull | never-ready | slow-ready | complete | fail
     delay_s: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> Behaviour:
         name, _, arg = text.partition(":")
-        if name not in ("ready", "crashloop", "imagepull", "never-ready", "slow-ready"):
+        if name not in ("ready", "crashloop", "imagepull", "never-ready", "slow-ready", "complete", "fail"):
             raise ValueError(f"unknown pod behaviour {text!r}")
-        if name == "slow-ready":
+        if name in ("slow-ready", "complete", "fail"):
             return cls(name, float(arg or "1"))
         return cls(name)
 
@@ -183,6 +183,13 @@ class SimulatedRuntime:
                 message="Readiness probe failed: HTTP probe failed with statuscode: 503",
                 container=state.container,
             )
+        if kind in ("complete", "fail"):
+            # A run-to-completion container: Running (and Ready, it has no probe) for delay_s, then it exits.
+            if now - state.attempt_started_at < state.behaviour.delay_s:
+                return PodRuntimeStatus(running=True, ready=True)
+            if kind == "complete":
+                return PodRuntimeStatus(running=False, ready=False, exit_code=0, reason="Completed")
+            return PodRuntimeStatus(running=False, ready=False, exit_code=1, reason="Error", container=state.container)
         if kind == "crashloop":
             if now - state.attempt_started_at < self.CRASH_AFTER_S:
                 return PodRuntimeStatus(running=True, ready=False, container=state.container)

@@ -61,7 +61,7 @@ ZERO_FILLED: dict[tuple[str, str], Any] = {
 STRUCT_FILLED: set[tuple[str, str]] = {
     *(
         (t, f)
-        for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale", "V1Ingress")
+        for t in ("V1Deployment", "V1ReplicaSet", "V1Pod", "V1Service", "V1Namespace", "V1Scale", "V1Ingress", "V1Job")
         for f in ("metadata", "spec", "status")
     ),
     ("V1Lease", "metadata"),
@@ -78,6 +78,7 @@ STRUCT_FILLED: set[tuple[str, str]] = {
     ("V1DeploymentSpec", "template"),
     ("V1DeploymentSpec", "strategy"),
     ("V1ReplicaSetSpec", "template"),
+    ("V1JobSpec", "template"),
     ("V1PodTemplateSpec", "metadata"),
     ("V1PodTemplateSpec", "spec"),
     ("V1Container", "resources"),

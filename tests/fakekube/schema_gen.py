@@ -32,6 +32,7 @@ ROOTS = {
     "DeleteOptions": "V1DeleteOptions",
     "Ingress": "V1Ingress",
     "HorizontalPodAutoscaler": "V2HorizontalPodAutoscaler",
+    "Job": "V1Job",
 }
 
 # Go types whose JSON form differs from what the Python model says (both are "datetime" there).

@@ -111,7 +111,7 @@ def field_error_text(cause: JsonObj) -> str:
 
 def invalid(kind: str, group: str, name: str, causes: list[JsonObj]) -> ApiError:
     """422 with the aggregate message format of ``field.ErrorList.ToAggregate()``."""
-    texts = [field_error_text(c) for c in causes]
+    texts = list(dict.fromkeys(field_error_text(c) for c in causes))  # ToAggregate drops repeated messages
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     msg = f'{qualified_kind(kind, group)} "{name}" is invalid: {joined}'
     details = _details(name, group, kind)

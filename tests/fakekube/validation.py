@@ -723,6 +723,113 @@ def validate_hpa(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
     return causes
 
 
+# --------------------------------------------------------------------------------------------------------
+# batch/v1 Job (pkg/apis/batch/validation/validation.go: ValidateJob, validateGeneratedSelector, validateJobSpec,
+# ValidateJobSpecUpdate; options as pkg/registry/batch/job/strategy.go sets them for v1.32)
+# --------------------------------------------------------------------------------------------------------
+
+_JOB_LABELS_PATH = "spec.template.metadata.labels"
+
+
+def _has_label(labels: dict[str, Any], key: str, expected: str) -> list[Cause]:
+    """``ValidateHasLabel``: the generated label must be there with the Job's own value."""
+    if key not in labels:
+        return [required(f"{_JOB_LABELS_PATH}[{key}]", expected)]
+    if labels[key] != expected:
+        return [invalid(f"{_JOB_LABELS_PATH}[{key}]", go_map(labels), f"must be '{expected}'")]
+    return []
+
+
+def _job_generated_selector(obj: JsonObj, require_prefixed: bool) -> list[Cause]:
+    from .defaults import CONTROLLER_UID_LABEL, JOB_NAME_LABEL, LEGACY_CONTROLLER_UID_LABEL, LEGACY_JOB_NAME_LABEL
+
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    if spec.get("manualSelector") or selector is None:
+        return []
+    meta = obj.get("metadata") or {}
+    uid, name = str(meta.get("uid") or ""), str(meta.get("name") or "")
+    causes: list[Cause] = [] if uid else [required("metadata.uid")]
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    causes += _has_label(labels, LEGACY_CONTROLLER_UID_LABEL, uid) + _has_label(labels, LEGACY_JOB_NAME_LABEL, name)
+    expected = {LEGACY_CONTROLLER_UID_LABEL: uid, LEGACY_JOB_NAME_LABEL: name}
+    if require_prefixed:
+        causes += _has_label(labels, CONTROLLER_UID_LABEL, uid) + _has_label(labels, JOB_NAME_LABEL, name)
+        expected.update({CONTROLLER_UID_LABEL: uid, JOB_NAME_LABEL: name})
+    if not selector_from_object(selector).matches(expected):
+        causes.append(invalid("spec.selector", go_label_selector(selector), "`selector` not auto-generated"))
+    return causes
+
+
+def _job_spec(spec: JsonObj) -> list[Cause]:
+    causes: list[Cause] = []
+    for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished",
+                "backoffLimitPerIndex", "maxFailedIndexes"):
+        causes += _nonnegative(spec.get(key), f"spec.{key}")
+    mode = spec.get("completionMode")
+    if mode is not None and mode not in ("NonIndexed", "Indexed"):
+        causes.append(unsupported("spec.completionMode", str(mode), ["NonIndexed", "Indexed"]))
+    if mode == "Indexed" and spec.get("completions") is None:
+        causes.append(required("spec.completions", "when completion mode is Indexed"))
+    replacement = spec.get("podReplacementPolicy")
+    if replacement is not None and replacement not in ("Failed", "TerminatingOrFailed"):
+        causes.append(unsupported("spec.podReplacementPolicy", str(replacement), ["Failed", "TerminatingOrFailed"]))
+    template = spec.get("template") or {}
+    tmeta = template.get("metadata") or {}
+    causes += validate_labels(tmeta.get("labels"), "spec.template.metadata.labels")
+    causes += validate_annotations(tmeta.get("annotations"), "spec.template.metadata.annotations")
+    tspec = template.get("spec") or {}
+    causes += validate_containers(tspec, "spec.template.spec")
+    policy = tspec.get("restartPolicy") or ""
+    if policy in ("Always", ""):
+        # A template without restartPolicy was defaulted to Always, hence "Required" for both.
+        causes.append(required("spec.template.spec.restartPolicy", 'valid values: "OnFailure", "Never"'))
+    elif policy not in ("OnFailure", "Never"):
+        causes.append(unsupported("spec.template.spec.restartPolicy", str(policy), ["OnFailure", "Never"]))
+    elif spec.get("podFailurePolicy") is not None and policy != "Never":
+        causes.append(invalid("spec.template.spec.restartPolicy", go_quote(str(policy)),
+                              'only "Never" is supported when podFailurePolicy is specified'))
+    selector = spec.get("selector")
+    if selector is None:
+        causes.append(required("spec.selector"))
+    else:
+        causes += validate_labels(selector.get("matchLabels"), "spec.selector.matchLabels")
+        if not selector_from_object(selector).matches(tmeta.get("labels")):
+            causes.append(invalid(_JOB_LABELS_PATH, go_map(tmeta.get("labels") or {}),
+                                  "`selector` does not match template `labels`"))
+    return causes
+
+
+def validate_job(obj: JsonObj, old: JsonObj | None) -> list[Cause]:
+    from .defaults import CONTROLLER_UID_LABEL, JOB_NAME_LABEL
+
+    spec = obj.get("spec") or {}
+    # RequirePrefixedLabels: always on create; on update only if the old template had both prefixed labels.
+    require_prefixed = True
+    if old is not None:
+        old_labels = (((old.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {}
+        require_prefixed = JOB_NAME_LABEL in old_labels and CONTROLLER_UID_LABEL in old_labels
+    causes = validate_meta(obj.get("metadata") or {})
+    causes += _job_generated_selector(obj, require_prefixed)
+    causes += _job_spec(spec)
+    if old is None:
+        return causes
+    old_spec = old.get("spec") or {}
+    # ValidateJobSpecUpdate validates the spec a second time before the immutability checks.
+    causes += _job_spec(spec)
+    if spec.get("completions") != old_spec.get("completions"):
+        causes.append(immutable("spec.completions", go_value(spec.get("completions"))))
+    if spec.get("selector") != old_spec.get("selector"):
+        causes.append(immutable("spec.selector", go_label_selector(spec.get("selector"))))
+    if spec.get("template") != old_spec.get("template"):
+        # The real message prints the whole internal core.PodTemplateSpec with %#v (pointers as addresses).
+        causes.append(immutable("spec.template", "core.PodTemplateSpec{...}"))
+    for key in ("completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy", "successPolicy"):
+        if spec.get(key) != old_spec.get(key):
+            causes.append(immutable(f"spec.{key}", go_value(spec.get(key))))
+    return causes
+
+
 def warnings_on_create(kind: str, obj: JsonObj) -> list[str]:
     fn = WARNINGS_ON_CREATE.get(kind)
     return fn(obj) if fn else []
@@ -742,6 +849,7 @@ VALIDATORS = {
     "events.k8s.io/Event": validate_event_v1,
     "Ingress": validate_ingress,
     "HorizontalPodAutoscaler": validate_hpa,
+    "Job": validate_job,
 }
 
 
