@@ -115,6 +115,31 @@ def _check_min_ready_below_timeout(section: str, min_ready_s: float, ready_timeo
             f"never succeed; lower {section}.min_ready_s or raise {section}.ready_timeout_s")
 
 
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """`host:port` (`[fd00::1]:5557` for IPv6) as (host, port); None when `text` is not one."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _check_load_worker_settings(image: str, master_address: str) -> None:
+    """Worker pods need an image without blanks and an address of this machine they can dial (host:port)."""
+    if image and (image != image.strip() or any(char.isspace() for char in image)):
+        raise ConfigError(f"kubernetes.load_worker_image = {quoted(image)} is not an image reference; give one such "
+                          "as registry.example/releasegate-locust:1.4 (locust and releasegate installed)")
+    if image and not master_address:
+        raise ConfigError(
+            "kubernetes.load_worker_image is set but kubernetes.load_master_address is empty: the worker pods must "
+            "dial this machine's locust master; set load_master_address to the host:port they reach it at (e.g. "
+            "\"10.0.0.5:5557\"), or empty load_worker_image to run the workers as local processes")
+    if master_address and split_host_port(master_address) is None:
+        raise ConfigError(f"kubernetes.load_master_address = {quoted(master_address)} is not host:port; give the "
+                          "address the worker pods dial to reach this machine's locust master, e.g. "
+                          "\"10.0.0.5:5557\" or \"ci-runner.internal:5557\"")
+
+
 class CanaryConfig(_Section):
     """The canary strategy: traffic moves to the candidate in steps, with analysis at each step."""
 
@@ -215,6 +240,11 @@ class KubernetesConfig(_Section):
     workload: Literal["deployment", "rollout"] = Field(
         default="deployment", description="rollout: the app is an Argo Rollouts Rollout that releasegate drives")
     rollout_name: str = Field(default="", description="workload=rollout: the Rollout; empty: the app name")
+    # Load beyond one machine: the locust workers of a load with workers=N run as a Job in the namespace.
+    load_worker_image: str = Field(default="", description="image of the locust worker pods (locust and releasegate "
+                                                           "installed); empty: workers are local processes")
+    load_master_address: str = Field(default="", description="host:port the worker pods dial to reach this "
+                                                             "machine's locust master")
 
     # Names end up in API paths and label selectors: a bad one is reported here, with the key to fix, instead
     # of as a 404 or 422 from the API server in preflight.
@@ -243,6 +273,11 @@ class KubernetesConfig(_Section):
     @model_validator(mode="after")
     def _min_ready_fits_the_timeout(self) -> KubernetesConfig:
         _check_min_ready_below_timeout("kubernetes", self.min_ready_s, self.ready_timeout_s)
+        return self
+
+    @model_validator(mode="after")
+    def _load_workers_can_reach_the_master(self) -> KubernetesConfig:
+        _check_load_worker_settings(self.load_worker_image, self.load_master_address)
         return self
 
 

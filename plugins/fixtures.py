@@ -7,11 +7,12 @@ so they exist only under `--release`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -23,6 +24,9 @@ from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.load_slot import LoadSlot, held, load_slot_for
 from releasegate.plugins.progress import progress_callback
+
+if TYPE_CHECKING:
+    from releasegate.targets.kubernetes.load_workers import LoadWorkerJob, WorkerJobs
 
 FIRST_DEPLOY_NO_BASELINE = ("first deploy: no version served before this release, so there is no baseline to "
                             "compare with; the absolute checks decide")
@@ -74,8 +78,10 @@ class LoadRunner:
 
     def __init__(self, endpoints: dict[Role, Endpoint], record: RecordCheck, base_dir: Path, *,
                  first_deploy: bool = False, slot: LoadSlot | None = None,
-                 on_progress: ProgressCallback | None = None) -> None:
+                 on_progress: ProgressCallback | None = None, worker_jobs: WorkerJobs | None = None) -> None:
         self._on_progress = on_progress  # the live line (plugins/progress.py)
+        # kubernetes with load_worker_image: a load's `workers` run as a Job (targets/kubernetes/load_workers.py)
+        self._worker_jobs = worker_jobs
         self._endpoints = endpoints
         self._slot = slot  # each load takes the run's load slot (plugins/load_slot.py)
         self._record = record
@@ -98,6 +104,8 @@ class LoadRunner:
         from releasegate.verifiers.load import run_load
 
         role = Role(target)
+        if workers and self._worker_jobs is not None:  # the pods dial the master: it listens on every interface
+            master = master or self._worker_jobs.listen_address
         profile = self._profile(locustfile, users=users, spawn_rate=spawn_rate, duration_s=duration_s,
                                 min_requests=min_requests, stop_on_breach=tuple(stop_on_breach),
                                 extra_args=tuple(extra_args), checks=tuple(checks), max_duration_s=max_duration_s,
@@ -105,10 +113,20 @@ class LoadRunner:
                                 processes=processes, workers=workers, master=master,
                                 workers_timeout_s=workers_timeout_s)
         endpoint = self._endpoint(role)
-        with held(self._slot):
-            result = run_load(profile, endpoint, record=self._record, on_progress=self._on_progress)
+        with held(self._slot), self._worker_job(profile) as job:
+            result = run_load(profile, endpoint, record=self._record if job is None else job.noting_job(self._record),
+                              on_progress=self._on_progress, start_workers=job)
         keep_histograms(self._slot, result)  # for the HTML report's charts
         return result
+
+    def _worker_job(self, profile: Any) -> contextlib.AbstractContextManager[LoadWorkerJob | None]:
+        """The Job launcher of this load's workers (opened now, closed after the load), or None: local ones."""
+        from releasegate.verifiers.load import STARTUP_GRACE_S
+
+        if not profile.workers or self._worker_jobs is None:
+            return contextlib.nullcontext()
+        # The pods may live as long as the master waits for them and runs, with its start-up slack.
+        return self._worker_jobs.open(deadline_s=profile.longest_s + profile.workers_timeout_s + STARTUP_GRACE_S)
 
     def _profile(self, locustfile: str | Path, **settings: Any) -> Any:
         from releasegate.verifiers.load import LoadProfile
@@ -234,7 +252,18 @@ class SuiteFixtures:
         return LoadRunner(self._endpoints(), recorder_for(request.node), Path(request.node.path).parent,
                           first_deploy=self._context().previous_version is None,
                           slot=load_slot_for(request.node, self.ledger, self.config),
-                          on_progress=progress_callback(request.node))
+                          on_progress=progress_callback(request.node), worker_jobs=self._worker_jobs())
+
+    def _worker_jobs(self) -> WorkerJobs | None:
+        """On the kubernetes target with kubernetes.load_worker_image: the launcher of loads' workers as Jobs."""
+        context = self._context()
+        if context.target != "kubernetes" or not self.config.kubernetes.load_worker_image:
+            return None
+        from releasegate.targets.kubernetes.load_workers import WorkerJobs
+        from releasegate.verifiers.load import COLLECTOR
+
+        return WorkerJobs(self.config, run_id=context.run_id, slot=context.candidate_slot or context.live_slot,
+                          collector=COLLECTOR)
 
     @pytest.fixture
     def metrics(self, request: pytest.FixtureRequest) -> Iterator[Any]:

@@ -90,7 +90,7 @@ def test_extractor_rejects_a_request_that_bypasses_api_call(tmp_path: Path) -> N
 
 def test_runner_rules_equal_the_requests_of_the_kubernetes_target() -> None:
     rules = rules_file()
-    granted = triples(rules["namespaced"]) | triples(rules["cluster"])
+    granted = triples(rules["namespaced"]) | triples(rules["loadWorkers"]) | triples(rules["cluster"])
     used = verbs_used_by_target()
     assert granted - used == set(), "granted but never requested: remove from files/runner-rules.yaml"
     assert used - granted == set(), "requested but not granted: add to files/runner-rules.yaml"
@@ -174,7 +174,9 @@ def test_rendered_role_and_cluster_role_grant_exactly_what_the_target_requests()
     objects = by_kind(render())
     role = objects["Role", "web-releasegate-runner"]
     cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
-    assert triples(role["rules"]) | triples(cluster_role["rules"]) == verbs_used_by_target()
+    # Load workers as a Job (rbac.loadWorkers) are opt-in: the default Role has everything else.
+    assert triples(role["rules"]) | triples(cluster_role["rules"]) == \
+        verbs_used_by_target() - triples(rules_file()["loadWorkers"])
     assert triples(cluster_role["rules"]) == {("", "namespaces", "get")}
     # Verbs on one named object are confined to the app's own objects.
     names = names_by_verb(role["rules"])
@@ -190,6 +192,19 @@ def test_rendered_role_and_cluster_role_grant_exactly_what_the_target_requests()
         assert binding["roleRef"]["kind"] == role_kind
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "web-releasegate", "namespace": "shop"}]
+
+
+@needs_helm
+def test_load_workers_add_exactly_jobs_and_configmaps_create_and_delete() -> None:
+    objects = by_kind(render("--set", "rbac.loadWorkers=true"))
+    role = objects["Role", "web-releasegate-runner"]
+    cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
+    assert triples(role["rules"]) | triples(cluster_role["rules"]) == verbs_used_by_target()
+    assert triples(rules_file()["loadWorkers"]) == {
+        ("batch", "jobs", "create"), ("batch", "jobs", "delete"), ("", "configmaps", "create"),
+        ("", "configmaps", "delete")}
+    names = names_by_verb(role["rules"])
+    assert names["jobs", "delete"] == names["configmaps", "delete"] == ()  # each load's Job has a new name
 
 
 @needs_helm

@@ -64,7 +64,8 @@ def test_rules_are_the_blue_green_runners_plus_hpas_and_ingress_get_and_patch_fo
 def test_rules_equal_the_requests_of_the_canary_target() -> None:
     """Read from the code (tests/k8s_verbs.py): targets/kubernetes/canary.py and the modules it shares."""
     rules = load_rules(RULES_FILE)
-    granted = triples(rules["namespaced"]) | triples(rules["alb"]) | triples(rules["cluster"])
+    granted = triples(rules["namespaced"]) | triples(rules["alb"]) | triples(rules["loadWorkers"]) | \
+        triples(rules["cluster"])
     used = verbs_used_by_canary_target()
     assert granted - used == set(), "granted but never requested: remove from files/runner-rules.yaml"
     assert used - granted == set(), "requested but not granted: add to files/runner-rules.yaml"
@@ -134,6 +135,16 @@ def test_replicas_mode_renders_both_deployments_behind_one_service_and_no_ingres
     role = objects["Role", "web-releasegate-runner"]
     cluster_role = objects["ClusterRole", "releasegate:shop:web-namespace-read"]
     assert triples(role["rules"]) | triples(cluster_role["rules"]) == blue_green_triples() | HPA_TRIPLES
+
+
+@needs_helm
+def test_load_workers_add_the_job_rules_in_either_workload_mode() -> None:
+    load_workers = triples(load_rules(RULES_FILE)["loadWorkers"])
+    assert load_workers == triples(load_rules(BLUE_GREEN_RULES)["loadWorkers"])
+    for mode in ("", ",rbac.rollout.enabled=true"):
+        plain, with_jobs = (by_kind(render("--set", f"rbac.loadWorkers={on}{mode}")) for on in ("false", "true"))
+        role, role_with_jobs = plain["Role", "web-releasegate-runner"], with_jobs["Role", "web-releasegate-runner"]
+        assert triples(role_with_jobs["rules"]) == triples(role["rules"]) | load_workers, mode
 
 
 @needs_helm

@@ -120,6 +120,9 @@ be (the API server authorizes them before a name exists), so they stay in a rule
 {{- if .Values.rbac.portForward -}}
 {{- $source = concat $source $file.portForward -}}
 {{- end -}}
+{{- if .Values.rbac.loadWorkers -}}
+{{- $source = concat $source $file.loadWorkers -}}
+{{- end -}}
 {{- $rules := list -}}
 {{- range $rule := $source -}}
 {{- if ne (len $rule.resources) 1 -}}

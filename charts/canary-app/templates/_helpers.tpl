@@ -123,7 +123,7 @@ files/runner-rules.yaml (the Deployment targets). Both have `namespaced` and `cl
 
 {{/*
 The runner's namespaced rules, from its rules file (plus the `alb` section of files/runner-rules.yaml with
-traffic=alb, and its `portForward` section with rbac.portForward). A verb that acts on one named object (get,
+traffic=alb, its `portForward` section with rbac.portForward, and its `loadWorkers` section with rbac.loadWorkers). A verb that acts on one named object (get,
 update, patch, delete) is restricted to the app's own objects with resourceNames; create and list cannot be (the
 API server authorizes them before a name exists). With rbac.rollout.enabled: the Rollout rbac.rollout.name and
 the Services <app>, <app>-stable, <app>-canary and rbac.rollout.services; no Ingress rule (the Rollouts controller
@@ -148,6 +148,9 @@ sets ALB weights itself).
 {{- end -}}
 {{- if .Values.rbac.portForward -}}
 {{- $source = concat $source $deploymentRules.portForward -}}
+{{- end -}}
+{{- if .Values.rbac.loadWorkers -}}
+{{- $source = concat $source $deploymentRules.loadWorkers -}}
 {{- end -}}
 {{- $rules := list -}}
 {{- range $rule := $source -}}
