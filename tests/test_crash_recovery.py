@@ -54,12 +54,13 @@ def pytest_runtest_teardown(item):
 '''
 
 STAGE_TEST = '''
-from conftest import hold
+from conftest import HERE, hold
 import httpx
 
 
 def test_{stage}_sees_the_candidate(candidate, release):
     hold("{stage}")
+    assert not (HERE / "fail-{stage}").exists(), "made to fail: the release rolls back"
     served = httpx.get(candidate.url + "/version", timeout=5, trust_env=False).headers["X-App-Version"]
     assert served == release.version
 '''
@@ -89,6 +90,7 @@ class Kill:
     min_ready_s: float = 0.5
     candidate_deployed: bool = False  # also wait until the target runs the candidate's workload
     load: bool = False  # the project has a load stage, whose locust run says when it started (gate "load")
+    fail_stage: str | None = None  # this stage's test fails in the killed run (not in the rerun): a rollback
 
 
 BLUE_GREEN_KILLS = [
@@ -100,6 +102,9 @@ BLUE_GREEN_KILLS = [
     Kill("switch", Phase.SWITCHED, gate="after-switch"),
     Kill("post_switch", Phase.SWITCHED, gate="post_switch"),
     Kill("finalize", Phase.FINALIZING, keep_warm_s=30.0),
+    # During the rollback of a release whose post_switch failed: traffic goes back, then the candidate's pods
+    # drain. No gate can hold it half-way, so the phase is polled (every 10 ms; the rollback takes ~0.3 s).
+    Kill("rollback", Phase.ROLLING_BACK, fail_stage="post_switch"),
 ]
 CANARY_KILLS = [Kill("shift", Phase.SHIFTING, gate="after-shift[50%]")]
 
@@ -180,6 +185,8 @@ class CrashProject:
         """Start a release, SIGKILL it (the runner alone, as a dead CI runner) in `kill`'s phase; its pid."""
         if kill.gate is not None:
             (self.path / f"hold-{kill.gate}").write_text("hold")
+        if kill.fail_stage is not None:
+            (self.path / f"fail-{kill.fail_stage}").write_text("fail")
         runner = self.start(*args)
         try:
             def reached() -> bool:
@@ -198,8 +205,9 @@ class CrashProject:
             if runner.poll() is None:
                 runner.kill()
             runner.communicate()
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / f"hold-{kill.gate}").unlink()
+            for made in (f"hold-{kill.gate}", f"fail-{kill.fail_stage}"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / made).unlink()
         return runner.pid
 
 
