@@ -205,12 +205,20 @@ def test_an_idle_spare_never_outlives_the_process_that_started_it() -> None:
         owner.wait(30)
         wait_until(lambda: not any(_alive(pid) for pid in pids), timeout_s=30, what="the spares to exit")
     finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
-        for pipe in (owner.stdin, owner.stdout):
-            if pipe is not None:
-                pipe.close()
+        _reap(owner)
+
+
+def _reap(owner: subprocess.Popen[str], *strays: int) -> None:
+    """After a test: the owner process, and any of its locust processes left by a failure, gone."""
+    if owner.poll() is None:
+        owner.kill()
+        owner.wait()
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pipe in (owner.stdin, owner.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def _alive(pid: int) -> bool:
@@ -256,15 +264,7 @@ def test_a_running_load_never_outlives_the_process_that_started_it(service: Demo
         owner.wait(30)
         wait_until(lambda: not any(_alive(p) for p in locust), timeout_s=30, what="the load to end")
     finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
-        for p in locust:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        for pipe in (owner.stdin, owner.stdout):
-            if pipe is not None:
-                pipe.close()
+        _reap(owner, *locust)
 
 
 def _all_pids() -> list[int]:
