@@ -4,7 +4,12 @@ The scheduler gives every worker its items at once, in global stage order, and t
 down after them. (An xdist worker keeps its last item until it receives another one or the shutdown, so
 handing out items stage by stage would stall at every barrier.) The barriers themselves are in the items:
 each waits in its setup for the stages before it (plugins/gates.py). All action items go to the first
-worker, which is therefore the only process that changes the target.
+worker that finished collecting, which is therefore the only process that changes the target.
+
+Scheduling starts with that first worker: it runs preflight and provision while the other workers still
+start and collect (on two cores, four workers take seconds to import and collect), and each of them gets
+its share of the verification items as its collection arrives. The plan is fixed by positions (the order in
+which workers collected), so it does not depend on which worker is first.
 
 Loads are not dealt out specially: a stage's load tests go to the workers like any other item, and each
 load waits for the run's load slot (plugins/load_slot.py), so loads take turns on the machine while items
@@ -34,8 +39,8 @@ class StageScheduling:
         self.numnodes = len(parse_tx_spec_config(config))
         self.node2collection: dict[Any, list[str]] = {}
         self.node2pending: dict[Any, list[int]] = {}
-        self.collection_is_completed = False
-        self._scheduled = False
+        self._positions: dict[Any, int] = {}  # worker -> its share of the plan, in the order they collected
+        self._scheduled = False  # every position has its share
 
     @property
     def nodes(self) -> list[Any]:
@@ -52,10 +57,17 @@ class StageScheduling:
     def add_node(self, node: Any) -> None:
         self.node2pending[node] = []
 
+    @property
+    def collection_is_completed(self) -> bool:
+        """xdist schedules once this is true and again at each later collection: from the first worker on."""
+        return bool(self.node2collection)
+
     def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
+        first = next(iter(self.node2collection.values()), None)
         self.node2collection[node] = list(collection)
-        if len(self.node2collection) >= self.numnodes:
-            self.collection_is_completed = True
+        if first is not None and list(collection) != first:
+            # Workers must agree on the items, or the indices in the ledger mean different things.
+            self.ledger.abort("xdist workers collected different items")
 
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
         self.node2pending[node].remove(item_index)
@@ -68,6 +80,12 @@ class StageScheduling:
 
     def remove_node(self, node: Any) -> str | None:
         pending = self.node2pending.pop(node, [])
+        if node not in self._positions and not self._scheduled:
+            # It died before it collected: its share of the checks will never run, so the release stops.
+            self.numnodes -= 1
+            self.ledger.abort(f"worker {node.gateway.id} died before it collected the items")
+            self._scheduled = len(self._positions) >= self.numnodes
+            return None
         if not pending:
             return None
         crashed = self.node2collection[node][pending[0]]
@@ -76,27 +94,34 @@ class StageScheduling:
         return crashed
 
     def schedule(self) -> None:
+        """Send each worker that has collected, and has no share yet, its share; then its shutdown."""
         assert self.collection_is_completed
-        if self._scheduled:
-            return
-        collections = list(self.node2collection.values())
-        if any(c != collections[0] for c in collections[1:]):
-            # Workers must agree on the items, or the indices in the ledger mean different things.
-            self.ledger.abort("xdist workers collected different items")
-        nodes = self.nodes
-        collection = collections[0]
-        action_node = nodes[0]
-        plan: dict[Any, list[int]] = {node: [] for node in nodes}
-        verifiers = iter(nodes * (len(collection) + 1))
-        for index, nodeid in enumerate(collection):
-            node = action_node if nodeid.startswith(ACTION_PREFIX) else next(verifiers)
-            plan[node].append(index)
-        for node, indices in plan.items():
+        for node, collection in self.node2collection.items():
+            if node in self._positions or node not in self.node2pending:  # scheduled already, or gone
+                continue
+            position = self._positions[node] = len(self._positions)
+            indices = share(collection, position, self.numnodes)
             self.node2pending[node] = list(indices)
             if indices:
                 node.send_runtest_some(indices)
             node.shutdown()
-        self._scheduled = True
+        self._scheduled = len(self._positions) >= self.numnodes
+
+
+def share(collection: Sequence[str], position: int, workers: int) -> list[int]:
+    """The item indices of the worker at `position` (0: the first to collect) of `workers`: every action
+    at position 0, the verification items dealt round-robin from position 0 on, in collection order."""
+    indices: list[int] = []
+    verifier = 0
+    for index, nodeid in enumerate(collection):
+        if nodeid.startswith(ACTION_PREFIX):
+            if position == 0:
+                indices.append(index)
+            continue
+        if verifier % workers == position:
+            indices.append(index)
+        verifier += 1
+    return indices
 
 
 class XdistControllerHooks:

@@ -149,6 +149,50 @@ def test_every_action_goes_to_one_worker_and_the_tests_are_spread(pytester: pyte
     assert ledger.aborted() is None
 
 
+def test_the_first_worker_to_collect_starts_the_actions_before_the_others_have_collected(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    config = pytester.parseconfig("--tx=2*popen")
+    ledger = Ledger(tmp_path / "ledger")
+    scheduler = StageScheduling(config, ledger)
+    gw0, gw1 = MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))
+    scheduler.add_node(gw0)
+    scheduler.add_node(gw1)
+    assert not scheduler.collection_is_completed
+    scheduler.add_node_collection(gw1, COLLECTION)  # gw1 is faster: preflight and provision start on it now
+    assert scheduler.collection_is_completed
+    scheduler.schedule()
+    actions = [i for i, nodeid in enumerate(COLLECTION) if nodeid.startswith("release::")]
+    assert set(actions) <= set(gw1.sent) and gw1.shut_down
+    assert gw0.sent == [] and not gw0.shut_down
+    for index in list(gw1.sent):  # gw1 done before gw0 collected: the run is not finished
+        scheduler.mark_test_complete(gw1, index)
+    assert not scheduler.tests_finished
+    scheduler.add_node_collection(gw0, COLLECTION)
+    scheduler.schedule()
+    assert gw0.sent and gw0.shut_down and not set(actions) & set(gw0.sent)
+    assert sorted(gw0.sent + gw1.sent) == list(range(len(COLLECTION)))  # each item exactly once
+    for index in list(gw0.sent):
+        scheduler.mark_test_complete(gw0, index)
+    assert scheduler.tests_finished and ledger.aborted() is None
+
+
+def test_a_worker_that_dies_before_it_collected_aborts_the_release(pytester: pytest.Pytester,
+                                                                   tmp_path: Path) -> None:
+    config = pytester.parseconfig("--tx=2*popen")
+    ledger = Ledger(tmp_path / "ledger")
+    scheduler = StageScheduling(config, ledger)
+    gw0, gw1 = MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))
+    scheduler.add_node(gw0)
+    scheduler.add_node(gw1)
+    scheduler.add_node_collection(gw0, COLLECTION)
+    scheduler.schedule()
+    assert scheduler.remove_node(gw1) is None
+    assert ledger.aborted() == "worker gw1 died before it collected the items"
+    for index in list(gw0.sent):  # its share never runs; the run ends once the rest has
+        scheduler.mark_test_complete(gw0, index)
+    assert scheduler.tests_finished
+
+
 def test_a_worker_that_dies_with_items_pending_aborts_the_release(pytester: pytest.Pytester,
                                                                   tmp_path: Path) -> None:
     scheduler, (_, gw1), ledger = _scheduler(pytester, tmp_path)
