@@ -19,6 +19,12 @@ Timed, per worker count (the median over --repeat runs):
 - before the first item: from the pytest process's start to the first item's start (the ledger), which is
   where xdist's worker start-up shows; after the last item: from the last item's end to the process's exit
   (reports, and the workers shutting down).
+Prometheus 2.42 (Debian's) hands newly discovered pods to its scrapers on a fixed 5-second cycle counted
+from its start, so a release's provision waits 0-5 s for the candidate's first scrape depending on where
+in that cycle it lands. Runs alternate, and their lengths are close to multiples of 5 s, so without care
+each worker count would meet the cycle at its own fixed point and the speed-up would measure that luck.
+Each round therefore starts its runs at the same point of the cycle (counted from the cluster's `up`),
+and the rounds spread that point evenly over the cycle.
 Speed-ups are -n 0 over -n N. Barriers: in every run, every check writes when its request started and ended
 (its own clock, not the framework's), and the ledger records every item, actions included; the barrier
 holds when no item of a stage started before the last item of every earlier stage finished. Prints figures.
@@ -43,6 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.figures import Figure, emit  # noqa: E402
 from tests.local_cluster import run_module  # noqa: E402
+
+DISCOVERY_CYCLE_S = 5.0
+"""Prometheus 2.42's service-discovery update cycle (see the module docstring and bench/release_bench.py)."""
 
 STAGES = {"smoke": 8, "analysis": 8, "post_switch": 4}
 """Checks per stage for the default 20; other counts are spread in the same proportions."""
@@ -191,6 +200,13 @@ def release(project: Path, version: str, workers: int) -> Run:
                first_item - started_epoch, ended_epoch - last_item, tuple(problems), passed, phases)
 
 
+def at_point_of_cycle(up_at: float, point_s: float) -> None:
+    """Return when `point_s` seconds of a discovery cycle counted from `up_at` have passed: every worker count
+    of a round starts at the same point of Prometheus's cycle (a deliberate offset, not a wait for a state)."""
+    elapsed = time.monotonic() - up_at
+    time.sleep((point_s - elapsed) % DISCOVERY_CYCLE_S)
+
+
 def ideal_s(counts: dict[str, int], workers: int, wait_s: float) -> float:
     """The verification stages' time with no overhead at all: each stage takes ceil(checks / workers) waits."""
     return sum(-(-count // max(workers, 1)) * wait_s for count in counts.values())
@@ -214,9 +230,12 @@ def main() -> int:
         project = Path(tmp)
         counts = write_project(project, args.checks, args.wait_s)
         local(project, "up")
+        up_at = time.monotonic()
         try:
             for round_number in range(args.repeat):
+                point_s = DISCOVERY_CYCLE_S * (round_number + 0.5) / args.repeat
                 for n in workers:
+                    at_point_of_cycle(up_at, point_s)
                     run = release(project, f"io-n{n}-r{round_number + 1}", n)
                     runs.append(run)
                     print(f"  -n {n}: exit {run.exit_code}, whole run {run.wall_s:5.1f}s, verification stages "
