@@ -117,13 +117,18 @@ COLLECTION = ["release::preflight", "release::provision", "suites/smoke/test_a.p
               "suites/post_switch/test_c.py::test_4", "release::finalize", "release::rollback"]
 
 
-def _scheduler(pytester: pytest.Pytester, tmp_path: Path) -> tuple[StageScheduling, list[MockNode], Ledger]:
-    config = pytester.parseconfig("--tx=2*popen")
+def _started(pytester: pytest.Pytester, tmp_path: Path) -> tuple[StageScheduling, list[MockNode], Ledger]:
+    """A scheduler for two workers that have started and not collected yet."""
     ledger = Ledger(tmp_path / "ledger")
-    scheduler = StageScheduling(config, ledger)
+    scheduler = StageScheduling(pytester.parseconfig("--tx=2*popen"), ledger)
     nodes = [MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))]
     for node in nodes:
         scheduler.add_node(node)
+    return scheduler, nodes, ledger
+
+
+def _scheduler(pytester: pytest.Pytester, tmp_path: Path) -> tuple[StageScheduling, list[MockNode], Ledger]:
+    scheduler, nodes, ledger = _started(pytester, tmp_path)
     for node in nodes:
         scheduler.add_node_collection(node, COLLECTION)
     return scheduler, nodes, ledger
@@ -151,12 +156,7 @@ def test_every_action_goes_to_one_worker_and_the_tests_are_spread(pytester: pyte
 
 def test_the_first_worker_to_collect_starts_the_actions_before_the_others_have_collected(
         pytester: pytest.Pytester, tmp_path: Path) -> None:
-    config = pytester.parseconfig("--tx=2*popen")
-    ledger = Ledger(tmp_path / "ledger")
-    scheduler = StageScheduling(config, ledger)
-    gw0, gw1 = MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))
-    scheduler.add_node(gw0)
-    scheduler.add_node(gw1)
+    scheduler, (gw0, gw1), ledger = _started(pytester, tmp_path)
     assert not scheduler.collection_is_completed
     scheduler.add_node_collection(gw1, COLLECTION)  # gw1 is faster: preflight and provision start on it now
     assert scheduler.collection_is_completed
@@ -178,12 +178,7 @@ def test_the_first_worker_to_collect_starts_the_actions_before_the_others_have_c
 
 def test_a_worker_that_dies_before_it_collected_aborts_the_release(pytester: pytest.Pytester,
                                                                    tmp_path: Path) -> None:
-    config = pytester.parseconfig("--tx=2*popen")
-    ledger = Ledger(tmp_path / "ledger")
-    scheduler = StageScheduling(config, ledger)
-    gw0, gw1 = MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))
-    scheduler.add_node(gw0)
-    scheduler.add_node(gw1)
+    scheduler, (gw0, gw1), ledger = _started(pytester, tmp_path)
     scheduler.add_node_collection(gw0, COLLECTION)
     scheduler.schedule()
     assert scheduler.remove_node(gw1) is None
@@ -204,12 +199,7 @@ def test_a_worker_that_dies_with_items_pending_aborts_the_release(pytester: pyte
 
 def test_workers_that_collected_different_items_abort_the_release(pytester: pytest.Pytester,
                                                                    tmp_path: Path) -> None:
-    config = pytester.parseconfig("--tx=2*popen")
-    ledger = Ledger(tmp_path / "ledger")
-    scheduler = StageScheduling(config, ledger)
-    gw0, gw1 = MockNode(MockGateway("gw0")), MockNode(MockGateway("gw1"))
-    scheduler.add_node(gw0)
-    scheduler.add_node(gw1)
+    scheduler, (gw0, gw1), ledger = _started(pytester, tmp_path)
     scheduler.add_node_collection(gw0, COLLECTION)
     scheduler.add_node_collection(gw1, COLLECTION[:-1])
     scheduler.schedule()
