@@ -16,7 +16,7 @@ import pytest
 from releasegate.core.checks import CheckFailed, CheckOutcome, Verdict
 from releasegate.core.errors import ConfigError
 from releasegate.core.types import Role
-from releasegate.verifiers.load import LoadError, LoadProfile, run_load
+from releasegate.verifiers.load import LoadError, LoadProfile, publication_times, run_load
 from tests.verifiers_services import PROJECT_ROOT, DemoService, demo_service, write_profiles
 
 SHOP_LOCUSTFILE = PROJECT_ROOT / "suites" / "load" / "locustfile.py"
@@ -246,6 +246,31 @@ def test_a_healthy_run_extends_until_its_checks_decide_then_stops(services: dict
     properties = dict(errors.properties())
     assert properties["check.error_rate < 1%.looks"] == str(errors.looks)
     assert float(properties["check.error_rate < 1%.decided_after_s"]) == errors.decided_after_s
+
+
+def test_live_counts_are_published_every_second_and_once_exactly_at_the_minimum() -> None:
+    def first(count: int, minimum: float) -> list[float]:
+        return [round(t, 6) for t, _ in zip(publication_times(minimum, 1.0), range(count), strict=False)]
+
+    assert first(6, 2.3) == [1.0, 2.0, 2.3, 3.3, 4.3, 5.3]
+    assert first(4, 2.0) == [1.0, 2.0, 3.0, 4.0]
+    assert first(3, 0.4) == [0.4, 1.4, 2.4]
+    assert first(3, 0.0) == [1.0, 2.0, 3.0]  # no minimum (a fixed window): the plain grid
+
+
+def test_a_run_whose_checks_are_decided_early_stops_at_its_minimum_not_a_second_later(
+        services: dict[str, DemoService]) -> None:
+    # "error_rate < 50%" on a healthy version is shown by a few dozen requests, long before the 2.3 s
+    # minimum: the look on the publication made at 2.3 s decides. On a whole-second grid it was 3 s (or 3.0x
+    # after the sleeps' drift), and the stop came with the next publication, another second on.
+    profile = LoadProfile(SHOP_LOCUSTFILE, users=3, spawn_rate=3, duration_s=2.3, max_duration_s=30,
+                          min_requests=20, checks=("error_rate < 50%",), per_endpoint=False)
+    result = run_load(profile, services["v1"].endpoint(Role.CANDIDATE))
+    assert result.stop_note is not None
+    decided_at = re.fullmatch(r"every check decided to pass after ([\d.]+)s \(look \d+\)", result.stop_note)
+    assert decided_at is not None and 2.3 <= float(decided_at.group(1)) < 3.0
+    # The stop request is seen within 20 ms, not at the next publication (3.3 s).
+    assert not result.aborted_early and 2.3 <= result.duration_s < 3.0
 
 
 def test_a_window_that_runs_out_undecided_is_inconclusive(services: dict[str, DemoService]) -> None:

@@ -13,6 +13,7 @@ mix is not a regression, and a regression on a quarter of the traffic does not h
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +23,7 @@ from releasegate.core.types import Endpoint
 from releasegate.verifiers.live_progress import comparison_snapshot
 from releasegate.verifiers.load import (
     LOOK_INTERVAL_S,
+    NEW_COUNTS_POLL_S,
     LoadProcess,
     LoadProfile,
     LoadResult,
@@ -288,8 +290,7 @@ def run_side_by_side(profile: LoadProfile, candidate: Endpoint, baseline: Endpoi
             LoadProcess(profile, baseline, record=recorder) as base:
         finished = [False, False]
         while not all(finished):
-            finished[0] = finished[0] or cand.wait(LOOK_INTERVAL_S)
-            finished[1] = finished[1] or base.wait(0)
+            finished = _wait_for_both(cand, base, LOOK_INTERVAL_S)
             if any(finished):  # one arm ended (its maximum, or a crash): the other stops too
                 for process in (cand, base):
                     process.stop(note="the other arm of the side-by-side load ended")
@@ -308,6 +309,16 @@ def run_side_by_side(profile: LoadProfile, candidate: Endpoint, baseline: Endpoi
                     process.stop(abort_reason=abort, note=note)
         cand_result, base_result = cand.result(looks=judges.looks), base.result(looks=judges.looks)
     return replace(cand_result, paired=judges), replace(base_result, paired=judges)
+
+
+def _wait_for_both(cand: LoadProcess, base: LoadProcess, seconds: float) -> list[bool]:
+    """[candidate exited, baseline exited] once both published new counts (each on its own clock, every second),
+    either exited, or `seconds` passed: the look follows the later publication within NEW_COUNTS_POLL_S."""
+    deadline = time.monotonic() + seconds
+    while True:
+        finished = [cand.wait(NEW_COUNTS_POLL_S), base.wait(0)]
+        if any(finished) or (cand.has_new_counts() and base.has_new_counts()) or time.monotonic() >= deadline:
+            return finished
 
 
 def _stop_reason(judged: Mapping[tuple[str, str | None], Judgement], elapsed_s: float,

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -71,6 +71,9 @@ STARTUP_GRACE_S = 30.0
 
 LOOK_INTERVAL_S = 1.0
 """How often the live counts are published and judged."""
+
+NEW_COUNTS_POLL_S = 0.02
+"""How often a running load's live file is checked for a new publication (a stat call)."""
 
 LIVE_STALL_S = 10.0
 """A running locust that publishes no new live counts for this long is hung (stopped, deadlocked, its event
@@ -343,7 +346,7 @@ def run_load(profile: LoadProfile, host: str | Endpoint, *, timeout_s: float | N
     with LoadProcess(profile, host, timeout_s=timeout_s, record=record, stall_s=stall_s,
                      start_workers=start_workers) as process:
         judge = LiveJudge(profile)
-        while not process.wait(LOOK_INTERVAL_S):
+        while not process.wait_for_counts(LOOK_INTERVAL_S):
             live = process.live()
             if live is None:
                 continue
@@ -474,7 +477,8 @@ class LoadProcess:
         work = Path(self._workdir.name)
         self._output, self._stderr_path = work / "result.json", work / "locust.stderr"
         self._live_path, self._stop_path = work / "live.json", work / "stop.json"
-        settings = {"max_duration_s": profile.longest_s, "reservoir_size": RESERVOIR_SIZE,
+        settings = {"max_duration_s": profile.longest_s, "min_duration_s": profile.duration_s,
+                    "reservoir_size": RESERVOIR_SIZE,
                     "live_path": str(self._live_path), "stop_path": str(self._stop_path),
                     "version_header": self.target.version_header if self.target is not None
                     else DEFAULT_VERSION_HEADER,
@@ -484,6 +488,7 @@ class LoadProcess:
         # When the live counts last moved on (monotonic), and to which elapsed_s: a hung locust stops them.
         self._progress_at: float | None = None
         self._progress_elapsed_s = -1.0
+        self._read_signature: tuple[int, int] | None = None  # the live file as live() last read it
         self._spares = SPARES if spares is None else spares
         self._stop_workers: Callable[[], None] | None = None
         self._process = self._spares.start(_command(profile, locustfile, self.url, self.master),
@@ -540,6 +545,21 @@ class LoadProcess:
         raise LoadError(f"locust did not finish within {self.deadline_s:g}s ({self.profile.describe()}); its "
                         "process group was killed" + _tail(self._stderr_path))
 
+    def wait_for_counts(self, seconds: float) -> bool:
+        """Wait up to `seconds` for locust to publish counts that live() has not read yet, or to exit; True once
+        it has exited. A look follows each publication within NEW_COUNTS_POLL_S, not up to a second later."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.wait(max(0.0, min(NEW_COUNTS_POLL_S, deadline - time.monotonic()))):
+                return True
+            if self.has_new_counts() or time.monotonic() >= deadline:
+                return False
+
+    def has_new_counts(self) -> bool:
+        """True when the collector published since live() last read (a stat: the file is replaced whole)."""
+        signature = _file_signature(self._live_path)
+        return signature is not None and signature != self._read_signature
+
     def live(self) -> LiveCounts | None:
         """The counts the collector published last, or None before its first second.
 
@@ -548,6 +568,7 @@ class LoadProcess:
         would only delay the same outcome.
         """
         try:
+            self._read_signature = _file_signature(self._live_path)
             data = json.loads(self._live_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             self._check_progress(None)
@@ -579,7 +600,7 @@ class LoadProcess:
                         "locustfile for blocking calls" + _tail(self._stderr_path))
 
     def stop(self, *, abort_reason: str | None = None, note: str | None = None) -> None:
-        """Ask the collector to stop the run (it looks every second): aborted with a reason, or decided."""
+        """Ask the collector to stop the run (it looks every 20 ms): aborted with a reason, or decided."""
         if not self._stop_path.exists():
             write_atomically(self._stop_path, json.dumps({"abort_reason": abort_reason, "note": note}))
 
@@ -864,6 +885,30 @@ def quiet_endpoints(cells: Mapping[tuple[str, str], Stats]) -> str:
     total = sum(counts.values())
     return ", ".join(f"{name} ({format_count(n)} requests)" for name, n in sorted(counts.items())
                      if total and n / total < ENDPOINT_MIN_SHARE)
+
+
+def publication_times(min_duration_s: float, interval_s: float) -> Iterator[float]:
+    """Seconds from the run's start at which live counts are published: every `interval_s`, with one exactly at
+    `min_duration_s` (the earliest a passing run may stop); the grid goes on from there."""
+    due = interval_s
+    while min_duration_s > 0 and due < min_duration_s:
+        yield due
+        due += interval_s
+    if min_duration_s > 0:
+        due = min_duration_s
+    while True:
+        yield due
+        due += interval_s
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of `path`, None when it does not exist: each publication replaces the file whole
+    (write_atomically), a second or so after the last one."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _endpoint_counts(cells: Mapping[tuple[str, str], Stats]) -> dict[str, int]:

@@ -4,8 +4,9 @@ Importing locust monkey-patches the process with gevent, which is why only the s
 file is passed to locust as a locustfile beside the user's one; it defines no User class, only listeners:
 - every request is counted per (endpoint name, serving version from the version header);
 - every second the counts so far (histograms, no raw samples) are written to the live file, where the
-  calling process judges its checks sequentially, and a stop file it writes is looked for: the calling
-  process stops the run as soon as its checks decided;
+  calling process judges its checks sequentially, with one publication exactly at the minimum window;
+- a stop file the calling process writes is looked for every 20 ms: it stops the run as soon as its checks
+  decided;
 - the run stops by itself `max_duration_s` after it started, whatever the caller does;
 - on quitting, everything is written as JSON to the path in RELEASEGATE_LOAD_OUTPUT;
 - when the process that started the run dies (even by SIGKILL: a CI runner killed mid-load), the pipe it held
@@ -43,7 +44,14 @@ from locust.rpc import Message
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, Runner, WorkerRunner
 
 from releasegate.core.files import write_atomically
-from releasegate.verifiers.load import LIFELINE_ENV, LOOK_INTERVAL_S, OUTPUT_ENV, SETTINGS_ENV, UNKNOWN_VERSION
+from releasegate.verifiers.load import (
+    LIFELINE_ENV,
+    LOOK_INTERVAL_S,
+    OUTPUT_ENV,
+    SETTINGS_ENV,
+    UNKNOWN_VERSION,
+    publication_times,
+)
 from releasegate.verifiers.stats import RESERVOIR_SIZE, LatencyRecorder, Stats
 
 COUNTS_MESSAGE = "releasegate_counts"
@@ -59,6 +67,9 @@ WORKER_LOST_S = 10.0
 """A worker missing (no heartbeat) this long is lost, and the run stops as aborted. Not at once: on a busy
 machine a worker may miss a few heartbeats and come back (locust's own liveness is 3 s)."""
 
+STOP_POLL_S = 0.02
+"""How often the run looks for the calling process's stop request (a stat call)."""
+
 FINAL_WAIT_S = 5.0
 """How long the stopping master waits for its workers to stop and send their final counts: well within the
 calling process's patience for live counts (verifiers.load.LIVE_STALL_S), which stop meanwhile."""
@@ -68,6 +79,8 @@ class Collector:
     def __init__(self, output: Path | None, settings: dict[str, Any]) -> None:
         self.output = output  # None: a worker started by hand, which writes nothing
         self.max_duration_s = float(settings.get("max_duration_s", 0.0))
+        # The run's minimum window: one publication falls exactly on it, where a healthy run usually decides.
+        self.min_duration_s = float(settings.get("min_duration_s", 0.0))
         self.live_path = Path(settings["live_path"]) if "live_path" in settings else None
         self.stop_path = Path(settings["stop_path"]) if "stop_path" in settings else None
         self.version_header = str(settings.get("version_header", ""))
@@ -125,6 +138,7 @@ class Collector:
             return
         gevent.spawn_later(self.max_duration_s, self._stop, environment)
         gevent.spawn(self._publish_live, environment)
+        gevent.spawn(self._watch_stop_request, environment)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if self.started_at is None or (self.stopped_at is not None and self.role != "master"):
@@ -199,14 +213,14 @@ class Collector:
         runner.quit()
 
     def _publish_live(self, environment: Environment) -> None:
-        while self.stopped_at is None and not self.stopping:
-            gevent.sleep(LOOK_INTERVAL_S)
-            assert self.stop_path is not None and self.live_path is not None
-            if self.stop_path.is_file():
-                request = json.loads(self.stop_path.read_text(encoding="utf-8"))
-                self.stop_note = request.get("note")
-                self._stop(environment, request.get("abort_reason"))
+        for due in publication_times(self.min_duration_s, LOOK_INTERVAL_S):
+            # Absolute times from the start, not a sleep per round: sleeps add up, and the publication meant
+            # for the minimum window would come late, and with it the decision and the end of the run.
+            while (left := due - self._elapsed()) > 0:  # a timer may fire a hair early; the minimum must be met
+                gevent.sleep(left)
+            if self.stopped_at is not None or self.stopping:
                 return
+            assert self.live_path is not None
             lost = self._lost_workers(environment)
             if lost:
                 self._stop(environment, f"locust worker(s) {', '.join(lost)} stopped answering mid-run for "
@@ -217,6 +231,20 @@ class Collector:
             cells = (_merge(self.worker_counts, keep_samples=False) if self.role == "master"
                      else self._cells_json(keep_samples=False))
             write_atomically(self.live_path, json.dumps({"elapsed_s": elapsed, "cells": cells}))
+
+    def _watch_stop_request(self, environment: Environment) -> None:
+        """Stop as soon as the calling process asks: it decided; every moment after that loads for nothing.
+
+        A stat every STOP_POLL_S rather than a look per publication, which left up to a second of extra load
+        after each decision."""
+        assert self.stop_path is not None
+        while self.stopped_at is None and not self.stopping:
+            if self.stop_path.is_file():
+                request = json.loads(self.stop_path.read_text(encoding="utf-8"))
+                self.stop_note = request.get("note")
+                self._stop(environment, request.get("abort_reason"))
+                return
+            gevent.sleep(STOP_POLL_S)
 
     def _lost_workers(self, environment: Environment) -> list[str]:
         """Workers locust has marked missing (no heartbeat for 3 s) for WORKER_LOST_S in a row."""
