@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,10 @@ import pytest
 
 _IMPORTED_AT = time.time()
 _TIMINGS: dict[str, Any] = {"marks": {"conftest_imported": _IMPORTED_AT}, "spans": [], "items": [],
-                            "pods": [], "queries": {"count": 0, "seconds": 0.0}}
+                            "pods": [], "queries": {"count": 0, "seconds": 0.0}, "loads": []}
+# "every check decided to pass after 15.0s (look 15)", "every comparison decided to pass after 27.1s": the
+# elapsed time of the publication on which the run's checks were all decided.
+_DECIDED_AFTER = re.compile(r"decided to pass after (\d+(?:\.\d+)?)s")
 
 
 def _spanned(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,6 +53,35 @@ def _counted_query(function: Callable[..., Any]) -> Callable[..., Any]:
             _TIMINGS["queries"]["seconds"] += time.perf_counter() - started
 
     return timed
+
+
+def _load_record(minimum_s: float, windows_s: list[float], notes: list[str | None]) -> dict[str, Any]:
+    """One load's minimum, its window (the longest arm) and when its checks were all decided (None: not)."""
+    decided = [float(m.group(1)) for note in notes if note and (m := _DECIDED_AFTER.search(note))]
+    return {"minimum_s": minimum_s, "window_s": max(windows_s), "decided_after_s": max(decided) if decided else None}
+
+
+def _recorded_loads() -> None:
+    from releasegate.verifiers import compare, load
+
+    original_run = load.run_load
+    original_pair = compare.run_side_by_side
+
+    @functools.wraps(original_run)
+    def run_load(profile: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original_run(profile, *args, **kwargs)
+        _TIMINGS["loads"].append(_load_record(profile.duration_s, [result.duration_s], [result.stop_note]))
+        return result
+
+    @functools.wraps(original_pair)
+    def run_side_by_side(profile: Any, *args: Any, **kwargs: Any) -> Any:
+        pair = original_pair(profile, *args, **kwargs)
+        _TIMINGS["loads"].append(_load_record(profile.duration_s, [r.duration_s for r in pair],
+                                              [r.stop_note for r in pair]))
+        return pair
+
+    load.run_load = run_load  # the fixtures import them from their modules when a load runs
+    compare.run_side_by_side = run_side_by_side
 
 
 def _install() -> None:
@@ -78,6 +111,7 @@ def _install() -> None:
     finish.write_report = _spanned("reports.release_report", finish.write_report)
     prometheus_client.PrometheusClient.query = _counted_query(  # type: ignore[method-assign]
         prometheus_client.PrometheusClient.query)
+    _recorded_loads()
 
 
 @pytest.hookimpl(trylast=True)
