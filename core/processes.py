@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,30 @@ async def astop_process(process: asyncio.subprocess.Process, *, grace_s: float) 
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+def can_leave_idle_scheduling() -> bool:
+    """True when a thread of this process may go from SCHED_IDLE back to SCHED_OTHER.
+
+    Work that must not compete with a measurement (a warm locust spare importing beside a running load) runs
+    at SCHED_IDLE, on CPU time nothing else wants, but only where it can return to normal priority before it
+    measures anything itself: that takes CAP_SYS_NICE or RLIMIT_NICE >= 20, which a container's root often
+    lacks. Tried on a throwaway thread (the policy is per thread) rather than guessed from the user id.
+    """
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    outcome: list[bool] = []
+
+    def attempt() -> None:
+        thread = threading.get_native_id()
+        try:
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
+            outcome.append(True)
+        except OSError:
+            outcome.append(False)
+
+    trial = threading.Thread(target=attempt, name="sched-idle-trial")
+    trial.start()
+    trial.join()
+    return outcome == [True]

@@ -183,6 +183,26 @@ def test_a_load_with_processes_2_runs_in_a_warm_spare_and_merges_both_processes_
     assert len(SPARES.idle_pids()) == SPARE_COUNT  # the next loads' spares, started as this one ended
 
 
+@pytest.mark.slow
+def test_spares_import_at_idle_priority_beside_a_load_which_itself_runs_at_normal_priority(
+        service: DemoService) -> None:
+    if not SPARES.import_beside_loads:
+        pytest.skip("this user may not return a thread from SCHED_IDLE (no CAP_SYS_NICE, RLIMIT_NICE < 20)")
+    SPARES.replenish()
+    assert SPARES.wait_ready(60), "the spares did not import locust"
+    warm = SPARES.idle_pids()
+    assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in warm)
+    with LoadProcess(profile(), service.endpoint(Role.CANDIDATE)) as process:
+        assert process.pid in warm
+        # It went back to normal priority before it loaded anything; the next load's spare is already importing.
+        wait_until(lambda: str(SHOP_LOCUSTFILE) in cmdline(process.pid), timeout_s=30, what="the run's title")
+        assert os.sched_getscheduler(process.pid) == os.SCHED_OTHER
+        assert len(SPARES.idle_pids()) == SPARE_COUNT and process.pid not in SPARES.idle_pids()
+        wait_until(lambda: all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in SPARES.idle_pids()),
+                   timeout_s=30, what="the new spares to import at idle priority")
+        process.result()
+
+
 SPARE_OWNER = """
 import sys
 from releasegate.verifiers.load import SPARES

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import select
@@ -493,6 +494,8 @@ class LoadProcess:
         self._stop_workers: Callable[[], None] | None = None
         self._process = self._spares.start(_command(profile, locustfile, self.url, self.master),
                                            _environment(self._output, settings), self._stderr, self._stderr_path)
+        if self._spares.import_beside_loads:  # the next load's spare imports now, on CPU this one leaves idle
+            self._spares.replenish()
         # From here locust runs: an interrupt before the caller's `with` owns it must not leave it running.
         try:
             launcher = start_workers or (None if profile.master or not profile.workers else local_worker_processes)
@@ -752,7 +755,9 @@ class LocustSpares:
     """Warm locust processes of this process (verifiers.locust_spare): the next loads start without paying
     for locust's import. `start` uses a spare when one is idle and starts locust cold otherwise; `replenish`
     starts spares up to `size`. A load calls it when it ends, so spares import between loads, not beside one
-    that measures. Idle spares are killed at exit, and die by themselves when this process dies."""
+    that measures; where spares import at idle priority (`import_beside_loads`), also when it starts, so the
+    next load finds them warm even when it follows at once. Idle spares are killed at exit, and die by
+    themselves when this process dies."""
 
     def __init__(self, size: int = SPARE_COUNT) -> None:
         self.size = size
@@ -761,6 +766,13 @@ class LocustSpares:
         self._ready: set[int] = set()
         self._owner = os.getpid()
         self._at_exit = False
+
+    @functools.cached_property
+    def import_beside_loads(self) -> bool:
+        """True when spares import at SCHED_IDLE (locust_spare), taking no CPU a running load would use."""
+        from releasegate.core.processes import can_leave_idle_scheduling
+
+        return can_leave_idle_scheduling()
 
     def start(self, command: Sequence[str], env: Mapping[str, str], stderr: IO[bytes],
               stderr_path: Path) -> subprocess.Popen[bytes]:
@@ -818,6 +830,14 @@ class LocustSpares:
                 elif not said:  # EOF: it died while importing
                     return False
 
+    def _has_imported(self, spare: subprocess.Popen[bytes]) -> bool:
+        """Whether `spare` said it imported locust (without waiting: a look at its stdout)."""
+        if spare.pid not in self._ready and spare.stdout is not None:
+            readable, _, _ = select.select([spare.stdout], [], [], 0)
+            if readable and os.read(spare.stdout.fileno(), 64).startswith(b"ready"):
+                self._ready.add(spare.pid)
+        return spare.pid in self._ready
+
     def idle_pids(self) -> list[int]:
         with self._lock:
             return [spare.pid for spare, _ in self._idle if spare.poll() is None]
@@ -833,8 +853,15 @@ class LocustSpares:
     def _take(self, env: Mapping[str, str]) -> subprocess.Popen[bytes] | None:
         with self._lock:
             self._adopt()
+            # A spare importing at idle priority would take its time under a running load: only a warm one
+            # is handed a run then, and the others stay for a later load.
+            if self.import_beside_loads:
+                self._idle.sort(key=lambda idle: not self._has_imported(idle[0]))
             while self._idle:
                 spare, spare_env = self._idle.pop(0)
+                if self.import_beside_loads and spare.poll() is None and not self._has_imported(spare):
+                    self._idle.insert(0, (spare, spare_env))
+                    return None
                 if spare.poll() is None and _startup_variables(spare_env) == _startup_variables(env):
                     return spare
                 if spare.poll() is None:  # started under other settings: of no use any more
@@ -867,8 +894,9 @@ SPARES = LocustSpares()
 
 def warm_up_locust() -> None:
     """Start a spare now (a release does at its start, beside provisioning), so even its first load skips
-    locust's import. One: the first load is one run; the spares for a pair come when it ends."""
-    SPARES.replenish(up_to=1)
+    locust's import. One at normal priority, which competes with the pods' start: the first load is one run,
+    and the spares for a pair come when it ends. All of them at idle priority, which competes with nothing."""
+    SPARES.replenish(up_to=None if SPARES.import_beside_loads else 1)
 
 
 _PER_ENDPOINT_KINDS = frozenset({Kind.LATENCY, Kind.RATE})

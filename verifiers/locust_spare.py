@@ -7,6 +7,11 @@ loads. When a load starts, verifiers.load writes one JSON line to the spare's st
 environment, the working directory, the stderr file and the title. The spare then becomes exactly the
 process `python -m locust <arguments>` would have been (same pid, its own session, same exit code).
 
+Where it can return to normal priority (core.processes.can_leave_idle_scheduling), a spare imports at
+SCHED_IDLE: it may then be started while a load runs, on CPU time that the load, the pods and the router
+leave idle, and it takes normal priority back when its run request arrives, before it loads anything. Such a
+spare is handed a run only once it has imported (verifiers.load.LocustSpares), so no run waits on idle CPU.
+
 It never outlives the process that started it: an idle spare blocks on stdin, and its parent's death (even
 by SIGKILL) closes the pipe, so the read ends and the spare exits. Once it runs, the same pipe is the run's
 lifeline, watched by the collector (verifiers.load.LIFELINE_ENV).
@@ -51,6 +56,11 @@ def main() -> None:
     # Now, while the process's environment is the one it started with: setproctitle finds the memory of the
     # command line through it, and could not once _become replaced the environment.
     setproctitle.setproctitle(f"{sys.executable} -m {__spec__.name if __spec__ else __name__} (idle spare)")
+    from releasegate.core.processes import can_leave_idle_scheduling
+
+    at_idle_priority = can_leave_idle_scheduling()
+    if at_idle_priority:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     import locust.main  # the cost a spare is for: gevent patches this process here
 
     # What the collector imports when locust loads it (numpy and scipy through the thresholds).
@@ -61,6 +71,8 @@ def main() -> None:
     line = sys.stdin.buffer.readline()
     if not line.strip():
         return  # the parent is gone (EOF) or let the spare go: nothing to run
+    if at_idle_priority:  # before it loads anything: a run never measures at idle priority
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     _become(json.loads(line))
     locust.main.main()  # type: ignore[no-untyped-call]
 
