@@ -4,7 +4,8 @@
   scraped every candidate pod successfully.
 - A cluster starts its first pods while Prometheus starts, and says it runs only once Prometheus answers
   (the release's preflight queries it at once).
-- Modules a run only sometimes needs are not imported when a release starts (scipy, the cluster's server side).
+- Modules a run only sometimes needs are not imported when a release starts (numpy, scipy, the cluster's server
+  side).
 - hypothesis's pytest plugin, which imports hypothesis in its terminal summary, is dropped at the end of a
   release run in which no test used hypothesis, and kept in one that did.
 """
@@ -116,10 +117,10 @@ def test_the_first_pods_start_while_prometheus_starts_and_the_cluster_runs_only_
     asyncio.run(scenario())
 
 
-def test_starting_a_release_imports_neither_scipy_nor_the_clusters_server_side() -> None:
+def test_starting_a_release_imports_neither_numpy_scipy_nor_the_clusters_server_side() -> None:
     code = ("import sys; import releasegate.plugins.run, releasegate.plugins.collection, "
             "releasegate.targets.local.target; "
-            "print(sorted(m for m in ('scipy', 'uvicorn', 'starlette') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'scipy', 'uvicorn', 'starlette') if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert found.strip() == "[]"
 

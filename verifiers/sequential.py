@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import cache, lru_cache
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from releasegate.verifiers.stats import nearest_rank
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 @cache
@@ -264,8 +265,14 @@ def quantile_interval(count: int, value_at_rank: Callable[[int], float], q: floa
 COUNT_TEST_CONCENTRATION = 4.0
 """Default Dirichlet concentration k of `CountTest`: see its docstring."""
 
-_LOG_RATIO_GRID = np.linspace(-15.0, 15.0, 1501)
-"""Log rate ratios (candidate over baseline) at which `CountTest` mixes: 0.02 apart, ratios from 3e-7 to 3e6."""
+@cache
+def _log_ratio_grid() -> npt.NDArray[np.float64]:
+    """Log rate ratios (candidate over baseline) at which `CountTest` mixes: 0.02 apart, ratios from 3e-7 to 3e6.
+
+    numpy loads with the first count test (0.1 s), not with every process that imports the thresholds."""
+    import numpy as np
+
+    return np.linspace(-15.0, 15.0, 1501)
 
 
 class CountTest:
@@ -309,7 +316,7 @@ class CountTest:
         self.alpha = alpha
         self.concentration = concentration
         self._log_prior: npt.NDArray[np.float64] | None = None
-        self._log_ratio_sum = np.zeros_like(_LOG_RATIO_GRID)
+        self._log_ratio_sum = _log_ratio_grid() * 0.0
         self._last = (0, 0, 0, 0)
         self._p_value = 1.0
 
@@ -344,7 +351,7 @@ class CountTest:
         if candidate_events * baseline_trials > baseline_events * candidate_trials:
             log_terms = self._log_prior + self._log_ratio_sum
             top = float(log_terms.max())
-            log_bayes = top + math.log(float(np.exp(log_terms - top).sum()))
+            log_bayes = top + math.log(float(_exp_sum(log_terms - top)))
             self._p_value = min(self._p_value, math.exp(-max(log_bayes, 0.0)))
         return self._p_value
 
@@ -358,11 +365,20 @@ class CountTest:
         raise ValueError("events without any trials")
 
 
+def _exp_sum(values: npt.NDArray[np.float64]) -> float:
+    import numpy as np
+
+    return float(np.exp(values).sum())
+
+
 def _log_prior_cells(share: float, concentration: float) -> npt.NDArray[np.float64]:
     """log prior mass of each grid cell of log r, for a Beta(k rho, k (1 - rho)) prior on the candidate's share
     at split rho (logit share = logit rho + log r). The outer cells take the tails, so the masses sum to 1."""
+    import numpy as np
+
+    grid = _log_ratio_grid()
     share = min(max(share, 1e-9), 1 - 1e-9)
-    edges = (_LOG_RATIO_GRID[:-1] + _LOG_RATIO_GRID[1:]) / 2 + math.log(share / (1 - share))
+    edges = (grid[:-1] + grid[1:]) / 2 + math.log(share / (1 - share))
     special = _special()
     cdf = special.betainc(concentration * share, concentration * (1 - share), special.expit(edges))
     mass = np.diff(np.concatenate(([0.0], cdf, [1.0])))
@@ -377,8 +393,10 @@ def _log_likelihood_ratio(events_c: int, events_b: int, share: float) -> npt.NDA
         # the exposed arm alone, which carry no information about r.
         if (share <= 0.0 and events_c) or (share >= 1.0 and events_b):
             raise ValueError("events on an arm without exposure")
-        return np.zeros_like(_LOG_RATIO_GRID)
-    logit = math.log(share / (1 - share)) + _LOG_RATIO_GRID
+        return _log_ratio_grid() * 0.0
+    import numpy as np
+
+    logit = math.log(share / (1 - share)) + _log_ratio_grid()
     # log sigmoid(z) = -log(1 + e^-z), computed without overflow
     log_candidate = -np.logaddexp(0.0, -logit)
     log_baseline = -np.logaddexp(0.0, logit)
