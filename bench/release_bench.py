@@ -2,6 +2,7 @@
 
     python bench/release_bench.py [--cluster persistent|ephemeral|both] [--repeat 3] [--json]
                                   [--load-s 15] [--compare-s 10] [--post-switch-s 10] [--keep-warm-s 10]
+                                  [--min-ready-s 1]
 
 Runs `pytest --release v2` with the shipped suites (the README's main job: the same waits as releasegate.toml)
 in a temporary project, on a local cluster that is
@@ -12,11 +13,14 @@ in a temporary project, on a local cluster that is
 - `ephemeral`: started by the release itself and stopped at its end.
 It splits the release's wall time into
 - configured waits: the minimum durations of the three loads (load stage, baseline comparison,
-  post-switch) and the keep-warm delay, which a user chose and which would take as long with any tool, and
+  post-switch) and the keep-warm delay, which a user chose and which would take as long with any tool;
+- safety waits, which protect a decision and are kept whole (issue 13): a load running past its minimum
+  until its sequential checks decide (up to the publication on which they did: the evidence they need),
+  and pods staying ready for `local.min_ready_s` (minReadySeconds) at each wait for a slot's pods;
 - overhead: everything else, broken down by phase and inside phases (pytest start-up and imports,
   collection, cluster start, pod start, readiness, the candidate's first Prometheus scrape, locust start-up
-  and wind-down per load, loads running past their minimum until their checks decide, Prometheus queries,
-  switch, reports, cluster stop, interpreter exit).
+  and wind-down per load, a load's time from its decision to its stop, Prometheus queries, switch,
+  reports, cluster stop, interpreter exit). The overhead counting the safety waits too is printed as well.
 The inner figures come from a timing probe (bench/release_timing_probe.py, the temporary project's
 conftest.py) that wraps the framework's steps where they are called. Each figure is the median over
 `--repeat` runs. `--json` prints them as one JSON object on the last line. Asserts nothing.
