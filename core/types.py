@@ -242,11 +242,17 @@ class MetricsScope:
     app_label: str = "app"
     slot_label: str = "slot"
     version_label: str = "version"
+    # The series that is 1 for each pod scraped successfully at its last scrape, 0 for one that was not.
+    # Prometheus's own `up` where every pod is a scrape target (Kubernetes); the local cluster's Prometheus
+    # scrapes all pods through one target, which reports each pod as `releasegate_pod_up`.
+    pod_up_metric: str = "up"
 
     def __post_init__(self) -> None:
         for key in ("app_label", "slot_label", "version_label"):
             check_promql_label_name(getattr(self, key), source=f"prometheus.{key}")
         check_label_value(self.app, source="app.name")
+        if not _PROMQL_METRIC_NAME.fullmatch(self.pod_up_metric):  # it enters queries as it is
+            raise ConfigError(f"pod_up_metric {quoted(self.pod_up_metric)} is not a Prometheus metric name")
 
     def selector(self, *, slot: Slot | None = None, version: str | None = None) -> str:
         """A PromQL label matcher body such as `app="demo",version="v2"` (no braces).
@@ -264,6 +270,8 @@ class MetricsScope:
 
 # PromQL label names (Prometheus data model): a letter or `_`, then letters, digits and `_`.
 _PROMQL_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Metric names: the same, with `:` too (recording rules use it).
+_PROMQL_METRIC_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 # Kubernetes label keys: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters.
 _K8S_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -56,6 +56,6 @@ class LivePrometheusGate:
             if poll_until(all_scraped, timeout_s=timeout, interval_s=0.05) is None:
                 raise NotReadyError(
                     f"Prometheus at {redact_url(scope.prometheus_url)} scrapes {up}/{replicas} candidate pods "
-                    f"(up{{{scope.selector(version=version)}}}) after {timeout:g}s; the analysis "
+                    f"({scope.pod_up_metric}{{{scope.selector(version=version)}}}) after {timeout:g}s; the analysis "
                     "would have no data: check the scrape config or ServiceMonitor and the label settings "
                     "prometheus.app_label/version_label")

@@ -234,17 +234,21 @@ class Metrics:
     # --- two arms over one window (a canary step) ----------------------------------------------------------
 
     def wait_scraped_after(self, moment: float, *, timeout_s: float, interval_s: float = 0.2) -> float:
-        """Wait until Prometheus has scraped every pod of the app (every target with a version label) after
-        `moment` (epoch seconds); returns the time it saw that. A MetricsError at the deadline.
+        """Wait until Prometheus has scraped every pod of the app after `moment` (epoch seconds); returns the
+        time it saw that. A MetricsError at the deadline.
 
         Before a load: the window's first readings are then taken before the load, so it is counted in full.
         After it: every request it sent is in the last readings. Costs up to one scrape interval.
+        The pods' targets are the app's targets with a version label, one per pod; or, when one target
+        scrapes every pod at once (the local cluster's, whose scope.pod_up_metric is not `up`), every target
+        of the app, as that one carries only the app's label (the router's is one too, scraped as often).
         The targets API says which targets exist now; the `up` series would also hold, for five minutes,
         the pods of a previous run of a restarted Prometheus, never scraped again (see `active_targets`).
-        Only a server without that API is asked through `up`.
+        Only a server without that API is asked through scope.pod_up_metric.
         """
         selector = f'{self.scope.selector()},{self.scope.version_label}!=""'
-        promql = f"min(timestamp(up{{{selector}}}))"
+        promql = f"min(timestamp({self.scope.pod_up_metric}{{{selector}}}))"
+        one_target_per_pod = self.scope.pod_up_metric == "up"
         targets_api = True
 
         def oldest_scrape() -> float | None:
@@ -254,7 +258,8 @@ class Metrics:
                 targets_api = False
                 return self._value(promql, time.time())
             ours = [t.last_scrape for t in targets
-                    if t.labels.get(self.scope.app_label) == self.scope.app and t.labels.get(self.scope.version_label)]
+                    if t.labels.get(self.scope.app_label) == self.scope.app
+                    and (t.labels.get(self.scope.version_label) or not one_target_per_pod)]
             return min(ours) if ours else None
 
         def scraped() -> float | None:
@@ -264,9 +269,9 @@ class Metrics:
 
         seen = poll_until(scraped, timeout_s=timeout_s, interval_s=interval_s)
         if seen is None:
+            pods_label = f" and a {self.scope.version_label} label" if one_target_per_pod else ""
             how = promql if not targets_api else (f"the last scrape of every active target with "
-                                                  f"{self.scope.app_label}={self.scope.app} and a "
-                                                  f"{self.scope.version_label} label")
+                                                  f"{self.scope.app_label}={self.scope.app}{pods_label}")
             raise MetricsError(f"Prometheus at {self._prometheus.url} did not scrape every pod of "
                                f"{self.scope.app} within {timeout_s:g}s after {_stamp(moment)} ({how}); "
                                "is a target down, or the scrape interval longer than the wait?")
@@ -496,8 +501,9 @@ class Metrics:
         return _PLACEHOLDER.sub(lambda m: known[m.group(1)](), promql_template)
 
     def targets_up(self, *, slot: Slot | None = None, version: str | None = None) -> int:
-        """How many scrape targets of this scope Prometheus scraped successfully at its last scrape."""
-        return self._prometheus.targets_up(self.scope.selector(slot=slot, version=version))
+        """How many pods of this scope Prometheus scraped successfully at its last scrape (scope.pod_up_metric)."""
+        return self._prometheus.targets_up(self.scope.selector(slot=slot, version=version),
+                                           up_metric=self.scope.pod_up_metric)
 
     def instant(self, promql: str, at: float) -> list[dict[str, Any]]:
         """The raw result vector of an instant query evaluated at `at` (epoch seconds).

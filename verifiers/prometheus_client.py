@@ -194,9 +194,13 @@ class PrometheusClient:
                 raise self._malformed(f"data.result.{index}.value: {sample['value'][1]!r} is not a number") from None
         return samples
 
-    def targets_up(self, selector: str) -> int:
-        """How many scrape targets matching `selector` (PromQL label matchers) were up at their last scrape."""
-        result = self.query(f"count(up{{{selector}}} == 1)")
+    def targets_up(self, selector: str, *, up_metric: str = "up") -> int:
+        """How many scrape targets matching `selector` (PromQL label matchers) were up at their last scrape.
+
+        `up_metric`: the series that says so, 1 or 0 per target: Prometheus's `up`, or a series of the same
+        meaning such as the local cluster's `releasegate_pod_up` for pods scraped through one target.
+        """
+        result = self.query(f"count({up_metric}{{{selector}}} == 1)")
         return int(float(result[0]["value"][1])) if result else 0
 
     def active_targets(self) -> list[ScrapeTarget] | None:

@@ -5,11 +5,12 @@ xdist workers, `python -m releasegate.targets.local status`) read `state.json` i
 to the admin API; only this process writes, so there is no race between writers.
 
 The admin API is a small Starlette app that uvicorn serves on 127.0.0.1 inside the cluster's event loop,
-so its handlers change pods and the routing table without locks. It also serves the router's /metrics,
-which the cluster's Prometheus scrapes.
+so its handlers change pods and the routing table without locks. It also serves what the cluster's
+Prometheus scrapes: the router's /metrics, and /pods/metrics, every pod's /metrics fetched at each scrape
+(pod_metrics.py says why one stable target rather than one discovered target per pod).
 
 Loopback is not a boundary on a shared machine (any local user, or a browser page, can reach 127.0.0.1),
-so every admin request but the /metrics scrape needs the run directory's token: a random value the cluster
+so every admin request but the two scrapes needs the run directory's token: a random value the cluster
 writes to `admin-token` (mode 0600) at start, sent as `Authorization: Bearer <token>`.
 """
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,15 +42,21 @@ from starlette.routing import Route
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
 from releasegate.core.files import write_atomically
+from releasegate.targets.local.pod_metrics import POD_UP_METRIC, PODS_METRICS_PATH, PodScrape, merge_expositions
 from releasegate.targets.local.pods import Pod, PodSpec, probe_client
-from releasegate.targets.local.prometheus import PrometheusServer
+from releasegate.targets.local.prometheus import PrometheusServer, scrape_timeout_s
 from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, RouterMetrics, Upstream
 from releasegate.targets.local.run_files import ADMIN_TOKEN_FILE, STATE_FILE
 
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
-# Read-only and scraped by Prometheus, which has no token: the only admin route open without one.
-OPEN_ADMIN_PATHS = frozenset({"/metrics"})
+# Read-only and scraped by Prometheus, which has no token: the only admin routes open without one.
+OPEN_ADMIN_PATHS = frozenset({"/metrics", PODS_METRICS_PATH})
+# Of Prometheus's scrape timeout, what a pod has to answer /pods/metrics' fetch of its /metrics: the rest is
+# for merging the answers and sending them, so a slow pod is reported down rather than failing the scrape.
+POD_SCRAPE_SHARE = 0.75
+# Pods answer in the text format, whose HELP and TYPE lines pod_metrics.py merges (not OpenMetrics).
+POD_SCRAPE_HEADERS = {"Accept": "text/plain;version=0.0.4", "User-Agent": "releasegate-pod-scrape"}
 # Longer than an httpx client keeps an idle connection (5 s): the client always gives up on one first, so it
 # never sends a request into a connection the server is closing at that moment.
 ADMIN_KEEP_ALIVE_S = 60
@@ -130,9 +138,11 @@ class LocalCluster:
         self.urls["admin"] = self._serve_admin()
         if not self.config.prometheus.url:
             admin_target = self.urls["admin"].removeprefix("http://")
+            # The pods through one stable target: a new pod is in the next scrape, with no discovery wait.
             self.prometheus = PrometheusServer(
                 self.local.prometheus_binary, self.run_dir / "prometheus", app=self.config.app.name,
-                scrape_interval_s=self.local.scrape_interval_s, router_target=admin_target)
+                scrape_interval_s=self.local.scrape_interval_s, router_target=admin_target,
+                pods_target=admin_target)
             await self.prometheus.launch()
         self.urls["prometheus"] = self.prometheus.url if self.prometheus else self.config.prometheus.url
         initial = self.local.initial_version
@@ -271,7 +281,7 @@ class LocalCluster:
         self._sync()
 
     def _sync(self) -> None:
-        """Rebuild the router's pod table and Prometheus' targets from the pods' current state."""
+        """Rebuild the router's pod table from the pods' current state (Prometheus reads them at each scrape)."""
         pods: dict[str, tuple[Upstream, ...]] = {}
         live_keys: set[tuple[str, int]] = set()
         for slot, state in self.slots.items():
@@ -292,8 +302,6 @@ class LocalCluster:
                 self._upstreams_by_pod.pop(key).close_idle()
         versions = {slot: s.version for slot, s in self.slots.items() if s.version}
         self.router.update(pods=pods, versions=versions)
-        if self.prometheus is not None:
-            self.prometheus.update_targets(p.to_dict() for s in self.slots.values() for p in s.pods)
         self.write_state()
 
     # -- traffic ------------------------------------------------------------------------------------
@@ -329,6 +337,9 @@ class LocalCluster:
             "previews": {slot: self.urls.get(f"preview-{slot}") for slot in SLOTS},
             "prometheus_url": self.urls.get("prometheus"),
             "prometheus_pid": self.prometheus.pid if self.prometheus else None,
+            # How a release asks whether Prometheus scrapes a pod: its own Prometheus scrapes every pod through
+            # one target and reports each as POD_UP_METRIC; an external one scrapes them as it is set up to.
+            "pod_up_metric": POD_UP_METRIC if self.prometheus else "up",
             "traffic": self.traffic, "live_slot": live[0] if live else None,
             "slots": {slot: {"version": s.version, "replicas": s.replicas,
                              "ready_replicas": sum(p.ready for p in s.pods),
@@ -351,6 +362,7 @@ class LocalCluster:
         return Starlette(
             routes=[
                 Route("/metrics", self._get_metrics, methods=["GET"]),  # OPEN_ADMIN_PATHS
+                Route(PODS_METRICS_PATH, self._get_pods_metrics, methods=["GET"]),  # OPEN_ADMIN_PATHS
                 route("/healthz", "GET", self._get_healthz),
                 route("/state", "GET", self._get_state),
                 Route("/slots/{slot}", self._authorized(self._slot), methods=["POST", "DELETE"]),
@@ -385,6 +397,30 @@ class LocalCluster:
 
     async def _get_metrics(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def _get_pods_metrics(self, request: Request) -> Response:
+        """Every pod's /metrics, fetched now side by side, as one exposition labelled by pod (pod_metrics.py).
+
+        Every pod with a port is asked, ready or not: one that does not answer (starting, crashed) is
+        `releasegate_pod_up` 0, as a target Prometheus cannot scrape is `up` 0. A stopped pod is left out,
+        and Prometheus marks its series stale.
+        """
+        pods = [pod for state in self.slots.values() for pod in state.pods if pod.port]
+        texts = await asyncio.gather(*(self._pod_metrics(pod) for pod in pods))
+        scrapes = [PodScrape({"app": self.config.app.name, "slot": pod.spec.slot, "version": pod.spec.version,
+                              "pod": pod.spec.name}, text) for pod, text in zip(pods, texts, strict=True)]
+        return Response(merge_expositions(scrapes), media_type=METRICS_CONTENT_TYPE)
+
+    async def _pod_metrics(self, pod: Pod) -> str | None:
+        """The pod's /metrics text; None when it does not answer 200 in its share of the scrape timeout."""
+        timeout = scrape_timeout_s(self.local.scrape_interval_s) * POD_SCRAPE_SHARE
+        try:
+            # The probes' client: a new connection each time, never one the pod is closing meanwhile.
+            response = await self._probes.get(f"http://{pod.spec.host}:{pod.port}/metrics",
+                                              headers=POD_SCRAPE_HEADERS, timeout=timeout)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
 
     async def _get_healthz(self, request: Request) -> Response:
         return json_response(200, {"status": self.status})

@@ -107,10 +107,13 @@ class LocalTarget:
 
     def metrics_scope(self) -> MetricsScope:
         prom = self.config.prometheus
+        state = self.client.state()
         # The local cluster labels its own series app/slot/version; an external Prometheus may differ.
-        return MetricsScope(prometheus_url=self.client.state()["prometheus_url"], app=self.config.app.name,
+        # The cluster says how its pods are scraped (state.json's pod_up_metric): its own Prometheus reports each
+        # pod as releasegate_pod_up; an external one, or a cluster started before that, as `up` per target.
+        return MetricsScope(prometheus_url=state["prometheus_url"], app=self.config.app.name,
                             app_label=prom.app_label, slot_label=prom.slot_label,
-                            version_label=prom.version_label)
+                            version_label=prom.version_label, pod_up_metric=str(state.get("pod_up_metric", "up")))
 
     def candidate_slot(self, live_slot: Slot | None) -> Slot:
         """The slot that does not serve (blue first when nothing does)."""
