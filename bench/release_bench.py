@@ -7,9 +7,10 @@
 Runs `pytest --release v2` with the shipped suites (the README's main job: the same waits as releasegate.toml)
 in a temporary project, on a local cluster that is
 - `persistent`: started first with `python -m releasegate.targets.local up` (not timed as part of the
-  release), then left some seconds (spread over the repeats, so that the release meets Prometheus's
-  5-second service-discovery cycle at different points of it, as a release on a cluster that has been up
-  for a while does), or
+  release), then left until its Prometheus has scraped the pods' target once (Prometheus 2.42 scrapes
+  nothing until its first service-discovery tick, about 5 s after it starts: a cluster that has been up a
+  while is past it), and a fraction of the scrape interval more (spread over the repeats, so that releases
+  meet the scrape cycle at different points of it), or
 - `ephemeral`: started by the release itself and stopped at its end.
 It splits the release's wall time into
 - configured waits: the minimum durations of the three loads (load stage, baseline comparison,
@@ -29,6 +30,7 @@ conftest.py) that wraps the framework's steps where they are called. Each figure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -46,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).resolve().parent / "release_timing_probe.py"
 # The issue's goals for the overhead beyond the configured waits (issue 13).
 GOALS_S = {"persistent": 3.0, "ephemeral": 5.0}
-# Prometheus sends discovered targets to its scrape manager every 5 s; a persistent cluster's release lands
-# anywhere in that cycle, so the repeats wait for evenly spread fractions of it after `up`.
-DISCOVERY_CYCLE_S = 5.0
+# The local cluster's default scrape interval (local.scrape_interval_s): a release waits for the candidate's
+# first scrape, so the repeats start at evenly spread points of this cycle.
+SCRAPE_INTERVAL_S = 1.0
+FIRST_SCRAPE_TIMEOUT_S = 30.0
 
 CONFIG = """
 [app]
@@ -109,6 +112,23 @@ def _local(project: Path, env: dict[str, str], command: str) -> float:
     return time.perf_counter() - started
 
 
+def wait_first_scrape(run_dir: Path) -> None:
+    """Until the local cluster's Prometheus (run directory `run_dir`) has scraped its pods' target once: its
+    first service-discovery tick, about 5 s after it started, has passed."""
+    import httpx
+
+    url = json.loads((run_dir / "state.json").read_text())["prometheus_url"]
+    deadline = time.monotonic() + FIRST_SCRAPE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.get(f"{url}/api/v1/query", params={"query": 'up{job="pods"} == 1'}, timeout=2,
+                               trust_env=False).json()
+            if answer["data"]["result"]:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"the persistent cluster's Prometheus at {url} scraped nothing in {FIRST_SCRAPE_TIMEOUT_S:g}s")
+
+
 def run_once(args: argparse.Namespace, mode: str, settle_s: float) -> dict[str, Any] | None:
     """One release of v2 over v1; its wall time, configured waits and every part of the overhead (seconds).
     None when it did not promote: its stages ran differently, so its overhead is not comparable."""
@@ -119,7 +139,8 @@ def run_once(args: argparse.Namespace, mode: str, settle_s: float) -> dict[str, 
         up_s = None
         if mode == "persistent":
             up_s = _local(project, env, "up")
-            time.sleep(settle_s)  # the cluster has been up a while: see DISCOVERY_CYCLE_S
+            wait_first_scrape(project / "run")  # the cluster has been up a while: see the module docstring
+            time.sleep(settle_s)
         try:
             started = time.time()
             result = subprocess.run([sys.executable, "-m", "pytest", "--release", "v2", "-q"],
@@ -327,7 +348,8 @@ def main() -> None:
     parser.add_argument("--cluster", choices=("persistent", "ephemeral", "both"), default="both")
     parser.add_argument("--repeat", type=int, default=1, help="runs per cluster mode; figures are medians")
     parser.add_argument("--settle-s", type=float, default=None,
-                        help="seconds between `up` and the release (default: spread over the discovery cycle)")
+                        help="seconds between the cluster's first scrape and the release (default: spread over "
+                             "the scrape interval)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
     parser.add_argument("--load-s", type=float, default=15)
     parser.add_argument("--compare-s", type=float, default=10)
@@ -341,7 +363,7 @@ def main() -> None:
     for mode in modes:
         runs = []
         for index in range(args.repeat):
-            settle_s = DISCOVERY_CYCLE_S * (index + 0.5) / args.repeat if args.settle_s is None else args.settle_s
+            settle_s = SCRAPE_INTERVAL_S * (index + 0.5) / args.repeat if args.settle_s is None else args.settle_s
             for _attempt in range(ATTEMPTS):
                 figures = run_once(args, mode, settle_s)
                 if figures is not None:

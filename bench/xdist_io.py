@@ -19,11 +19,11 @@ Timed, per worker count (the median over --repeat runs):
 - before the first item: from the pytest process's start to the first item's start (the ledger), which is
   where xdist's worker start-up shows; after the last item: from the last item's end to the process's exit
   (reports, and the workers shutting down).
-Prometheus 2.42 (Debian's) hands newly discovered pods to its scrapers on a fixed 5-second cycle counted
-from its start, so a release's provision waits 0-5 s for the candidate's first scrape depending on where
-in that cycle it lands. Runs alternate, and their lengths are close to multiples of 5 s, so without care
-each worker count would meet the cycle at its own fixed point and the speed-up would measure that luck.
-Each round therefore starts its runs at the same point of the cycle (counted from the cluster's `up`),
+A release's provision waits for the candidate's first Prometheus scrape: 0-1 s, by where in the cluster's
+scrape interval (1 s; its Prometheus scrapes every pod through one stable target) it lands. Runs alternate,
+so without care each worker count could meet that cycle at its own fixed point and the speed-up would
+measure that luck. The runs start once Prometheus has scraped the cluster at all (its first discovery tick,
+about 5 s after `up`), each round starts its runs at the same point of the scrape cycle (counted from then),
 and the rounds spread that point evenly over the cycle.
 Speed-ups are -n 0 over -n N. Barriers: in every run, every check writes when its request started and ended
 (its own clock, not the framework's), and the ledger records every item, actions included; the barrier
@@ -48,10 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.figures import Figure, emit  # noqa: E402
+from bench.release_bench import wait_first_scrape  # noqa: E402
 from tests.local_cluster import run_module  # noqa: E402
 
-DISCOVERY_CYCLE_S = 5.0
-"""Prometheus 2.42's service-discovery update cycle (see the module docstring and bench/release_bench.py)."""
+SCRAPE_CYCLE_S = 1.0
+"""The local cluster's scrape interval (local.scrape_interval_s's default; see the module docstring)."""
 
 STAGES = {"smoke": 8, "analysis": 8, "post_switch": 4}
 """Checks per stage for the default 20; other counts are spread in the same proportions."""
@@ -201,10 +202,10 @@ def release(project: Path, version: str, workers: int) -> Run:
 
 
 def at_point_of_cycle(up_at: float, point_s: float) -> None:
-    """Return when `point_s` seconds of a discovery cycle counted from `up_at` have passed: every worker count
+    """Return when `point_s` seconds of a scrape cycle counted from `up_at` have passed: every worker count
     of a round starts at the same point of Prometheus's cycle (a deliberate offset, not a wait for a state)."""
     elapsed = time.monotonic() - up_at
-    time.sleep((point_s - elapsed) % DISCOVERY_CYCLE_S)
+    time.sleep((point_s - elapsed) % SCRAPE_CYCLE_S)
 
 
 def ideal_s(counts: dict[str, int], workers: int, wait_s: float) -> float:
@@ -230,10 +231,11 @@ def main() -> int:
         project = Path(tmp)
         counts = write_project(project, args.checks, args.wait_s)
         local(project, "up")
+        wait_first_scrape(project / "run")
         up_at = time.monotonic()
         try:
             for round_number in range(args.repeat):
-                point_s = DISCOVERY_CYCLE_S * (round_number + 0.5) / args.repeat
+                point_s = SCRAPE_CYCLE_S * (round_number + 0.5) / args.repeat
                 for n in workers:
                     at_point_of_cycle(up_at, point_s)
                     run = release(project, f"io-n{n}-r{round_number + 1}", n)
