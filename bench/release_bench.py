@@ -382,6 +382,8 @@ def main() -> None:
         for mode, summary in summaries.items():
             figures[f"overhead_{mode}_s"] = round(summary["overhead_s"], 3)
             figures[f"wall_{mode}_s"] = round(summary["wall_s"], 3)
+            figures[f"safety_waits_{mode}_s"] = round(summary["safety_s"], 3)
+            figures[f"overhead_counting_safety_waits_{mode}_s"] = round(summary["overhead_counting_safety_waits_s"], 3)
             figures[mode] = summary
         print(json.dumps(figures))
 
