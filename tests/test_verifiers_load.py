@@ -152,6 +152,21 @@ def test_a_slow_checkout_fails_its_p95_with_one_readable_line(services: dict[str
                         r"\(candidate v2-slow\): p95 > 300 ms: at least \d.*%", message), message
 
 
+def test_a_run_stopped_on_a_decisive_failure_before_its_minimum_sample_says_so_first(
+        services: dict[str, DemoService], tmp_path: Path) -> None:
+    # v2-slow's checkouts take 400 ms: "p(95) < 300ms" fails decisively at the first look, long before the
+    # 10,000 requests a verdict at the end needs. The reason the release stops is that failure, not NO DATA.
+    profile = LoadProfile(locustfile(tmp_path, CHECKOUT_ONLY), users=10, spawn_rate=10, duration_s=30,
+                          min_requests=10_000, checks=("p(95) < 300ms",), per_endpoint=False)
+    result = run_load(profile, services["v2-slow"].endpoint(Role.CANDIDATE))
+    assert result.aborted_early and result.abort_reason is not None
+    with pytest.raises(CheckFailed) as caught:
+        result.check("p(95) < 300ms", per_endpoint=False)
+    assert [o.verdict for o in caught.value.outcomes] == [Verdict.FAIL, Verdict.NO_DATA]
+    assert str(caught.value).splitlines()[0] == result.abort_reason
+    assert "decisive failure of p(95) < 300ms on all endpoints at look " in result.abort_reason
+
+
 def test_a_five_percent_error_version_fails_error_rate_with_the_measured_rate(errors: DemoService) -> None:
     recorded: list[CheckOutcome] = []
     profile = LoadProfile(SHOP_LOCUSTFILE, users=5, spawn_rate=5, duration_s=3, min_requests=50)

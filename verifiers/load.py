@@ -299,7 +299,11 @@ class LoadResult:
                 outcomes[0] = replace(outcomes[0], message=outcomes[0].message + "; too little traffic to "
                                       "judge on their own: " + quiet)
         if self.aborted_early:
-            outcomes.append(self._abort_outcome())
+            # A decisive failure stopped the run, often before the minimum sample: when the checks say NO DATA
+            # and none says FAIL, that stop is the reason the release stops ("why:"), so it comes first.
+            verdicts = {outcome.verdict for outcome in outcomes}
+            first = Verdict.NO_DATA in verdicts and Verdict.FAIL not in verdicts
+            outcomes.insert(0 if first else len(outcomes), self._abort_outcome())
         for outcome in outcomes:
             self.record(outcome)
         return require(outcomes)
