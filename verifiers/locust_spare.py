@@ -1,8 +1,8 @@
 """A warm locust process: it imports locust at once, then waits on stdin for the run it is to become.
 
 `python -m releasegate.verifiers.locust_spare` is what verifiers.load starts ahead of a load test (a spare).
-Importing locust (gevent's monkey-patching, requests, zmq) and what the collector needs (numpy, scipy)
-costs a second or two of CPU; a spare pays it while nothing is measured, beside provisioning or between two
+Importing locust (gevent's monkey-patching, requests, zmq) and what the collector needs (the load module)
+costs 0.3 s of CPU on an idle machine, more on a busy one; a spare pays it while nothing is measured, beside provisioning or between two
 loads. When a load starts, verifiers.load writes one JSON line to the spare's stdin: locust's arguments, the
 environment, the working directory, the stderr file and the title. The spare then becomes exactly the
 process `python -m locust <arguments>` would have been (same pid, its own session, same exit code).
@@ -63,7 +63,7 @@ def main() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     import locust.main  # the cost a spare is for: gevent patches this process here
 
-    # What the collector imports when locust loads it (numpy and scipy through the thresholds).
+    # What the collector imports when locust loads it (the load module and its thresholds).
     import releasegate.verifiers.load  # noqa: F401
 
     with contextlib.suppress(OSError):  # a parent that already handed over the run may have closed stdout
