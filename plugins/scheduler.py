@@ -11,6 +11,9 @@ start and collect (on two cores, four workers take seconds to import and collect
 its share of the verification items as its collection arrives. The plan is fixed by positions (the order in
 which workers collected), so it does not depend on which worker is first.
 
+A worker that has finished its items exits at once while the others still run (XdistControllerHooks), so
+its interpreter's shutdown overlaps the rest of the release instead of adding to the run's end.
+
 Loads are not dealt out specially: a stage's load tests go to the workers like any other item, and each
 load waits for the run's load slot (plugins/load_slot.py), so loads take turns on the machine while items
 that only read keep running in parallel beside them.
@@ -130,6 +133,7 @@ class XdistControllerHooks:
     def __init__(self, run_id: str, ledger: Ledger) -> None:
         self.run_id = run_id
         self.ledger = ledger
+        self._running_workers: set[Any] = set()  # ready, and not down yet
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_INPUT] = self.run_id
@@ -137,3 +141,19 @@ class XdistControllerHooks:
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> StageScheduling:
         return StageScheduling(config, self.ledger, log)
+
+    def pytest_testnodeready(self, node: Any) -> None:
+        self._running_workers.add(node)
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker that finished its items while others still run exits now, not with the rest at the end.
+
+        xdist tells every worker to exit only once the last one has finished, then waits for them all: four
+        interpreters shutting down at once on the critical path, on two cores. Most workers finish while the
+        action worker still runs finalize, so their exit now overlaps it. The message is the one xdist's
+        teardown sends (execnet's gateway exit: the worker ends its session first), and the teardown still
+        waits for these gateways. The last worker is left to that teardown: with no gateway left registered,
+        execnet's terminate would not wait for any, and the run could end with workers still exiting."""
+        self._running_workers.discard(node)
+        if error is None and self._running_workers:
+            node.gateway.exit()

@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from tests.release_project import ReleaseProject
+from tests.release_project import BASE_CONFIG, ReleaseProject
 from tests.report_formats import assert_valid_junit, assert_valid_report
 from tests.waiting import wait_until
 
@@ -353,6 +353,40 @@ def test_under_xdist_stages_stay_ordered_and_actions_run_once(project: ReleasePr
     # The HTML report is written on the controller, with every worker's items on its timeline.
     page = (project.path / "reports" / "latest" / "release-report.html").read_text()
     assert "Release v2: PROMOTED" in page and page.count("test_analysis[") >= 4
+
+
+def test_under_xdist_a_worker_done_with_its_items_exits_while_the_action_worker_still_finalizes(
+        project: ReleaseProject) -> None:
+    # finalize keeps the old slot warm for 4 s: workers that finished post_switch have that long to exit.
+    (project.path / "releasegate.toml").write_text(BASE_CONFIG.replace("keep_warm_s = 0.5", "keep_warm_s = 4"))
+    project.minimal_suites()
+    marks = project.path / "marks"
+    marks.mkdir()
+    project.pytester.makeconftest(f"""
+        import atexit, pathlib, time
+
+        MARKS = pathlib.Path({str(marks)!r})
+        WORKER = None  # this run's xdist worker id (PYTEST_XDIST_WORKER may be inherited from an outer run)
+
+        def pytest_configure(config):
+            global WORKER
+            if hasattr(config, "workerinput"):
+                WORKER = config.workerinput["workerid"]  # the interpreter's exit, after xdist's message to leave
+                atexit.register(lambda: (MARKS / f"exit-{{WORKER}}").write_text(repr(time.time())))
+
+        def pytest_runtest_logfinish(nodeid):
+            if WORKER and nodeid.endswith("::finalize"):  # the worker that ran it (the controller hears of it too)
+                (MARKS / "finalize").write_text(f"{{time.time()!r}} {{WORKER}}")
+    """)
+    project.start_background_cluster()
+    result = project.release("--release", "v2", "-n", "3")
+    assert result.ret == 0, result.stdout.str()
+    finalized, action_worker = (marks / "finalize").read_text().split()
+    exits = {path.name.removeprefix("exit-"): float(path.read_text()) for path in marks.glob("exit-*")}
+    assert sorted(exits) == ["gw0", "gw1", "gw2"]  # every worker exited before pytest did
+    early = {worker: at for worker, at in exits.items() if worker != action_worker}
+    assert all(at < float(finalized) for at in early.values()), (early, finalized)
+    assert exits[action_worker] > float(finalized)
 
 
 def test_without_release_the_plugin_is_inert(project: ReleaseProject) -> None:

@@ -2,10 +2,11 @@
 
 `python -m releasegate.verifiers.locust_spare` is what verifiers.load starts ahead of a load test (a spare).
 Importing locust (gevent's monkey-patching, requests, zmq) and what the collector needs (the load module)
-costs 0.3 s of CPU on an idle machine, more on a busy one; a spare pays it while nothing is measured, beside provisioning or between two
-loads. When a load starts, verifiers.load writes one JSON line to the spare's stdin: locust's arguments, the
-environment, the working directory, the stderr file and the title. The spare then becomes exactly the
-process `python -m locust <arguments>` would have been (same pid, its own session, same exit code).
+costs 0.3 s of CPU on an idle machine, more on a busy one; a spare pays it while nothing is measured, beside
+provisioning or between two loads. When a load starts, verifiers.load writes one JSON line to the spare's
+stdin: locust's arguments, the environment, the working directory, the stderr file and the title. The spare
+then becomes exactly the process `python -m locust <arguments>` would have been (same pid, its own session,
+same exit code).
 
 Where it can return to normal priority (core.processes.can_leave_idle_scheduling), a spare imports at
 SCHED_IDLE: it may then be started while a load runs, on CPU time that the load, the pods and the router
