@@ -66,6 +66,10 @@ def pytest_configure(config: pytest.Config) -> None:
         from releasegate.plugins.scheduler import XdistControllerHooks
 
         register(XdistControllerHooks(run.options.run_id, run.ledger), f"{PLUGIN_NAME}-xdist")
+    if run.is_worker:
+        from releasegate.plugins.scheduler import XdistWorkerHooks
+
+        register(XdistWorkerHooks(config.workerinput), f"{PLUGIN_NAME}-xdist-worker")  # type: ignore[attr-defined]
     if config.args_source is not pytest.Config.ArgsSource.ARGS:
         # No paths given: a release runs the suites, never the project's own tests (testpaths).
         config.args[:] = [str(run.suites_root)]

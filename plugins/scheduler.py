@@ -11,6 +11,12 @@ start and collect (on two cores, four workers take seconds to import and collect
 its share of the verification items as its collection arrives. The plan is fixed by positions (the order in
 which workers collected), so it does not depend on which worker is first.
 
+On two cores, four workers importing and collecting at once delay the first of them, and with it the whole
+release, by half a second. So every worker but the first starts at SCHED_IDLE, where the user may return a
+thread to normal priority (core.processes.can_leave_idle_scheduling), and takes normal priority back as soon
+as it has collected, before it runs anything (XdistWorkerHooks): the first worker collects alone and starts
+preflight and provision, and the others import on the CPU time these leave (provision mostly waits).
+
 A worker that has finished its items exits at once while the others still run (XdistControllerHooks), so
 its interpreter's shutdown overlaps the rest of the release instead of adding to the run's end.
 
@@ -21,14 +27,22 @@ that only read keep running in parallel beside them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from releasegate.core.processes import can_leave_idle_scheduling
 from releasegate.plugins.items import ACTION_PREFIX
 from releasegate.plugins.ledger import Ledger
 from releasegate.plugins.run import LEDGER_INPUT, RUN_ID_INPUT
+
+# What the controller tells a worker it started at SCHED_IDLE, so that the worker, and only such a worker
+# (not one the user started at SCHED_IDLE on purpose), returns to normal priority once it has collected.
+IDLE_START_INPUT = "releasegate_idle_start"
+# Run in a new worker's main thread (xdist's execmodel: main_thread_only), before xdist's own code there.
+_START_IDLE = "import os; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))"
 
 
 class StageScheduling:
@@ -134,10 +148,24 @@ class XdistControllerHooks:
         self.run_id = run_id
         self.ledger = ledger
         self._running_workers: set[Any] = set()  # ready, and not down yet
+        self._gateways: list[str] = []  # every worker's gateway id, in the order they were started
+        self._started_idle: set[str] = set()
+
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        self._gateways.append(gateway.id)
+        if len(self._gateways) > 1 and self._may_start_idle():
+            gateway.remote_exec(_START_IDLE)
+            self._started_idle.add(gateway.id)
+
+    def _may_start_idle(self) -> bool:
+        if not hasattr(self, "_idle_possible"):
+            self._idle_possible = can_leave_idle_scheduling()
+        return self._idle_possible
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_INPUT] = self.run_id
         node.workerinput[LEDGER_INPUT] = str(self.ledger.root)
+        node.workerinput[IDLE_START_INPUT] = node.gateway.id in self._started_idle
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> StageScheduling:
         return StageScheduling(config, self.ledger, log)
@@ -157,3 +185,18 @@ class XdistControllerHooks:
         self._running_workers.discard(node)
         if error is None and self._running_workers:
             node.gateway.exit()
+
+
+class XdistWorkerHooks:
+    """Registered on xdist workers only."""
+
+    def __init__(self, workerinput: dict[str, Any]) -> None:
+        self.started_idle = bool(workerinput.get(IDLE_START_INPUT))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Normal priority again before this worker tells the controller its collection (and so before any item:
+        a check measures nothing at SCHED_IDLE, and an action changes nothing there)."""
+        if self.started_idle:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            self.started_idle = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import httpx
 import pytest
 
+from releasegate.core.processes import can_leave_idle_scheduling
 from tests.release_project import BASE_CONFIG, ReleaseProject
 from tests.report_formats import assert_valid_junit, assert_valid_report
 from tests.waiting import wait_until
@@ -387,6 +389,40 @@ def test_under_xdist_a_worker_done_with_its_items_exits_while_the_action_worker_
     early = {worker: at for worker, at in exits.items() if worker != action_worker}
     assert all(at < float(finalized) for at in early.values()), (early, finalized)
     assert exits[action_worker] > float(finalized)
+
+
+def test_under_xdist_workers_after_the_first_start_idle_and_run_every_item_at_normal_priority(
+        project: ReleaseProject) -> None:
+    if not can_leave_idle_scheduling():
+        pytest.skip("this user may not return a thread from SCHED_IDLE (no CAP_SYS_NICE, RLIMIT_NICE < 20)")
+    project.minimal_suites()
+    marks = project.path / "marks"
+    marks.mkdir()
+    project.pytester.makeconftest(f"""
+        import os, pathlib
+
+        MARKS = pathlib.Path({str(marks)!r})
+        WORKER = None  # this run's xdist worker id (PYTEST_XDIST_WORKER may be inherited from an outer run)
+
+        def pytest_configure(config):
+            global WORKER
+            if hasattr(config, "workerinput"):
+                WORKER = config.workerinput["workerid"]
+                (MARKS / f"configure-{{WORKER}}").write_text(str(os.sched_getscheduler(0)))
+
+        def pytest_runtest_logstart(nodeid):
+            if WORKER:  # the worker that runs the item (the controller hears of it too)
+                (MARKS / f"item-{{nodeid.rsplit('::', 1)[-1]}}").write_text(str(os.sched_getscheduler(0)))
+    """)
+    project.start_background_cluster()
+    result = project.release("--release", "v2", "-n", "3")
+    assert result.ret == 0, result.stdout.str()
+    at_configure = {path.name.removeprefix("configure-"): int(path.read_text()) for path in marks.glob("configure-*")}
+    assert at_configure == {"gw0": os.SCHED_OTHER, "gw1": os.SCHED_IDLE, "gw2": os.SCHED_IDLE}
+    at_items = {path.name.removeprefix("item-"): int(path.read_text()) for path in marks.glob("item-*")}
+    assert {"preflight", "provision", "switch", "finalize", "test_smoke_sees_the_right_versions",
+            "test_post_switch_sees_the_right_versions"} <= set(at_items)
+    assert set(at_items.values()) == {os.SCHED_OTHER}, at_items
 
 
 def test_without_release_the_plugin_is_inert(project: ReleaseProject) -> None:
