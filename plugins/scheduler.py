@@ -150,15 +150,17 @@ class XdistControllerHooks:
         self._running_workers: set[Any] = set()  # ready, and not down yet
         self._gateways: list[str] = []  # every worker's gateway id, in the order they were started
         self._started_idle: set[str] = set()
+        self._idle_possible: bool | None = None  # can_leave_idle_scheduling(), tried once, when first needed
 
     def pytest_xdist_newgateway(self, gateway: Any) -> None:
         self._gateways.append(gateway.id)
-        if len(self._gateways) > 1 and self._may_start_idle():
+        # Local processes only (-n): a worker on another machine (--tx ssh=...) competes for no CPU of ours.
+        if len(self._gateways) > 1 and getattr(gateway.spec, "popen", False) and self._may_start_idle():
             gateway.remote_exec(_START_IDLE)
             self._started_idle.add(gateway.id)
 
     def _may_start_idle(self) -> bool:
-        if not hasattr(self, "_idle_possible"):
+        if self._idle_possible is None:
             self._idle_possible = can_leave_idle_scheduling()
         return self._idle_possible
 
@@ -197,6 +199,6 @@ class XdistWorkerHooks:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Normal priority again before this worker tells the controller its collection (and so before any item:
         a check measures nothing at SCHED_IDLE, and an action changes nothing there)."""
-        if self.started_idle:
+        if self.started_idle and os.sched_getscheduler(0) == os.SCHED_IDLE:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-            self.started_idle = False
+        self.started_idle = False
