@@ -23,7 +23,7 @@ from typing import Any
 
 from releasegate.core.errors import ConfigError
 from releasegate.core.versions import quoted
-from releasegate.verifiers.load import parse_master
+from releasegate.verifiers.master_address import parse_master
 from releasegate.verifiers.thresholds import parse_threshold
 
 COMPARED_QUANTILES = (0.5, 0.95, 0.99)

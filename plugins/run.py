@@ -14,7 +14,7 @@ from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.options import ReleaseOptions, project_path, release_options
 from releasegate.plugins.release_vars import check_release_vars
 from releasegate.plugins.stages import Stage, stages_for
-from releasegate.targets.local.client import check_demo_profiles
+from releasegate.targets.local.demo_profiles import check_demo_profiles
 
 RUNS_DIR = ".releasegate/runs"
 JUNIT_NAME = "junit.xml"

@@ -8,12 +8,12 @@ import threading
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
 from releasegate.core.checks import CheckFailed
 from releasegate.core.errors import ConfigError, ReleasegateError
-from releasegate.plugins.controller import ReleaseController
 from releasegate.plugins.gates import wait_for_turn
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, ItemRecord, Outcome
@@ -21,6 +21,9 @@ from releasegate.plugins.progress import progress_callback
 from releasegate.plugins.run import ReleaseRun
 from releasegate.plugins.signals import INTERRUPTED_PROPERTY, InterruptedBySignal, SignalGuard, running_phase
 from releasegate.plugins.stages import STAGE_PROPERTY, Stage
+
+if TYPE_CHECKING:  # imported by the process that runs the actions, at its first (run_action)
+    from releasegate.plugins.controller import ReleaseController
 
 
 class StageDeadlineExceeded(AssertionError):
@@ -186,6 +189,8 @@ class ReleaseRuntime:
     def run_action(self, item: ActionItem) -> None:
         """Run one action item; the first one creates the controller (in the process that runs actions)."""
         if self.controller is None:
+            from releasegate.plugins.controller import ReleaseController
+
             self.controller = ReleaseController(self.run.release_config, self.run.options, self.run.ledger)
         self.controller.on_progress = progress_callback(item)  # finalize's watch draws the live line
         try:

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import httpx
 import pytest
@@ -357,6 +359,25 @@ def test_under_xdist_stages_stay_ordered_and_actions_run_once(project: ReleasePr
     assert "Release v2: PROMOTED" in page and page.count("test_analysis[") >= 4
 
 
+def write_worker_marks_conftest(project: ReleaseProject, marks: Path, *, at_configure: str, hooks: str) -> None:
+    """A conftest for the release project that writes marks into `marks` from the run's xdist workers: WORKER is
+    the worker's id there (None in the controller, whatever PYTEST_XDIST_WORKER an outer xdist run left in the
+    environment); `at_configure` runs in each worker's pytest_configure, `hooks` adds hook functions."""
+    configure = textwrap.indent(textwrap.dedent(at_configure).strip(), " " * 8)
+    project.pytester.makeconftest(f"""
+import atexit, os, pathlib, time
+
+MARKS = pathlib.Path({str(marks)!r})
+WORKER = None
+
+def pytest_configure(config):
+    global WORKER
+    if hasattr(config, "workerinput"):
+        WORKER = config.workerinput["workerid"]
+{configure}
+""" + textwrap.dedent(hooks))
+
+
 def test_under_xdist_a_worker_done_with_its_items_exits_while_the_action_worker_still_finalizes(
         project: ReleaseProject) -> None:
     # finalize keeps the old slot warm for 4 s: workers that finished post_switch have that long to exit.
@@ -364,21 +385,13 @@ def test_under_xdist_a_worker_done_with_its_items_exits_while_the_action_worker_
     project.minimal_suites()
     marks = project.path / "marks"
     marks.mkdir()
-    project.pytester.makeconftest(f"""
-        import atexit, pathlib, time
-
-        MARKS = pathlib.Path({str(marks)!r})
-        WORKER = None  # this run's xdist worker id (PYTEST_XDIST_WORKER may be inherited from an outer run)
-
-        def pytest_configure(config):
-            global WORKER
-            if hasattr(config, "workerinput"):
-                WORKER = config.workerinput["workerid"]  # the interpreter's exit, after xdist's message to leave
-                atexit.register(lambda: (MARKS / f"exit-{{WORKER}}").write_text(repr(time.time())))
-
+    write_worker_marks_conftest(project, marks, at_configure="""
+        # the interpreter's exit, after xdist's message to leave
+        atexit.register(lambda: (MARKS / f"exit-{WORKER}").write_text(repr(time.time())))
+    """, hooks="""
         def pytest_runtest_logfinish(nodeid):
             if WORKER and nodeid.endswith("::finalize"):  # the worker that ran it (the controller hears of it too)
-                (MARKS / "finalize").write_text(f"{{time.time()!r}} {{WORKER}}")
+                (MARKS / "finalize").write_text(f"{time.time()!r} {WORKER}")
     """)
     project.start_background_cluster()
     result = project.release("--release", "v2", "-n", "3")
@@ -398,21 +411,12 @@ def test_under_xdist_workers_after_the_first_start_idle_and_run_every_item_at_no
     project.minimal_suites()
     marks = project.path / "marks"
     marks.mkdir()
-    project.pytester.makeconftest(f"""
-        import os, pathlib
-
-        MARKS = pathlib.Path({str(marks)!r})
-        WORKER = None  # this run's xdist worker id (PYTEST_XDIST_WORKER may be inherited from an outer run)
-
-        def pytest_configure(config):
-            global WORKER
-            if hasattr(config, "workerinput"):
-                WORKER = config.workerinput["workerid"]
-                (MARKS / f"configure-{{WORKER}}").write_text(str(os.sched_getscheduler(0)))
-
+    write_worker_marks_conftest(project, marks, at_configure="""
+        (MARKS / f"configure-{WORKER}").write_text(str(os.sched_getscheduler(0)))
+    """, hooks="""
         def pytest_runtest_logstart(nodeid):
             if WORKER:  # the worker that runs the item (the controller hears of it too)
-                (MARKS / f"item-{{nodeid.rsplit('::', 1)[-1]}}").write_text(str(os.sched_getscheduler(0)))
+                (MARKS / f"item-{nodeid.rsplit('::', 1)[-1]}").write_text(str(os.sched_getscheduler(0)))
     """)
     project.start_background_cluster()
     result = project.release("--release", "v2", "-n", "3")

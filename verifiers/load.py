@@ -47,6 +47,7 @@ from releasegate.core.processes import KILL_WAIT_S, stop_child
 from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import DEFAULT_VERSION_HEADER, Endpoint, Role
 from releasegate.verifiers.live_progress import load_snapshot
+from releasegate.verifiers.master_address import parse_master
 from releasegate.verifiers.sequential import Decision
 from releasegate.verifiers.stats import RESERVOIR_SIZE, Stats
 from releasegate.verifiers.thresholds import Kind, Threshold, format_count, parse_threshold
@@ -654,17 +655,6 @@ class MasterAddress:
 
 
 _WILDCARDS = frozenset({"0.0.0.0", "*", "::", ""})
-
-
-def parse_master(text: str) -> tuple[str, int]:
-    """`host:port` (`[::1]:5557` for IPv6) of a LoadProfile's `master`; ConfigError naming the fix otherwise."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"load profile: master {text!r} is not host:port; give the address this machine's "
-                          "locust master listens on for its workers, e.g. '0.0.0.0:5557' (all interfaces) or "
-                          "'10.0.0.5:5557'")
-    return host, int(port)
 
 
 def master_address(profile: LoadProfile) -> MasterAddress | None:

@@ -16,6 +16,7 @@ from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError, NotReadyError, TargetError
 from releasegate.core.processes import pid_alive, stop_pid
 from releasegate.core.waiting import poll_until
+from releasegate.targets.local.demo_profiles import check_demo_profiles
 from releasegate.targets.local.pods import why_not_ready
 from releasegate.targets.local.procs import die_with_parent, port_in_use, tail_lines
 from releasegate.targets.local.prometheus import find_prometheus
@@ -144,20 +145,6 @@ def check_startable(config: Config) -> None:
     if port and port_in_use(port):
         raise ConfigError(f"local.service_port: port {port} on 127.0.0.1 is already in use; stop what "
                           "listens there or set local.service_port = 0 to pick a free port")
-
-
-def check_demo_profiles(config: Config) -> None:
-    """The demo service would reject a bad profile file in every pod; say so once, before starting."""
-    from releasegate.demo.profiles import ConfigError as DemoConfigError  # the default workload; imported only for it
-    from releasegate.demo.profiles import load_profiles
-
-    if not config.local.profiles:
-        return
-    path = config.resolve_path(config.local.profiles)
-    try:
-        load_profiles(path)
-    except DemoConfigError as exc:
-        raise ConfigError(f"local.profiles: {exc}") from None
 
 
 def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClient, subprocess.Popen[bytes]]:
