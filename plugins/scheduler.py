@@ -17,8 +17,8 @@ thread to normal priority (core.processes.can_leave_idle_scheduling), and takes 
 as it has collected, before it runs anything (XdistWorkerHooks): the first worker collects alone and starts
 preflight and provision, and the others import on the CPU time these leave (provision mostly waits).
 
-A worker that has finished its items exits at once while the others still run (XdistControllerHooks), so
-its interpreter's shutdown overlaps the rest of the release instead of adding to the run's end.
+A worker that has finished its items exits at once (XdistControllerHooks), so its interpreter's shutdown
+overlaps the rest of the release or the controller's reports instead of adding to the run's end.
 
 Loads are not dealt out specially: a stage's load tests go to the workers like any other item, and each
 load waits for the run's load slot (plugins/load_slot.py), so loads take turns on the machine while items
@@ -41,6 +41,8 @@ from releasegate.plugins.run import LEDGER_INPUT, RUN_ID_INPUT
 # What the controller tells a worker it started at SCHED_IDLE, so that the worker, and only such a worker
 # (not one the user started at SCHED_IDLE on purpose), returns to normal priority once it has collected.
 IDLE_START_INPUT = "releasegate_idle_start"
+# How long the end of the run waits for a worker it told to exit (execnet's worker side gives up at 15 s).
+WORKER_EXIT_TIMEOUT_S = 20.0
 # Run in a new worker's main thread (xdist's execmodel: main_thread_only), before xdist's own code there.
 _START_IDLE = "import os; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))"
 
@@ -147,7 +149,7 @@ class XdistControllerHooks:
     def __init__(self, run_id: str, ledger: Ledger) -> None:
         self.run_id = run_id
         self.ledger = ledger
-        self._running_workers: set[Any] = set()  # ready, and not down yet
+        self._told_to_exit: list[Any] = []  # gateways of workers that finished and were told to exit
         self._gateways: list[str] = []  # every worker's gateway id, in the order they were started
         self._started_idle: set[str] = set()
         self._idle_possible: bool | None = None  # can_leave_idle_scheduling(), tried once, when first needed
@@ -172,21 +174,25 @@ class XdistControllerHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> StageScheduling:
         return StageScheduling(config, self.ledger, log)
 
-    def pytest_testnodeready(self, node: Any) -> None:
-        self._running_workers.add(node)
-
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """A worker that finished its items while others still run exits now, not with the rest at the end.
+        """A worker that has finished its items exits now, not with every other one at the session's end.
 
-        xdist tells every worker to exit only once the last one has finished, then waits for them all: four
-        interpreters shutting down at once on the critical path, on two cores. Most workers finish while the
-        action worker still runs finalize, so their exit now overlaps it. The message is the one xdist's
-        teardown sends (execnet's gateway exit: the worker ends its session first), and the teardown still
-        waits for these gateways. The last worker is left to that teardown: with no gateway left registered,
-        execnet's terminate would not wait for any, and the run could end with workers still exiting."""
-        self._running_workers.discard(node)
-        if error is None and self._running_workers:
+        xdist tells every worker to exit only once the last one has finished and the controller's reports are
+        written, then waits for them all: four interpreters shutting down at once on the critical path, on two
+        cores. Now most workers' exit overlaps finalize (they finish while the action worker still runs it),
+        and the last one's overlaps the reports. The message is the one xdist's teardown sends (execnet's
+        gateway exit: the worker ends its session first); pytest_sessionfinish below waits for them."""
+        if error is None:
             node.gateway.exit()
+            self._told_to_exit.append(node.gateway)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        """The run ends only once every worker told to exit has left: execnet's terminate, in xdist's teardown,
+        waits only while a gateway it has not told is left. A worker still executing after 5 s interrupts
+        itself and after 10 more ends its process (execnet's own shutdown), so the wait is bounded."""
+        for gateway in self._told_to_exit:
+            gateway.join(timeout=WORKER_EXIT_TIMEOUT_S)
 
 
 class XdistWorkerHooks:
