@@ -150,14 +150,14 @@ class XdistControllerHooks:
         self.run_id = run_id
         self.ledger = ledger
         self._told_to_exit: list[Any] = []  # gateways of workers that finished and were told to exit
-        self._gateways: list[str] = []  # every worker's gateway id, in the order they were started
+        self._gateways_started = 0
         self._started_idle: set[str] = set()
         self._idle_possible: bool | None = None  # can_leave_idle_scheduling(), tried once, when first needed
 
     def pytest_xdist_newgateway(self, gateway: Any) -> None:
-        self._gateways.append(gateway.id)
+        self._gateways_started += 1
         # Local processes only (-n): a worker on another machine (--tx ssh=...) competes for no CPU of ours.
-        if len(self._gateways) > 1 and getattr(gateway.spec, "popen", False) and self._may_start_idle():
+        if self._gateways_started > 1 and getattr(gateway.spec, "popen", False) and self._may_start_idle():
             gateway.remote_exec(_START_IDLE)
             self._started_idle.add(gateway.id)
 
