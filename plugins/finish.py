@@ -7,12 +7,13 @@ so the outcome is the same with or without `-n`.
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from releasegate.plugins.html_report import HTML_REPORT_NAME, write_html_report
+from releasegate.plugins.html_report import HTML_REPORT_NAME, warm_up_html_report, write_html_report
 from releasegate.plugins.junit_format import move_case_properties_to_output
 from releasegate.plugins.ledger import Decision
 from releasegate.plugins.reporting import REPORT_MODE, ReleaseReporter, describe_overlaps, point_latest_at, write_report
@@ -35,6 +36,12 @@ class ReleaseFinish:
         self.report_problem: str | None = None
         self._failed_reports: list[str] = []
         self._disk_problem = False  # a report failed on an OSError (a full disk), not on a charting bug
+        self._html_warm_up: threading.Thread | None = None
+
+    @pytest.hookimpl(tryfirst=True)  # before the loop that runs the items (firstresult: it ends the hook)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        if self.run.writes_reports:  # beside preflight and provision, which wait on the target
+            self._html_warm_up = warm_up_html_report()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.run.is_worker:
@@ -90,6 +97,8 @@ class ReleaseFinish:
             write_report(summary, self.run.report_dir / REPORT_NAME)
         except OSError as exc:  # the decision must still reach the terminal and the exit code
             self._report_failed(REPORT_NAME, exc)
+        if self._html_warm_up is not None:  # Plotly's imports and caches are filled by one thread at a time
+            self._html_warm_up.join()
         try:
             write_html_report(summary, self.run.report_dir / HTML_REPORT_NAME, mode=REPORT_MODE)
         except Exception as exc:  # a full disk or a charting bug: the HTML is a view, the decision stands

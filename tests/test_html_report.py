@@ -26,7 +26,13 @@ import pytest
 
 from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.html_figures import checks_figure, load_figure, timeline_figure, traffic_figure
-from releasegate.plugins.html_report import decision_html, problems_html, render_html, write_html_report
+from releasegate.plugins.html_report import (
+    decision_html,
+    problems_html,
+    render_html,
+    warm_up_html_report,
+    write_html_report,
+)
 from releasegate.plugins.ledger import ItemRecord, Ledger, Outcome
 from releasegate.plugins.load_histograms import MERGED_BUCKETS, coarse_buckets, keep_histograms
 from releasegate.plugins.load_slot import LoadSlot
@@ -317,6 +323,20 @@ def test_a_report_without_chart_data_still_renders() -> None:
     """A run that stopped before any item (or a report from before these keys) still gets a page."""
     page = render_html({"version": "v2", "decision": "not-promoted", "reason": "usage error", "tests": []})
     assert "Release v2: NOT-PROMOTED" in page and "No item ran." in page
+
+
+def test_the_warm_up_renders_in_its_own_thread_writes_nothing_and_changes_no_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reporting process renders a throwaway page at the run's start (plugins/finish.py), so that the real
+    one, after the decision, does not pay Plotly's imports: it must leave no file and no trace in later pages."""
+    report = report_with()
+    page = render_html(report)
+    monkeypatch.chdir(tmp_path)
+    thread = warm_up_html_report()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon  # a daemon: it never holds up the interpreter's exit
+    assert list(tmp_path.iterdir()) == []
+    assert render_html(report) == page
 
 
 # --- a real rolled-back release, in a real browser ---------------------------------------------------------
