@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 def poll_until(check: Callable[[], T | None], *, timeout_s: float, interval_s: float,
                clock: Callable[[], float] = time.monotonic,
-               sleep: Callable[[float], None] = time.sleep) -> T | None:
+               sleep: Callable[[float], object] = time.sleep) -> T | None:
     """The first answer of `check()` other than None, or None when `timeout_s` passed without one.
 
     `check` runs at least once, and once more at the deadline, so a wait never gives up on a condition
