@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .serving import PromptExitServer
 
     clock = FastForwardClock()
     try:
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
+    server = PromptExitServer(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     )
     server.run()  # returns after a graceful shutdown; exits with 1 itself if the port cannot be bound
