@@ -326,6 +326,8 @@ class LocalCrash:
         if state["lease"] is not None:
             leftovers.append(f"lock held by {state['lease']['holder']}")
         cluster_pid = state["pid"]
+        # A pod the rerun scaled down ends in the background (a scale-down answers once it takes no traffic).
+        wait_until(lambda: not self.state()["terminating"], timeout_s=30, what="retired pods to end")
         pods = sum(len(s["pods"]) for s in state["slots"].values())
         stray = [pid for version in ("v1", "v2") for pid in demo_processes(version, cluster_pid)]
         if len(stray) != pods:

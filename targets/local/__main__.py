@@ -46,6 +46,12 @@ def _describe(state: dict[str, Any]) -> str:
                      f"  preview {state['previews'][slot]}")
         for pod in slot_state["pods"]:
             lines.append(f"    {pod['name']:<28} {pod['phase']:<16} restarts={pod['restarts']}")
+    for pod in state.get("terminating", []):  # out of their slot, their processes still ending
+        lines.append(f"  terminating {pod['name']:<28} {pod['phase']:<16} pid={pod['pid']}")
+    spares = state.get("spares", [])
+    if spares:  # warm processes the next deploy's pods start from (targets/local/spares.py): not pods
+        warm = sum(spare["ready"] for spare in spares)
+        lines.append(f"  spares      {warm} warm, {len(spares) - warm} importing (for the next deploy's pods)")
     return "\n".join(lines)
 
 

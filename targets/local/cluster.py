@@ -42,11 +42,13 @@ from starlette.routing import Route
 from releasegate.core.config import Config
 from releasegate.core.errors import ConfigError
 from releasegate.core.files import write_atomically
+from releasegate.core.waiting import apoll_until
 from releasegate.targets.local.pod_metrics import POD_UP_METRIC, PODS_METRICS_PATH, PodScrape, merge_expositions
 from releasegate.targets.local.pods import Pod, PodSpec, probe_client
 from releasegate.targets.local.prometheus import PrometheusServer, scrape_timeout_s
 from releasegate.targets.local.router import METRICS_CONTENT_TYPE, Router, RouterMetrics, Upstream
 from releasegate.targets.local.run_files import ADMIN_TOKEN_FILE, STATE_FILE
+from releasegate.targets.local.spares import DemoSpares
 
 SLOTS = ("blue", "green")
 HOST = "127.0.0.1"
@@ -61,6 +63,7 @@ POD_SCRAPE_HEADERS = {"Accept": "text/plain;version=0.0.4", "User-Agent": "relea
 # never sends a request into a connection the server is closing at that moment.
 ADMIN_KEEP_ALIVE_S = 60
 ADMIN_SHUTDOWN_GRACE_S = 5  # seconds
+SPARES_WAIT_POLL_S = 0.05  # how often the spares' start looks whether a deploy's pods are up
 
 
 _Handler = Callable[[Request], Awaitable[Response]]
@@ -125,6 +128,15 @@ class LocalCluster:
         self._stopped = asyncio.Event()
         # One Upstream per (pod, port) for the pod's life, so its keep-alive pool survives table rebuilds.
         self._upstreams_by_pod: dict[tuple[str, int], Upstream] = {}
+        # Pods out of their slot whose processes are still ending (kubectl's Terminating): a scale-down, remove
+        # or redeploy answers once they take no traffic, and their stop() goes on here; shutdown awaits them.
+        self._terminating: list[Pod] = []
+        self._terminations: dict[asyncio.Task[None], Pod] = {}  # their stop(), each forgotten when done
+        # Warm spares only for the built-in demo command: a user's command starts cold, as it always did.
+        self.spares = None if self.local.command else DemoSpares(
+            self.local.replicas, {**os.environ, **dict(self._pod_env())}, run_dir / "logs" / "spares.log",
+            on_change=self._spares_changed)
+        self._background: set[asyncio.Task[None]] = set()  # the spares' (re)starts
 
     # -- start and stop -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,6 +167,7 @@ class LocalCluster:
         self.router.update(weights=self.traffic)
         self.status = "running"
         self.write_state()
+        self._warm_spares_after("blue")  # after the initial pods: the cluster's own start never waits on them
 
     async def _listen(self, name: str, port: int, handler: Any) -> str:
         try:
@@ -222,10 +235,20 @@ class LocalCluster:
         for server in self.servers:
             server.close()
         self.router.close_connections()
-        # Pods and Prometheus stop side by side: each waits for its own processes only.
-        stopping = [pod.stop(grace_s=3.0) for slot in self.slots.values() for pod in slot.pods]
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        # Pods and Prometheus stop side by side: each waits for its own processes only. Pods already terminating
+        # finish their own stop (and grace): a stopped cluster leaves no process behind.
+        stopping: list[Awaitable[Any]] = [pod.stop(grace_s=3.0) for state in self.slots.values() for pod in state.pods]
+        # Their failures were logged as they ended (_terminated): awaited here only so that none outlives us.
+        stopping.append(asyncio.gather(*self._terminations, return_exceptions=True))
+        # Out of their slot but not stopping yet: their drain was cut short with the admin API's last request.
+        stopping += [pod.stop(grace_s=3.0) for pod in self._terminating if pod not in self._terminations.values()]
         if self.prometheus is not None:
             stopping.append(self.prometheus.stop())
+        if self.spares is not None:
+            stopping.append(self.spares.close())
         await asyncio.gather(*stopping)
         await self._probes.aclose()
         for name in (STATE_FILE, ADMIN_TOKEN_FILE):
@@ -240,18 +263,60 @@ class LocalCluster:
         state.version, state.replicas = version, replicas
         state.generation += 1
         command = tuple(self.local.command or demo_command())
-        env: list[tuple[str, str]] = []
-        if self.local.profiles:
-            env.append(("RELEASEGATE_PROFILES", str(self.config.resolve_path(self.local.profiles))))
         for index in range(replicas):
             name = f"{self.config.app.name}-{slot}-{state.generation}-{index}"
-            spec = PodSpec(name=name, slot=slot, version=version, command=command, env=tuple(env),
+            spec = PodSpec(name=name, slot=slot, version=version, command=command, env=self._pod_env(),
                            log_path=self.run_dir / "logs" / f"{name}.log",
                            readiness_path=self.local.readiness_path, host=HOST)
-            pod = Pod(spec, self._pod_changed, self._probes)
+            pod = Pod(spec, self._pod_changed, self._probes, self.spares)
             state.pods.append(pod)
             pod.start()
         self._sync()
+        self._warm_spares_after(slot)
+
+    def _pod_env(self) -> tuple[tuple[str, str], ...]:
+        """What every pod gets on top of the cluster's environment (a spare is started with the same)."""
+        if self.local.profiles:
+            return (("RELEASEGATE_PROFILES", str(self.config.resolve_path(self.local.profiles))),)
+        return ()
+
+    def _warm_spares_after(self, slot: str) -> None:
+        """Bring the spares back to `local.replicas` once the pods just started in `slot` are up.
+
+        Not before: at normal priority (where SCHED_IDLE cannot be left) their imports would compete with those
+        pods for the CPU, and even at idle priority starting them stalls this event loop for a few
+        milliseconds while the pods' probes are due. A pod that does not get ready does not hold them up past
+        local.ready_timeout_s.
+        """
+        spares = self.spares
+        if spares is None or self.status == "stopping":
+            return
+        generation = self.slots[slot].generation
+
+        async def pods_up() -> bool | None:
+            state = self.slots[slot]
+            if state.generation != generation or all(pod.ready or pod.restarts for pod in state.pods):
+                return True
+            return None
+
+        async def warm_up() -> None:
+            await apoll_until(pods_up, timeout_s=self.local.ready_timeout_s, interval_s=SPARES_WAIT_POLL_S)
+            await spares.replenish()
+            self.write_state()
+
+        task = asyncio.get_running_loop().create_task(warm_up(), name=f"spares after {slot}")
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _spares_changed(self) -> None:
+        if self.status != "stopping":  # shutdown removes state.json; a late write must not bring it back
+            self.write_state()
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Spares are an optimisation: pods start cold without them. Say why they are missing, and go on.
+            print(f"releasegate: {task.get_name()} failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
     async def scale(self, slot: str, replicas: int) -> None:
         state = self.slots[slot]
@@ -268,14 +333,36 @@ class LocalCluster:
         self._sync()
 
     async def _stop_pods(self, slot: str) -> None:
+        """Take the slot's pods out of service and let them terminate in the background.
+
+        Before it returns, no request reaches them any more and the ones they were serving are finished (or the
+        drain timed out). Their processes end afterwards, as a Deployment scaled to 0 answers at once and its
+        pods terminate within their grace period: a release's finalize or rollback does not wait for it.
+        """
         state = self.slots[slot]
         pods, state.pods = state.pods, []
         if not pods:
             return
+        for pod in pods:  # never restarted from now on, and listed as terminating, not as the slot's
+            pod.terminate()
+        self._terminating += pods
         self._sync()  # out of the routing table first: no new request reaches them
         upstreams = [u for u in self._upstreams_by_pod.values() if u.pod in {p.spec.name for p in pods}]
         await self.router.drain(upstreams, self.local.drain_timeout_s)
-        await asyncio.gather(*(pod.stop() for pod in pods))
+        for pod in pods:
+            task = asyncio.get_running_loop().create_task(pod.stop(), name=f"terminate pod {pod.spec.name}")
+            self._terminations[task] = pod
+            task.add_done_callback(self._terminated)
+
+    def _terminated(self, task: asyncio.Task[None]) -> None:
+        pod = self._terminations.pop(task)
+        self._terminating.remove(pod)
+        if not task.cancelled() and task.exception() is not None:
+            # Nobody awaits this task but shutdown: say it here, or the failure would only surface (if ever) there.
+            print(f"releasegate: stopping pod {pod.spec.name} failed: {task.exception()!r}", file=sys.stderr,
+                  flush=True)
+        if self.status != "stopping":  # shutdown removes state.json; a late write must not bring it back
+            self.write_state()
 
     def _pod_changed(self, pod: Pod) -> None:
         self._sync()
@@ -344,6 +431,10 @@ class LocalCluster:
             "slots": {slot: {"version": s.version, "replicas": s.replicas,
                              "ready_replicas": sum(p.ready for p in s.pods),
                              "pods": [p.to_dict() for p in s.pods]} for slot, s in self.slots.items()},
+            # Out of their slot and of the routing table, their processes still ending: not pods of any slot.
+            "terminating": [pod.to_dict() for pod in self._terminating],
+            # Warm processes a deploy's pods may start from (spares.py): not pods, never routed to.
+            "spares": self.spares.to_list() if self.spares is not None else [],
             "release_state": self.release_state,
             "lease": None if lease is None else lease.to_dict(),
             "run_dir": str(self.run_dir),

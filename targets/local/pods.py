@@ -20,6 +20,7 @@ import httpx
 
 from releasegate.core.processes import astop_process
 from releasegate.targets.local.procs import die_with_parent, free_port, tail_lines
+from releasegate.targets.local.spares import DemoSpares
 
 PROBE_INTERVAL_S = 0.2
 # Until a pod is first ready, like a kubelet's startupProbe with a short period: a refused connection costs
@@ -56,10 +57,16 @@ def probe_client() -> httpx.AsyncClient:
 
 class Pod:
     """One supervised pod process. `on_change` is called whenever readiness or the port changes;
-    `probes` sends the readiness probes (probe_client())."""
+    `probes` sends the readiness probes (probe_client()). With `spares` (the demo command's warm spares), the
+    pod's first process is a spare that imported the demo already, when one is ready; restarts start cold:
+    they come after a back-off of 0.5 s or more anyway, and a crash loop would use up the spares the next
+    deploy needs, making the cluster re-import the demo all the time."""
 
-    def __init__(self, spec: PodSpec, on_change: Callable[[Pod], None], probes: httpx.AsyncClient) -> None:
+    def __init__(self, spec: PodSpec, on_change: Callable[[Pod], None], probes: httpx.AsyncClient,
+                 spares: DemoSpares | None = None) -> None:
         self.spec = spec
+        self._spares = spares
+        self.started_warm = False  # its current process was a warm spare
         self.on_change = on_change
         self._probes = probes
         self.port: int | None = None
@@ -80,11 +87,15 @@ class Pod:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"pod {self.spec.name}")
 
+    def terminate(self) -> None:
+        """The pod is on its way out: never restarted, not ready, phase Terminating; stop() ends its process."""
+        self._stopping = True
+        self.phase = "Terminating"
+        self._set_ready(False, "terminating")
+
     async def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `grace_s`; the pod must already be out of the routing table."""
-        self._stopping = True
-        self._set_ready(False, "terminating")
-        self.phase = "Terminating"
+        self.terminate()
         process = self._process
         if process is not None:
             await astop_process(process, grace_s=grace_s)
@@ -120,13 +131,20 @@ class Pod:
         argv = [part.format(**values) for part in self.spec.command]
         env = {**os.environ, **dict(self.spec.env), "RELEASEGATE_POD": self.spec.name}
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        first_start = self._process is None
+        spare = self._spares.take(env) if self._spares is not None and first_start else None
         with self.spec.log_path.open("ab") as log:
-            log.write(f"{START_MARK} {time.strftime('%H:%M:%S')} port {self.port}: {' '.join(argv)}\n".encode())
+            how = f" (warm spare pid {spare.process.pid})" if spare is not None else ""
+            log.write(f"{START_MARK} {time.strftime('%H:%M:%S')} port {self.port}{how}: {' '.join(argv)}\n".encode())
             log.flush()
-            self._process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                preexec_fn=die_with_parent(),
-            )
+            if spare is not None and self._spares is not None and \
+                    await self._spares.hand_over(spare, argv, env, self.spec.log_path):
+                self._process, self.started_warm = spare.process, True
+            else:  # no spare, or it died since it said it was ready: a cold start, at once
+                self._process, self.started_warm = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                    preexec_fn=die_with_parent(),
+                ), False
         self.started_at = time.time()
         self.phase = "Running"
         self.probe_message = "started, not ready yet"
@@ -184,7 +202,7 @@ class Pod:
             "pid": self._process.pid if self._process else None,
             "message": self.probe_message, "log": str(self.spec.log_path),
             "started_at": self.started_at, "created_at": self.created_at,
-            "last_exit_after_s": self.last_exit_after_s,
+            "last_exit_after_s": self.last_exit_after_s, "started_warm": self.started_warm,
         }
 
 
