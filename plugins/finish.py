@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from releasegate.plugins.frozen_heap import freeze_long_lived
 from releasegate.plugins.html_report import HTML_REPORT_NAME, warm_up_html_report, write_html_report
 from releasegate.plugins.junit_format import move_case_properties_to_output
 from releasegate.plugins.ledger import Decision
@@ -41,7 +42,8 @@ class ReleaseFinish:
     @pytest.hookimpl(tryfirst=True)  # before the loop that runs the items (firstresult: it ends the hook)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         if self.run.writes_reports:  # beside preflight and provision, which wait on the target
-            self._html_warm_up = warm_up_html_report()
+            # Plotly's modules, now imported, live until the end: out of the collector's passes (frozen_heap.py).
+            self._html_warm_up = warm_up_html_report(then=freeze_long_lived)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.run.is_worker:

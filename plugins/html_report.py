@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import html
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -161,14 +161,15 @@ _WARM_UP_REPORT: Mapping[str, Any] = {
     "traffic_timeline": [{"at_s": 0.1, "candidate_percent": 100, "by": "warm-up"}]}
 
 
-def warm_up_html_report() -> threading.Thread:
+def warm_up_html_report(then: Callable[[], None] = lambda: None) -> threading.Thread:
     """Render a throwaway page in a thread now, while the release waits on its target, so the report's own
-    rendering does not add that time to the end of the run (where a CI job waits for the exit). A failure here
-    means nothing: the real page reports its own."""
+    rendering does not add that time to the end of the run (where a CI job waits for the exit), then call
+    `then` in that thread. A failure here means nothing: the real page reports its own."""
 
     def render() -> None:
         with contextlib.suppress(Exception):
             render_html(_WARM_UP_REPORT)
+        then()
 
     thread = threading.Thread(target=render, name="releasegate html warm-up", daemon=True)
     thread.start()

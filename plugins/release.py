@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from releasegate.plugins.collection import ReleaseCollection
     from releasegate.plugins.finish import ReleaseFinish
     from releasegate.plugins.fixtures import SuiteFixtures
+    from releasegate.plugins.frozen_heap import FrozenHeap
     from releasegate.plugins.idle_plugins import IdlePlugins
     from releasegate.plugins.progress import PLUGIN_NAME as PROGRESS_PLUGIN_NAME
     from releasegate.plugins.progress import ReleaseProgress
@@ -56,6 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     runtime = ReleaseRuntime(run)
     register = config.pluginmanager.register
+    register(FrozenHeap(), f"{PLUGIN_NAME}-frozen-heap")
     register(runtime, f"{PLUGIN_NAME}-runtime")
     register(ReleaseCollection(run, runtime), f"{PLUGIN_NAME}-collection")
     register(ReleaseFinish(run, runtime), f"{PLUGIN_NAME}-finish")
