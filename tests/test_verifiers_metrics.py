@@ -185,11 +185,16 @@ def test_request_count_and_raw_queries_match_what_was_sent(traffic: Traffic) -> 
         assert errors.query == ('sum(increase(http_requests_total{app="demo",version="v2-errors",'
                                 f'status="5xx"}}[{WINDOW_S}s]))')
 
-        ratio = metrics.query("sum(increase(http_requests_total{{{ candidate }}}[{{ window }}])) / "
-                              "sum(increase(http_requests_total{{{ baseline }}}[{{ window }}]))",
+        # The counters themselves, not increase(): the burst was scraped over a few seconds only, and increase()
+        # extrapolates each series to the window's edges by up to 1.6 intervals, which may add 20% to 160% to
+        # either side (a 2.65 was measured for 2.0). The totals are the warm-up's 2 requests, the requests
+        # before the first injected 500 and the counted ones, each side at least 97% scraped (the fixture).
+        ratio = metrics.query('sum(http_requests_total{{{ candidate }},handler=~"/api/.*"}) / '
+                              'sum(http_requests_total{{{ baseline }},handler=~"/api/.*"})',
                               window_s=WINDOW_S, at=max(traffic.at.values()))
-        # Two series scraped at different moments: one of them is extrapolated by up to one interval.
-        assert ratio.value == pytest.approx(traffic.sent["v2-errors"] / traffic.sent["v1"], rel=0.25)
+        sent_to = {version: 2 + traffic.warmup[version] + traffic.sent[version] for version in ("v1", "v2-errors")}
+        expected = sent_to["v2-errors"] / sent_to["v1"]
+        assert ratio.value is not None and 0.97 * expected <= ratio.value <= expected / 0.97
         assert ratio.check("value > 1.5").passed
         assert (ratio.subject, ratio.samples) == ("candidate v2-errors and baseline v1", None)
 
