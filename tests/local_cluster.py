@@ -45,6 +45,13 @@ error_rate_after = 0.5
 DEMO_SEED = 10
 
 
+def write_test_profiles(folder: Path) -> Path:
+    """TEST_PROFILES as `folder`/profiles.toml, for local.profiles."""
+    path = folder / "profiles.toml"
+    path.write_text(TEST_PROFILES)
+    return path
+
+
 def local_config(run_dir: Path, *, profiles: Path | None = None, **local: Any) -> Config:
     data: dict[str, Any] = {"local": {"run_dir": str(run_dir), "ready_timeout_s": 20, **local}}
     if profiles is not None:

@@ -22,7 +22,7 @@ from releasegate.core.errors import NotReadyError
 from releasegate.core.processes import can_leave_idle_scheduling
 from releasegate.targets.local.cluster import demo_command
 from releasegate.targets.local.target import LocalTarget
-from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config, processes_mentioning
+from tests.local_cluster import alive, cluster_pids, local_config, processes_mentioning, write_test_profiles
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,9 +32,7 @@ SPARE_MODULE = "releasegate.targets.local.demo_spare"
 
 @pytest.fixture(scope="module")
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("profiles") / "profiles.toml"
-    path.write_text(TEST_PROFILES)
-    return path
+    return write_test_profiles(tmp_path_factory.mktemp("profiles"))
 
 
 @pytest.fixture(scope="module")

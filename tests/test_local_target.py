@@ -20,7 +20,7 @@ from releasegate.core.types import Role, TrafficSplit
 from releasegate.targets.local.cluster import LocalCluster
 from releasegate.targets.local.target import LocalTarget
 from releasegate.verifiers.metrics import Metrics
-from tests.local_cluster import TEST_PROFILES, alive, cluster_pids, local_config
+from tests.local_cluster import alive, cluster_pids, local_config, write_test_profiles
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("profiles") / "profiles.toml"
-    path.write_text(TEST_PROFILES)
-    return path
+    return write_test_profiles(tmp_path_factory.mktemp("profiles"))
 
 
 @pytest.fixture(scope="module")
