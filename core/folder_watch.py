@@ -11,7 +11,6 @@ at most what the poll cost before (other systems, or a machine out of inotify in
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import select
@@ -30,7 +29,10 @@ _READ_SIZE = 64 * 1024
 
 @functools.cache
 def _inotify_calls() -> tuple[Any, Any] | None:
-    """libc's inotify_init1 and inotify_add_watch, or None (not Linux)."""
+    """libc's inotify_init1 and inotify_add_watch, or None (not Linux). ctypes is imported here: only a process
+    that waits (an xdist worker) needs it, not every process of a release."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.inotify_init1, libc.inotify_add_watch
