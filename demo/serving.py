@@ -46,6 +46,13 @@ class PromptExitServer(uvicorn.Server):
         finally:
             exit_requested.cancel()
 
+    def exit_now(self) -> None:
+        """Ask for the shutdown from the loop's own thread (a task of the program that embeds the server): the
+        main loop wakes at once instead of at its next tick."""
+        self.should_exit = True
+        if self._exit_requested is not None:
+            self._exit_requested.set()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # A signal handler runs between two bytecodes of the main thread, the loop's own thread, possibly while

@@ -79,3 +79,22 @@ def test_a_signal_before_the_main_loop_runs_is_not_lost() -> None:
     finally:
         if not serving.is_alive():
             loop.close()
+
+
+def test_exit_now_from_the_servers_own_loop_ends_it_without_waiting_for_a_tick(monkeypatch: Any) -> None:
+    """The local cluster's admin API stops with the cluster (exit_now, called from the loop's own thread): its
+    main loop wakes at once. With a tick of an hour, only that wake-up can end it within the test's deadline."""
+    monkeypatch.setattr("releasegate.demo.serving.TICK_S", 3600.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = PromptExitServer(uvicorn.Config(HeldRequests(), lifespan="off", log_level="warning", access_log=False))
+
+    async def scenario() -> None:
+        serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        server.exit_now()
+        await asyncio.wait_for(serving, timeout=30)
+
+    asyncio.run(scenario())
+    assert server.should_exit

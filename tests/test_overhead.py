@@ -3,7 +3,7 @@
 - The provision gate looks every 50 ms (was 200 ms) and still starts the analysis only once Prometheus has
   scraped every candidate pod successfully.
 - A cluster starts its first pods while Prometheus starts, and says it runs only once Prometheus answers
-  (the release's preflight queries it at once).
+  (the release's preflight queries it at once). Its process launches Prometheus before importing the rest.
 - Modules a run only sometimes needs are not imported when a release starts (numpy, scipy, the cluster's server
   side).
 - hypothesis's pytest plugin, which imports hypothesis in its terminal summary, is dropped at the end of a
@@ -23,11 +23,13 @@ import pytest
 from releasegate.core.config import PrometheusConfig
 from releasegate.core.errors import NotReadyError
 from releasegate.core.types import MetricsScope
+from releasegate.core.waiting import poll_until
 from releasegate.plugins.idle_plugins import HYPOTHESIS_PLUGIN, IdlePlugins
 from releasegate.plugins.prometheus_gate import LivePrometheusGate
+from releasegate.targets.local.client import read_state_file, write_cluster_config
 from releasegate.targets.local.cluster import LocalCluster
 from releasegate.verifiers.metrics import Metrics
-from tests.local_cluster import local_config
+from tests.local_cluster import local_config, processes_mentioning
 
 APP = "demo"
 
@@ -137,3 +139,56 @@ def test_hypothesis_plugin_is_dropped_at_the_end_only_when_no_test_used_hypothes
         monkeypatch.delitem(sys.modules, "hypothesis", raising=False)
     IdlePlugins().pytest_sessionfinish(SimpleNamespace(config=SimpleNamespace(pluginmanager=manager)))  # type: ignore[arg-type]
     assert (HYPOTHESIS_PLUGIN in registered) is kept
+
+
+# Runs the cluster process as `python -m releasegate.targets.local.daemon` does, and notes, when uvicorn (the
+# cluster's server side) is first imported, whether the process has a Prometheus child already.
+DAEMON_WITH_IMPORT_SPY = """
+import os, pathlib, sys
+from releasegate.targets.local.daemon import exit_at_once, main
+
+note, binary = pathlib.Path(sys.argv[1]), sys.argv[2]
+
+def prometheus_children():
+    found = []
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+            found += [pid] if binary.encode() in cmdline else []
+    return found
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "uvicorn" and not note.exists():
+            note.write_text(f"prometheus children at uvicorn's import: {len(prometheus_children())}")
+
+sys.meta_path.insert(0, Spy())
+exit_at_once(main(sys.argv[3:]))
+"""
+
+
+def test_the_cluster_process_launches_prometheus_before_it_imports_its_server_side(tmp_path: Path) -> None:
+    """Prometheus's first scrape comes a fixed 5 s after its start: the cluster process launches it first, and
+    imports uvicorn, starlette and the rest (about 0.2 s) while it starts. It still runs as before: it says so
+    once Prometheus answers, and a SIGTERM stops it and every process it started."""
+    binary = tmp_path / "fake-prometheus"
+    binary.write_text(f"#!{sys.executable}\n{FAKE_PROMETHEUS}")
+    binary.chmod(0o755)
+    run_dir, note = tmp_path / "run", tmp_path / "note"
+    config = local_config(run_dir, prometheus_binary=str(binary), replicas=1,
+                          command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    write_cluster_config(config, run_dir)
+    daemon = subprocess.Popen([sys.executable, "-c", DAEMON_WITH_IMPORT_SPY, str(note), str(binary),
+                               "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert poll_until(lambda: note.exists() or None, timeout_s=30, interval_s=0.02), "uvicorn never imported"
+        assert note.read_text() == "prometheus children at uvicorn's import: 1"
+        (tmp_path / "ready").touch()
+        running = poll_until(lambda: (read_state_file(run_dir) or {}).get("status") == "running" or None,
+                             timeout_s=30, interval_s=0.02)
+        assert running, "the cluster never said it runs"
+    finally:
+        daemon.terminate()
+        output = daemon.communicate(timeout=30)[0].decode()
+    assert daemon.returncode == 0, output
+    assert processes_mentioning(str(run_dir)) == [] and processes_mentioning(str(binary)) == []

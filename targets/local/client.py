@@ -158,10 +158,7 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
     if LocalClusterClient.find_running(run_dir) is not None:
         raise ConfigError(f"a local cluster already runs in {run_dir}; use it, or stop it with "
                           "`python -m releasegate.targets.local down`")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(json.dumps({
-        "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir),
-        "project_root": str(config.project_root)}), encoding="utf-8")
+    write_cluster_config(config, run_dir)
     log_path = run_dir / "cluster.log"
     argv = [sys.executable, "-m", "releasegate.targets.local.daemon", "--run-dir", str(run_dir)]
     with log_path.open("ab") as log:
@@ -183,6 +180,14 @@ def start_cluster(config: Config, *, persistent: bool) -> tuple[LocalClusterClie
         client.close()
         raise
     return client, process
+
+
+def write_cluster_config(config: Config, run_dir: Path) -> None:
+    """The validated config, for the cluster process (targets/local/daemon.py) to read."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps({
+        "config": config.model_dump(mode="json"), "base_dir": str(config.base_dir),
+        "project_root": str(config.project_root)}), encoding="utf-8")
 
 
 def _wait_started(process: subprocess.Popen[bytes], run_dir: Path, log_path: Path) -> None:

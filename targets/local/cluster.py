@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
@@ -40,9 +39,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from releasegate.core.config import Config
-from releasegate.core.errors import ConfigError
 from releasegate.core.files import write_atomically
 from releasegate.core.waiting import apoll_until
+from releasegate.demo.serving import PromptExitServer
+from releasegate.targets.local.head_start import HOST, HeadStart, cannot_listen, open_head_start, socket_url
 from releasegate.targets.local.pod_metrics import POD_UP_METRIC, PODS_METRICS_PATH, PodScrape, merge_expositions
 from releasegate.targets.local.pods import Pod, PodSpec, probe_client
 from releasegate.targets.local.prometheus import PrometheusServer, scrape_timeout_s
@@ -51,7 +51,6 @@ from releasegate.targets.local.run_files import ADMIN_TOKEN_FILE, STATE_FILE
 from releasegate.targets.local.spares import DemoSpares
 
 SLOTS = ("blue", "green")
-HOST = "127.0.0.1"
 # Read-only and scraped by Prometheus, which has no token: the only admin routes open without one.
 OPEN_ADMIN_PATHS = frozenset({"/metrics", PODS_METRICS_PATH})
 # Of Prometheus's scrape timeout, what a pod has to answer /pods/metrics' fetch of its /metrics: the rest is
@@ -139,23 +138,24 @@ class LocalCluster:
         self._background: set[asyncio.Task[None]] = set()  # the spares' (re)starts
 
     # -- start and stop -----------------------------------------------------------------------------
-    async def start(self) -> None:
-        # The service port comes first: if it is taken, nothing else has been started yet.
-        service = await self._listen("service", self.local.service_port, self._serve_route(None))
-        self.urls["service"] = service
-        for slot in SLOTS:
-            self.urls[f"preview-{slot}"] = await self._listen(f"preview-{slot}", 0, self._serve_route(slot))
+    async def start(self, head_start: HeadStart | None = None) -> None:
+        """Start serving; `head_start`: the sockets and Prometheus the daemon set up before its imports."""
+        head = head_start or await open_head_start(
+            self.run_dir, app=self.config.app.name, service_port=self.local.service_port,
+            prometheus_binary=None if self.config.prometheus.url else self.local.prometheus_binary,
+            scrape_interval_s=self.local.scrape_interval_s)
+        self.prometheus = head.prometheus  # from here on, shutdown stops it
+        try:
+            self.servers.append(await asyncio.start_server(self._serve_route(None), sock=head.service))
+            self.urls["service"] = socket_url(head.service)
+            for slot in SLOTS:
+                self.urls[f"preview-{slot}"] = await self._listen(f"preview-{slot}", 0, self._serve_route(slot))
+        except BaseException:
+            head.admin.close()  # the service socket is its server's now, or closed with it
+            raise
         # The token is in place before the admin API answers, and before state.json says where it listens.
         write_atomically(self.run_dir / ADMIN_TOKEN_FILE, self.admin_token)  # private: created mode 0600
-        self.urls["admin"] = self._serve_admin()
-        if not self.config.prometheus.url:
-            admin_target = self.urls["admin"].removeprefix("http://")
-            # The pods through one stable target: a new pod is in the next scrape, with no discovery wait.
-            self.prometheus = PrometheusServer(
-                self.local.prometheus_binary, self.run_dir / "prometheus", app=self.config.app.name,
-                scrape_interval_s=self.local.scrape_interval_s, router_target=admin_target,
-                pods_target=admin_target)
-            await self.prometheus.launch()
+        self.urls["admin"] = self._serve_admin(head.admin)
         self.urls["prometheus"] = self.prometheus.url if self.prometheus else self.config.prometheus.url
         initial = self.local.initial_version
         if initial:  # empty: nothing serves until a first deploy is promoted (the router answers 503)
@@ -173,27 +173,12 @@ class LocalCluster:
         try:
             server = await asyncio.start_server(handler, HOST, port, reuse_address=True)
         except OSError as exc:
-            raise _cannot_listen(name, port, exc) from None
+            raise cannot_listen(name, port, exc) from None
         self.servers.append(server)
         return f"http://{HOST}:{server.sockets[0].getsockname()[1]}"
 
-    def _serve_admin(self) -> str:
-        """Start uvicorn on a socket bound here, so the port is known (and queues requests) at once."""
-        # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so, and without it
-        # uvicorn's separate head and body writes wait on Nagle's algorithm (40 ms per answer).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((HOST, 0))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise _cannot_listen("admin", 0, exc) from None
-        bound = sock.getsockname()[0]
-        if not ipaddress.ip_address(bound).is_loopback:  # HOST is loopback; this keeps it so
-            sock.close()
-            raise ConfigError(f"the admin API would listen on {bound}, not on loopback; it must never be reachable "
-                              "from another machine")
+    def _serve_admin(self, sock: socket.socket) -> str:
+        """Start uvicorn on `sock`, bound and listening already: the port is known, and queues requests."""
         config = uvicorn.Config(
             self.admin_app(), http="h11", ws="none", lifespan="off", log_config=None, log_level="warning",
             access_log=False, server_header=False, proxy_headers=False, timeout_keep_alive=ADMIN_KEEP_ALIVE_S,
@@ -202,7 +187,7 @@ class LocalCluster:
         self._admin_task = asyncio.get_running_loop().create_task(
             self._admin_server.serve(sockets=[sock]), name="admin API")
         self._admin_task.add_done_callback(self._admin_ended)
-        return f"http://{HOST}:{sock.getsockname()[1]}"
+        return socket_url(sock)
 
     def _admin_ended(self, task: asyncio.Task[None]) -> None:
         # Without its admin API nobody can change or stop the cluster: a failed server stops it all.
@@ -229,7 +214,7 @@ class LocalCluster:
         self.status = "stopping"
         self.write_state()
         if self._admin_server is not None and self._admin_task is not None:
-            self._admin_server.should_exit = True  # answers in progress are finished first
+            self._admin_server.exit_now()  # answers in progress are finished first
             with contextlib.suppress(Exception):
                 await self._admin_task
         for server in self.servers:
@@ -600,8 +585,9 @@ class LocalCluster:
         return json_response(200, lease.to_dict())
 
 
-class _AdminServer(uvicorn.Server):
-    """uvicorn inside the cluster's event loop: SIGTERM and SIGINT stay the cluster's (run_cluster)."""
+class _AdminServer(PromptExitServer):
+    """uvicorn inside the cluster's event loop: SIGTERM and SIGINT stay the cluster's (run_cluster). Its shutdown
+    starts as soon as the cluster's does (exit_now), not at uvicorn's next 0.1 s tick."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -636,19 +622,14 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return json_response(400, {"error": str(exc)})
 
 
-def _cannot_listen(name: str, port: int, exc: OSError) -> ConfigError:
-    key = "local.service_port" if name == "service" else f"the {name} listener"
-    return ConfigError(f"{key}: cannot listen on {HOST}:{port} ({exc.strerror}); free that port or set "
-                       "local.service_port = 0 to pick a free one")
-
-
-async def run_cluster(config: Config, run_dir: Path, *, persistent: bool) -> int:
+async def run_cluster(config: Config, run_dir: Path, *, persistent: bool,
+                      head_start: HeadStart | None = None) -> int:
     cluster = LocalCluster(config, run_dir, persistent=persistent)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, cluster.request_stop)
     try:
-        await cluster.start()
+        await cluster.start(head_start)
         await cluster.run_until_stopped()
     finally:
         await cluster.shutdown()
