@@ -50,7 +50,7 @@ PROBE = Path(__file__).resolve().parent / "release_timing_probe.py"
 GOALS_S = {"persistent": 3.0, "ephemeral": 5.0}
 # The local cluster's default scrape interval (local.scrape_interval_s): a release waits for the candidate's
 # first scrape, so the repeats start at evenly spread points of this cycle.
-SCRAPE_INTERVAL_S = 1.0
+SCRAPE_INTERVAL_S = 0.5
 FIRST_SCRAPE_TIMEOUT_S = 30.0
 
 CONFIG = """

@@ -19,8 +19,8 @@ Timed, per worker count (the median over --repeat runs):
 - before the first item: from the pytest process's start to the first item's start (the ledger), which is
   where xdist's worker start-up shows; after the last item: from the last item's end to the process's exit
   (reports, and the workers shutting down).
-A release's provision waits for the candidate's first Prometheus scrape: 0-1 s, by where in the cluster's
-scrape interval (1 s; its Prometheus scrapes every pod through one stable target) it lands. Runs alternate,
+A release's provision waits for the candidate's first Prometheus scrape: 0-0.5 s, by where in the cluster's
+scrape interval (0.5 s; its Prometheus scrapes every pod through one stable target) it lands. Runs alternate,
 so without care each worker count could meet that cycle at its own fixed point and the speed-up would
 measure that luck. The runs start once Prometheus has scraped the cluster at all (its first discovery tick,
 about 5 s after `up`), each round starts its runs at the same point of the scrape cycle (counted from then),
@@ -51,7 +51,7 @@ from bench.figures import Figure, emit  # noqa: E402
 from bench.release_bench import wait_first_scrape  # noqa: E402
 from tests.local_cluster import run_module  # noqa: E402
 
-SCRAPE_CYCLE_S = 1.0
+SCRAPE_CYCLE_S = 0.5
 """The local cluster's scrape interval (local.scrape_interval_s's default; see the module docstring)."""
 
 STAGES = {"smoke": 8, "analysis": 8, "post_switch": 4}

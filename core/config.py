@@ -177,7 +177,7 @@ class LocalConfig(_Section):
     min_ready_s: float = Field(default=1.0, ge=0, le=MAX_SECONDS, description="like minReadySeconds")
     readiness_path: str = "/readyz"
     prometheus_binary: str = "prometheus"
-    scrape_interval_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)
+    scrape_interval_s: float = Field(default=0.5, gt=0, le=MAX_SECONDS)
     drain_timeout_s: float = Field(default=10.0, ge=0, le=MAX_SECONDS)
     upstream_timeout_s: float = Field(default=30.0, gt=0, le=MAX_SECONDS,
                                       description="the router's wait for a pod's answer")
