@@ -213,15 +213,23 @@ def breakdown(args: argparse.Namespace, started: float, ended: float, timings: d
     parts["preflight: cluster start or attach (beyond min_ready_s)"] = open_s - args.min_ready_s * in_open
     parts["preflight: the rest"] = item_s("release::preflight") - open_s
     deploy_s = _seconds(timings, "provision.deploy")
-    scrape_s = _seconds(timings, "provision.first_scrape")
+    scrape_spans = _spans(timings, "first_scrape")
+
+    def scrape_wait_in(item: dict[str, Any] | None) -> float:
+        """The part of an item spent waiting for the candidate's first scrape (provision, or the first item
+        after the smoke stage: plugins/prometheus_gate.py)."""
+        return 0.0 if item is None else sum(max(0.0, min(item["end"], span["end"]) - max(item["start"], span["start"]))
+                                            for span in scrape_spans)
+
     provision = items.get("release::provision")
     in_provision = [s for s in ready_spans if provision and provision["start"] <= s["start"] <= provision["end"]]
     readiness_s = sum(s["end"] - s["start"] for s in in_provision)
     parts["provision: deploy call"] = deploy_s
     parts["provision: candidate pods ready (start, probe; beyond min_ready_s)"] = \
         readiness_s - args.min_ready_s * len(in_provision)
-    parts["provision: first Prometheus scrape of the candidate"] = scrape_s
-    parts["provision: the rest"] = item_s("release::provision") - deploy_s - readiness_s - scrape_s
+    parts["first Prometheus scrape of the candidate (after the smoke stage)"] = sum(
+        span["end"] - span["start"] for span in scrape_spans)
+    parts["provision: the rest"] = item_s("release::provision") - deploy_s - readiness_s - scrape_wait_in(provision)
     locust: list[float] = []
     other_tests = 0.0
     for nodeid, item in items.items():
@@ -229,7 +237,7 @@ def breakdown(args: argparse.Namespace, started: float, ended: float, timings: d
             continue
         test = tests.get(nodeid)
         window = _load_window_s(test) if test else None
-        duration = item["end"] - item["start"]
+        duration = item["end"] - item["start"] - scrape_wait_in(item)
         if window is not None and test is not None and test["stage"] in minimum_load_s:
             locust.append(duration - window)
         else:

@@ -107,7 +107,7 @@ def _install() -> None:
     target.LocalTarget.deploy = _spanned("provision.deploy", target.LocalTarget.deploy)  # type: ignore[method-assign]
     target.LocalTarget.close = _spanned("target.close", target.LocalTarget.close)  # type: ignore[method-assign]
     gate = prometheus_gate.LivePrometheusGate
-    gate.wait_until_scraped = _spanned("provision.first_scrape", gate.wait_until_scraped)  # type: ignore[method-assign]
+    gate.wait_until_scraped = _spanned("first_scrape", gate.wait_until_scraped)  # type: ignore[method-assign]
     finish.write_report = _spanned("reports.release_report", finish.write_report)
     prometheus_client.PrometheusClient.query = _counted_query(  # type: ignore[method-assign]
         prometheus_client.PrometheusClient.query)

@@ -19,7 +19,7 @@ Timed, per worker count (the median over --repeat runs):
 - before the first item: from the pytest process's start to the first item's start (the ledger), which is
   where xdist's worker start-up shows; after the last item: from the last item's end to the process's exit
   (reports, and the workers shutting down).
-A release's provision waits for the candidate's first Prometheus scrape: 0-0.5 s, by where in the cluster's
+A release waits for the candidate's first Prometheus scrape after its smoke stage: 0-0.5 s, by where in the cluster's
 scrape interval (0.5 s; its Prometheus scrapes every pod through one stable target) it lands. Runs alternate,
 so without care each worker count could meet that cycle at its own fixed point and the speed-up would
 measure that luck. The runs start once Prometheus has scraped the cluster at all (its first discovery tick,

@@ -180,19 +180,24 @@ class ReleaseController:
         deployed = time.monotonic()
         status = target.wait_ready(slot, self.config.stages.provision)
         ready = time.monotonic()
-        self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
-        scraped = time.monotonic()
+        scrape_parts: list[tuple[str, str]] = []
+        if exposed:  # every request of the users' share must be counted: Prometheus reads the pods first
+            self.prometheus.wait_until_scraped(target.metrics_scope(), self.options.version, status.ready_replicas)
+            scrape_parts.append(("release.provision.first_scrape_s", f"{time.monotonic() - ready:.2f}"))
         self.candidate_at_ready = target.workload_status(slot)  # restarts from here on stop the release
         ready_s = time.monotonic() - started
         endpoints = target.endpoints(slot)
-        self._publish(endpoints)
+        # Otherwise the smoke stage runs while Prometheus finds the pods; the first load, analysis or traffic
+        # change waits for it (plugins/prometheus_gate.await_first_scrape).
+        self._publish(endpoints, first_scrape_of=None if exposed else status.ready_replicas)
         self._record(Phase.VERIFYING)
         # Where provisioning spends its time (the report's phase parts): the deploy call, the pods' start
-        # and readiness (min_ready_s included), and the wait for Prometheus's first scrape of every pod.
+        # and readiness (min_ready_s included), and the wait for Prometheus's first scrape of every pod when
+        # provision waits for it.
         return ActionResult([("release.provision.ready_s", f"{ready_s:.2f}"),
                              ("release.provision.deploy_s", f"{deployed - started:.2f}"),
                              ("release.provision.readiness_s", f"{ready - deployed:.2f}"),
-                             ("release.provision.first_scrape_s", f"{scraped - ready:.2f}"),
+                             *scrape_parts,
                              ("release.provision.replicas", f"{status.ready_replicas}/{status.replicas}"),
                              ("release.candidate_url", endpoints[Role.CANDIDATE].url)])
 

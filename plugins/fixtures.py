@@ -21,9 +21,11 @@ from releasegate.core.checks import CheckOutcome, RecordCheck
 from releasegate.core.config import Config
 from releasegate.core.progress import ProgressCallback
 from releasegate.core.types import Endpoint, Role
+from releasegate.plugins.items import STAGE_KEY
 from releasegate.plugins.ledger import Ledger, ReleaseContext
 from releasegate.plugins.load_slot import LoadSlot, held, load_slot_for
 from releasegate.plugins.progress import progress_callback
+from releasegate.plugins.prometheus_gate import UNGATED_STAGES, LivePrometheusGate, await_first_scrape
 
 if TYPE_CHECKING:
     from releasegate.targets.kubernetes.load_workers import LoadWorkerJob, WorkerJobs
@@ -276,6 +278,9 @@ class SuiteFixtures:
         endpoints = self._endpoints()
         if Role.CANDIDATE not in endpoints:
             raise RuntimeError("no candidate endpoint: the release was not provisioned (see release::provision)")
+        stage = request.node.stash.get(STAGE_KEY, None)
+        if stage is not None and stage.name in UNGATED_STAGES:  # a smoke test that reads Prometheus
+            await_first_scrape(self.ledger, LivePrometheusGate(self.config.prometheus))
         with Metrics(scope, timeout_s=self.prometheus_timeout_s, record=recorder_for(request.node),
                      candidate=endpoints[Role.CANDIDATE], baseline=endpoints.get(Role.BASELINE)) as metrics:
             yield metrics

@@ -76,6 +76,9 @@ class ReleaseContext:
     canary_weight: int | None = None  # the candidate's percent of traffic in the current canary step
     step_started_at: float | None = None  # wall clock (epoch s) when the current step's split took effect
     exposed_at_provision: bool = False  # users reach the candidate from provision on (a canary Rollout)
+    # Candidate pods Prometheus must have scraped before the first load, analysis or traffic change, when
+    # provision left that wait to them (plugins/prometheus_gate.await_first_scrape); None: nothing to wait for.
+    first_scrape_of: int | None = None
     decision: Decision | None = None
     # Why the release stopped when no test failed: each says a different kind of stop.
     usage_error: str | None = None  # bad input found after the run started (a test in no stage)

@@ -21,6 +21,7 @@ from releasegate.core.recovery import RECOVERED_PROPERTY
 from releasegate.core.redact import redact_tree
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, Decision, Ledger, Outcome
 from releasegate.plugins.options import ReleaseOptions
+from releasegate.plugins.prometheus_gate import FIRST_SCRAPE_PROPERTY
 from releasegate.plugins.report_data import chart_data
 from releasegate.plugins.report_schema import schema_fields
 from releasegate.plugins.signals import INTERRUPTED_PROPERTY
@@ -31,7 +32,7 @@ PHASE_PARTS = {
     "release.preflight.target_open_s": ("preflight", "target_open"),
     "release.provision.deploy_s": ("provision", "deploy"),
     "release.provision.readiness_s": ("provision", "readiness"),
-    "release.provision.first_scrape_s": ("provision", "first_scrape"),
+    "release.provision.first_scrape_s": ("provision", "first_scrape"),  # when users reach it from provision on
 }
 
 CHECK_FIELDS = ("verdict", "value", "threshold", "subject", "source", "window", "samples", "bound", "message",
@@ -180,6 +181,9 @@ class ReleaseReporter:
                 if name in PHASE_PARTS:
                     stage, part = PHASE_PARTS[name]
                     parts.setdefault(stage, {})[part] = float(value)
+                elif name == FIRST_SCRAPE_PROPERTY:  # the first item after the smoke stage waited for it
+                    stage_parts = parts.setdefault(outcome.stage, {})  # xdist: items of one stage may each wait
+                    stage_parts["first_scrape"] = max(stage_parts.get("first_scrape", 0.0), float(value))
         return parts
 
     def traffic_steps(self) -> list[dict[str, str]]:

@@ -18,6 +18,13 @@ from releasegate.plugins.gates import wait_for_turn
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem
 from releasegate.plugins.ledger import INCONCLUSIVE_PROPERTY, ItemRecord, Outcome
 from releasegate.plugins.progress import progress_callback
+from releasegate.plugins.prometheus_gate import (
+    FIRST_SCRAPE_PROPERTY,
+    UNGATED_STAGES,
+    LivePrometheusGate,
+    PrometheusGate,
+    await_first_scrape,
+)
 from releasegate.plugins.run import ReleaseRun
 from releasegate.plugins.signals import INTERRUPTED_PROPERTY, InterruptedBySignal, SignalGuard, running_phase
 from releasegate.plugins.stages import STAGE_PROPERTY, Stage
@@ -50,6 +57,7 @@ class ReleaseRuntime:
         self.items: list[pytest.Item] = []
         self.controller: ReleaseController | None = None
         self.current_stage: str | None = None  # the stage of the item this process runs now
+        self.first_scrape_seen = False  # this process has seen Prometheus scrape the candidate (await_first_scrape)
         self.collecting = True
         # SIGINT/SIGTERM stop the release through its own items (plugins/signals.py). The cleanup is bounded
         # by the rollback's deadline; the xdist controller, which waits for its workers, gets some more.
@@ -120,6 +128,17 @@ class ReleaseRuntime:
             pytest.skip(turn.stop_reason)
         if stage.name == "post_switch" and self.run.options.dry_run:
             pytest.skip("dry run: traffic never moved to the candidate, so there is no switch to check after")
+        if stage.name not in UNGATED_STAGES and not self.first_scrape_seen:
+            waited = await_first_scrape(self.run.ledger, self._prometheus_gate())
+            self.first_scrape_seen = True
+            if waited is not None:
+                item.user_properties.append((FIRST_SCRAPE_PROPERTY, f"{waited:.2f}"))
+
+    def _prometheus_gate(self) -> PrometheusGate:
+        """The controller's, in the process that runs the actions (a test may give it a fake); else a live one."""
+        if self.controller is not None:
+            return self.controller.prometheus
+        return LivePrometheusGate(self.run.release_config.prometheus)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:

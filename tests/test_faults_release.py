@@ -1,7 +1,8 @@
 """Dependency faults in whole releases on the local target: never promoted, one clear line, nothing half-switched.
 
-Three faults that only a whole run shows: Prometheus dying before the analysis, a candidate pod dying in the
-middle of it, and a disk that is full when the reports are written (after the decision).
+Faults that only a whole run shows: Prometheus dying before the analysis or while it should find the
+candidate, a candidate pod dying in the middle of the analysis, and a disk that is full when the reports
+are written (after the decision).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def test_candidate_success_rate(metrics, candidate):
 
 def test_prometheus_down_before_the_analysis_rolls_back_with_one_line(project: ReleaseProject) -> None:
     project.minimal_suites()
-    project.write_suite("smoke/test_zz_kill_prometheus.py", KILLS_PROMETHEUS)
+    # First in the analysis stage: after the wait for the candidate's first scrape, before the query.
+    project.write_suite("analysis/test_aa_kill_prometheus.py", KILLS_PROMETHEUS)
     project.write_suite("analysis/test_slo.py", ASKS_PROMETHEUS)
     project.start_background_cluster()
     result = project.release("--release", "v2")
@@ -61,6 +63,30 @@ def test_prometheus_down_before_the_analysis_rolls_back_with_one_line(project: R
     line = case["message"].splitlines()[0]
     assert "Prometheus at http://127.0.0.1:" in line
     assert "is unreachable (connection refused or host unknown); check that it runs" in line
+    assert junit.case("switch")["outcome"] == "skipped"
+    result.stdout.fnmatch_lines(["*releasegate: why: analysis failed: Prometheus at http://127.0.0.1:* is "
+                                 "unreachable (connection refused or host unknown); check that it runs*"])
+    state = project.cluster_state()
+    assert state["traffic"] == {"blue": 100}
+    assert state["slots"]["green"]["pods"] == []
+
+
+def test_prometheus_down_while_it_should_find_the_candidate_rolls_back_with_one_line(
+        project: ReleaseProject) -> None:
+    """The smoke stage runs while Prometheus finds the candidate; if Prometheus dies then, the first item after
+    the smoke stage cannot see the candidate scraped: it errors with one line, and nothing is switched."""
+    project.minimal_suites()
+    project.write_suite("smoke/test_zz_kill_prometheus.py", KILLS_PROMETHEUS)
+    project.write_suite("analysis/test_slo.py", ASKS_PROMETHEUS)
+    project.start_background_cluster()
+    result = project.release("--release", "v2")
+    assert result.ret == 1, result.stdout.str()
+    junit = project.junit()
+    assert junit.suite_properties["release.decision"] == "rolled-back"
+    case = junit.case("test_analysis_sees_the_right_versions")  # the first item after the smoke stage
+    assert case["outcome"] == "error"
+    assert "is unreachable (connection refused or host unknown); check that it runs" in case["message"]
+    assert junit.case("test_candidate_success_rate")["outcome"] == "skipped"
     assert junit.case("switch")["outcome"] == "skipped"
     result.stdout.fnmatch_lines(["*releasegate: why: analysis failed: Prometheus at http://127.0.0.1:* is "
                                  "unreachable (connection refused or host unknown); check that it runs*"])

@@ -1,5 +1,7 @@
 """The waits a release no longer pays (issue 13) protect its decisions as before.
 
+- Provision leaves the wait for the candidate's first scrape to the first item after the smoke stage:
+  smoke runs during it, and no load or analysis starts before it.
 - The provision gate looks every 50 ms (was 200 ms) and still starts the analysis only once Prometheus has
   scraped every candidate pod successfully.
 - A cluster starts its first pods while Prometheus starts, and says it runs only once Prometheus answers
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ from releasegate.targets.local.client import read_state_file, write_cluster_conf
 from releasegate.targets.local.cluster import LocalCluster
 from releasegate.verifiers.metrics import Metrics
 from tests.local_cluster import local_config, processes_mentioning
+from tests.release_project import ReleaseProject
 
 APP = "demo"
 
@@ -192,3 +196,46 @@ def test_the_cluster_process_launches_prometheus_before_it_imports_its_server_si
         output = daemon.communicate(timeout=30)[0].decode()
     assert daemon.returncode == 0, output
     assert processes_mentioning(str(run_dir)) == [] and processes_mentioning(str(binary)) == []
+
+
+def test_smoke_runs_while_prometheus_finds_the_candidate_and_the_first_load_waits_for_it(
+        project: ReleaseProject) -> None:
+    """Provision no longer waits for Prometheus's first scrape of the candidate (on a fresh local cluster,
+    about 5 s after its Prometheus started): the smoke stage runs meanwhile, and the first item after it
+    waits. So the load meets every candidate pod scraped, as it did after provision, and its JUnit testcase
+    and the report's phase parts say how long that wait took."""
+    events = project.path / "events.txt"
+    project.minimal_suites()
+    project.write_suite("conftest.py", f"""
+        from releasegate.plugins.prometheus_gate import LivePrometheusGate
+
+        waits = LivePrometheusGate.wait_until_scraped
+
+        def noted(self, scope, version, replicas):
+            waits(self, scope, version, replicas)
+            with open({str(events)!r}, "a") as out:
+                out.write(f"scraped {{version}} x{{replicas}}\\n")
+
+        LivePrometheusGate.wait_until_scraped = noted
+    """)
+    project.write_suite("smoke/test_smoke_order.py", f"""
+        def test_smoke_goes_first(candidate):
+            with open({str(events)!r}, "a") as out:
+                out.write("smoke\\n")
+    """)
+    project.write_suite("load/test_load_order.py", f"""
+        def test_the_load_meets_the_candidate_scraped(metrics, release):
+            with open({str(events)!r}, "a") as out:
+                out.write(f"load: {{metrics.targets_up(version=release.version)}} pod(s) scraped\\n")
+    """)
+    project.start_background_cluster()
+    result = project.release("--release", "v2")
+    assert result.ret == 0, result.stdout.str()
+    assert events.read_text().splitlines() == ["smoke", "scraped v2 x1", "load: 1 pod(s) scraped"]
+    junit = project.junit()
+    assert "release.provision.first_scrape_s" not in dict(junit.case("provision")["properties"])
+    waited = dict(junit.case("test_the_load_meets_the_candidate_scraped")["properties"])
+    assert float(waited["release.first_scrape.waited_s"]) >= 0
+    report = json.loads((project.path / "reports" / "latest" / "release-report.json").read_text())
+    assert set(report["phase_parts_s"]["load"]) == {"first_scrape"}
+    assert "first_scrape" not in report["phase_parts_s"].get("provision", {})

@@ -34,6 +34,7 @@ from releasegate.plugins.controller import ReleaseController
 from releasegate.plugins.items import INDEX_KEY, STAGE_KEY, ActionItem, order_items
 from releasegate.plugins.ledger import Decision, ItemRecord, Ledger, Outcome, ReleaseContext
 from releasegate.plugins.options import ReleaseOptions
+from releasegate.plugins.prometheus_gate import await_first_scrape
 from releasegate.plugins.reporting import ReleaseReporter
 from releasegate.plugins.scheduler import StageScheduling
 from releasegate.plugins.stages import blue_green_stages
@@ -374,6 +375,11 @@ class FakeTarget:
         self.calls.append("close")
 
 
+class ExposedAtProvision(FakeTarget):
+    def exposes_candidate_at_provision(self) -> bool:
+        return True
+
+
 class FakePrometheus:
     def __init__(self) -> None:
         self.asked: list[str] = []
@@ -404,13 +410,42 @@ def test_a_good_release_acts_once_per_stage_in_order(tmp_path: Path) -> None:
     controller.close()
     assert target.calls == ["prepare_image v2", "acquire_lock", "deploy green v2", "wait_ready green",
                             "set_traffic green 100%", "scale_down blue", "release_lock", "close"]
-    assert prometheus.asked == ["reachable http://prometheus", "scraped v2 x2"]
+    assert prometheus.asked == ["reachable http://prometheus"]  # the first scrape: see the next test
     assert target.states == ["started", "provisioning", "verifying", "switching", "switched", "finalizing",
                              "promoted"]
     context = controller.ledger.read_context()
     assert (context.decision, context.previous_version, context.candidate_slot) == (Decision.PROMOTED, "v1",
                                                                                     "green")
     assert context.endpoints[Role.SERVICE].slot == "green"
+
+
+def test_provision_leaves_the_wait_for_the_first_scrape_to_the_first_stage_after_smoke(tmp_path: Path) -> None:
+    """The smoke stage runs while Prometheus finds the candidate: provision says how many pods it must
+    scrape, and the first item after the smoke stage waits for them (once per process, in the runtime)."""
+    target = FakeTarget()
+    controller, prometheus = _controller(tmp_path, target)
+    controller.run("preflight")
+    controller.run("provision")
+    assert prometheus.asked == ["reachable http://prometheus"]
+    assert controller.ledger.read_context().first_scrape_of == 2
+    assert await_first_scrape(controller.ledger, prometheus) is not None
+    assert prometheus.asked == ["reachable http://prometheus", "scraped v2 x2"]
+    controller.close()
+
+
+def test_a_candidate_users_reach_from_provision_on_is_scraped_before_provision_ends(tmp_path: Path) -> None:
+    """A canary Rollout's first step sends users to the candidate at provision: each of their requests must be
+    counted, so provision itself waits, and nothing is left to the stages after it."""
+    target = ExposedAtProvision()
+    controller, prometheus = _controller(tmp_path, target)
+    controller.run("preflight")
+    result = controller.run("provision")
+    assert prometheus.asked == ["reachable http://prometheus", "scraped v2 x2"]
+    assert "release.provision.first_scrape_s" in dict(result.properties)
+    assert controller.ledger.read_context().first_scrape_of is None
+    assert await_first_scrape(controller.ledger, prometheus) is None
+    assert prometheus.asked == ["reachable http://prometheus", "scraped v2 x2"]
+    controller.close()
 
 
 def test_a_failed_verification_removes_the_candidate_and_never_moves_traffic(tmp_path: Path) -> None:
