@@ -47,10 +47,20 @@ def test_candidate_success_rate(metrics, candidate):
 """
 
 
-def test_prometheus_down_before_the_analysis_rolls_back_with_one_line(project: ReleaseProject) -> None:
+# Where Prometheus dies, and which testcase then reports it (the first one to need Prometheus). In the smoke
+# stage: while Prometheus should find the candidate, so the first item after the smoke stage, which waits
+# for that, errors. First in the analysis stage: after that wait, so the query itself fails.
+PROMETHEUS_DIES = [
+    ("smoke/test_zz_kill_prometheus.py", "test_analysis_sees_the_right_versions", "error"),
+    ("analysis/test_aa_kill_prometheus.py", "test_candidate_success_rate", "failure"),
+]
+
+
+@pytest.mark.parametrize(("killer", "reporting_case", "outcome"), PROMETHEUS_DIES)
+def test_prometheus_down_before_the_analysis_rolls_back_with_one_line(
+        project: ReleaseProject, killer: str, reporting_case: str, outcome: str) -> None:
     project.minimal_suites()
-    # First in the analysis stage: after the wait for the candidate's first scrape, before the query.
-    project.write_suite("analysis/test_aa_kill_prometheus.py", KILLS_PROMETHEUS)
+    project.write_suite(killer, KILLS_PROMETHEUS)
     project.write_suite("analysis/test_slo.py", ASKS_PROMETHEUS)
     project.start_background_cluster()
     result = project.release("--release", "v2")
@@ -58,35 +68,10 @@ def test_prometheus_down_before_the_analysis_rolls_back_with_one_line(project: R
     result.stdout.fnmatch_lines(["*releasegate: v2 was rolled back (previous: v1); exit code 1*"])
     junit = project.junit()
     assert junit.suite_properties["release.decision"] == "rolled-back"
-    case = junit.case("test_candidate_success_rate")
-    assert case["outcome"] == "failure"
-    line = case["message"].splitlines()[0]
-    assert "Prometheus at http://127.0.0.1:" in line
-    assert "is unreachable (connection refused or host unknown); check that it runs" in line
-    assert junit.case("switch")["outcome"] == "skipped"
-    result.stdout.fnmatch_lines(["*releasegate: why: analysis failed: Prometheus at http://127.0.0.1:* is "
-                                 "unreachable (connection refused or host unknown); check that it runs*"])
-    state = project.cluster_state()
-    assert state["traffic"] == {"blue": 100}
-    assert state["slots"]["green"]["pods"] == []
-
-
-def test_prometheus_down_while_it_should_find_the_candidate_rolls_back_with_one_line(
-        project: ReleaseProject) -> None:
-    """The smoke stage runs while Prometheus finds the candidate; if Prometheus dies then, the first item after
-    the smoke stage cannot see the candidate scraped: it errors with one line, and nothing is switched."""
-    project.minimal_suites()
-    project.write_suite("smoke/test_zz_kill_prometheus.py", KILLS_PROMETHEUS)
-    project.write_suite("analysis/test_slo.py", ASKS_PROMETHEUS)
-    project.start_background_cluster()
-    result = project.release("--release", "v2")
-    assert result.ret == 1, result.stdout.str()
-    junit = project.junit()
-    assert junit.suite_properties["release.decision"] == "rolled-back"
-    case = junit.case("test_analysis_sees_the_right_versions")  # the first item after the smoke stage
-    assert case["outcome"] == "error"
+    case = junit.case(reporting_case)
+    assert case["outcome"] == outcome
+    assert "Prometheus at http://127.0.0.1:" in case["message"]
     assert "is unreachable (connection refused or host unknown); check that it runs" in case["message"]
-    assert junit.case("test_candidate_success_rate")["outcome"] == "skipped"
     assert junit.case("switch")["outcome"] == "skipped"
     result.stdout.fnmatch_lines(["*releasegate: why: analysis failed: Prometheus at http://127.0.0.1:* is "
                                  "unreachable (connection refused or host unknown); check that it runs*"])
