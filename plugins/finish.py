@@ -7,6 +7,7 @@ so the outcome is the same with or without `-n`.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,22 @@ from typing import Any
 import pytest
 
 from releasegate.plugins.frozen_heap import freeze_long_lived
-from releasegate.plugins.html_report import HTML_REPORT_NAME, warm_up_html_report, write_html_report
+from releasegate.plugins.html_report import (
+    HTML_REPORT_NAME,
+    FigureCache,
+    prerender_html_report,
+    warm_up_html_report,
+    write_html_report,
+)
+from releasegate.plugins.items import ACTION_PREFIX
 from releasegate.plugins.junit_format import move_case_properties_to_output
 from releasegate.plugins.ledger import Decision
 from releasegate.plugins.reporting import REPORT_MODE, ReleaseReporter, describe_overlaps, point_latest_at, write_report
 from releasegate.plugins.run import JUNIT_NAME, REPORT_NAME, ReleaseRun
 from releasegate.plugins.runtime import ReleaseRuntime
 from releasegate.plugins.signals import interrupted_reason, junit_error_instead_of_failure
+
+FINALIZE_NODEID = f"{ACTION_PREFIX}finalize"  # the action item of the finalize stage
 
 _DECISION_VERBS = {Decision.PROMOTED: "now serves all traffic", Decision.ROLLED_BACK: "was rolled back",
                    Decision.NOT_PROMOTED: "was not promoted",
@@ -38,6 +48,8 @@ class ReleaseFinish:
         self._failed_reports: list[str] = []
         self._disk_problem = False  # a report failed on an OSError (a full disk), not on a charting bug
         self._html_warm_up: threading.Thread | None = None
+        self._figures = FigureCache()  # the HTML report's charts, rendered ahead during finalize
+        self._html_prerender: threading.Thread | None = None
 
     @pytest.hookimpl(tryfirst=True)  # before the loop that runs the items (firstresult: it ends the hook)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
@@ -48,6 +60,18 @@ class ReleaseFinish:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.run.is_worker:
             self.reporter.add(report)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        # Finalize keeps the old slot warm (release.keep_warm_s) and computes nothing: every test has ended,
+        # so their charts are rendered meanwhile, and the page written after the decision renders the rest.
+        if (self.run.is_worker or not self.run.writes_reports or nodeid != FINALIZE_NODEID
+                or self._html_prerender is not None):
+            return
+        try:  # the report so far, as JSON: the thread shares no object with this one
+            report = json.loads(json.dumps(self.reporter.summary(self.reporter.exit_code(0)), default=str))
+        except Exception:  # a pre-render is only a head start: the final page renders everything it must
+            return
+        self._html_prerender = prerender_html_report(report, self._figures, after=self._html_warm_up)
 
     # An item a signal interrupted is an error everywhere: the terminal's counts, JUnit, the report.
     @pytest.hookimpl(tryfirst=True)
@@ -99,10 +123,12 @@ class ReleaseFinish:
             write_report(summary, self.run.report_dir / REPORT_NAME)
         except OSError as exc:  # the decision must still reach the terminal and the exit code
             self._report_failed(REPORT_NAME, exc)
-        if self._html_warm_up is not None:  # Plotly's imports and caches are filled by one thread at a time
-            self._html_warm_up.join()
+        for thread in (self._html_warm_up, self._html_prerender):  # Plotly's caches: one thread at a time
+            if thread is not None:
+                thread.join()
         try:
-            write_html_report(summary, self.run.report_dir / HTML_REPORT_NAME, mode=REPORT_MODE)
+            write_html_report(summary, self.run.report_dir / HTML_REPORT_NAME, mode=REPORT_MODE,
+                              cache=self._figures)
         except Exception as exc:  # a full disk or a charting bug: the HTML is a view, the decision stands
             self._report_failed(HTML_REPORT_NAME, exc)
         self.summary = summary

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +119,47 @@ def figure_html(figure: Any, element_id: str) -> str:
                            config={"displaylogo": False, "responsive": True}))
 
 
-def render_html(report: Mapping[str, Any]) -> str:
+class FigureCache:
+    """Charts already rendered, by everything they are drawn from: a page rendered while the release still
+    runs (`prerender_html_report`) leaves the charts of the tests that had finished, and the final page
+    reuses each one whose inputs have not changed since. Only the charts of one stage's checks and of one
+    load are kept; the timeline and the traffic split change to the end."""
+
+    def __init__(self) -> None:
+        self._html: dict[str, str] = {}
+        self._lock = threading.Lock()  # filled by the pre-render's thread, read by the final page's
+        self.rendered = 0  # charts rendered through this cache (not reused): what a test can count
+
+    def fragment(self, inputs: Any, element_id: str, figure: Callable[[], Any]) -> str | None:
+        """The chart's HTML, from the cache when these exact inputs drew it before; None without a chart."""
+        key = json.dumps([element_id, inputs], sort_keys=True, default=str)
+        with self._lock:
+            found = self._html.get(key)
+        if found is not None:
+            return found
+        drawn = figure()
+        if drawn is None:
+            return None
+        made = figure_html(drawn, element_id)
+        with self._lock:
+            self._html[key] = made
+            self.rendered += 1
+        return made
+
+
+def render_html(report: Mapping[str, Any], cache: FigureCache | None = None) -> str:
     """The whole page as a string (Plotly inlined)."""
     from plotly.offline import get_plotlyjs
 
+    parts = _body(report, cache or FigureCache())
+    title = f"Release {report.get('version')}: {report.get('decision')}"
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style>'
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
+            f"<body>{''.join(parts)}</body></html>\n")
+
+
+def _body(report: Mapping[str, Any], cache: FigureCache) -> list[str]:
     from releasegate.plugins.html_figures import checks_figure, load_figure, timeline_figure, traffic_figure
 
     parts = [decision_html(report), "<h2>Phases</h2>"]
@@ -133,24 +172,26 @@ def render_html(report: Mapping[str, Any]) -> str:
     for number, stage in enumerate(stages):
         parts.append(f"<h3>{_text(stage)}</h3>")
         tests = [test for test in report.get("tests", []) if test["stage"] == stage]
-        checks = checks_figure(stage, tests)
+        checks = cache.fragment(["checks", stage, tests], f"checks-{number}",
+                                partial(checks_figure, stage, tests))
         if checks is not None:
-            parts.append(figure_html(checks, f"checks-{number}"))
+            parts.append(checks)
         loads = [load for load in report.get("load_histograms") or [] if load["stage"] == stage]
         for index, load in enumerate(loads):
-            figure = load_figure(load, report)
+            # A load's chart is drawn from the load, its test's checks, and which versions are the candidate
+            # and the baseline (its colours): nothing else of the report.
+            inputs = ["load", load, report.get("version"), report.get("previous"),
+                      [test.get("checks") for test in report.get("tests", []) if test["nodeid"] == load["nodeid"]]]
+            figure = cache.fragment(inputs, f"load-{number}-{index}",
+                                    partial(load_figure, load, report))
             if figure is not None:
-                parts.append(figure_html(figure, f"load-{number}-{index}"))
+                parts.append(figure)
     parts.append("<h2>Traffic split over time</h2>")
     traffic = traffic_figure(report)
     parts.append(figure_html(traffic, "traffic") if traffic is not None else '<p class="none">No traffic data.</p>')
     parts.append("<h2>Checks that did not pass</h2>")
     parts.append(problems_html(report))
-    title = f"Release {report.get('version')}: {report.get('decision')}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_STYLE}</style>'
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head>'
-            f"<body>{''.join(parts)}</body></html>\n")
+    return parts
 
 
 # A page with one bar and one step line: rendering it imports Plotly and builds the classes and validators that
@@ -176,8 +217,26 @@ def warm_up_html_report(then: Callable[[], None] = lambda: None) -> threading.Th
     return thread
 
 
-def write_html_report(report: Mapping[str, Any], path: Path, *, mode: int = 0o644) -> None:
+def prerender_html_report(report: Mapping[str, Any], cache: FigureCache,
+                          after: threading.Thread | None = None) -> threading.Thread:
+    """Render the charts of a report taken while the release still runs into `cache`, in a thread (after
+    `after`, the warm-up: Plotly's caches are filled by one thread at a time). The final page then renders
+    only what changed since. A failure here means nothing: the final page renders everything it must."""
+
+    def render() -> None:
+        if after is not None:
+            after.join()
+        with contextlib.suppress(Exception):
+            _body(report, cache)
+
+    thread = threading.Thread(target=render, name="releasegate html pre-render", daemon=True)
+    thread.start()
+    return thread
+
+
+def write_html_report(report: Mapping[str, Any], path: Path, *, mode: int = 0o644,
+                      cache: FigureCache | None = None) -> None:
     """Write the page whole or not at all (core.files), readable by others like the other reports."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, render_html(report), mode=mode)
+    write_atomically(path, render_html(report, cache), mode=mode)
 

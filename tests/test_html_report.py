@@ -27,8 +27,10 @@ import pytest
 from releasegate.core.types import Endpoint, Role
 from releasegate.plugins.html_figures import checks_figure, load_figure, timeline_figure, traffic_figure
 from releasegate.plugins.html_report import (
+    FigureCache,
     decision_html,
     problems_html,
+    prerender_html_report,
     render_html,
     warm_up_html_report,
     write_html_report,
@@ -337,6 +339,28 @@ def test_the_warm_up_renders_in_its_own_thread_writes_nothing_and_changes_no_pag
     assert not thread.is_alive() and thread.daemon  # a daemon: it never holds up the interpreter's exit
     assert list(tmp_path.iterdir()) == []
     assert render_html(report) == page
+
+
+def test_charts_rendered_during_finalize_make_the_same_page_and_only_what_changed_is_rendered_again() -> None:
+    """The reporting process renders the report so far while finalize keeps the old slot warm
+    (plugins/finish.py). The page after the decision reuses a chart only when everything it is drawn from is
+    unchanged: it is the page a cold render gives, whatever changed in between."""
+    provisional = report_with(decision="not-promoted", exit_code=5, phase_times_s={"load": 15.0})
+    cache = FigureCache()
+    thread = prerender_html_report(provisional, cache)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon
+    charts = cache.rendered
+    assert charts == 4  # the checks of the load and analysis stages, and their two loads
+
+    final = report_with()  # the decision, the phase times, the timeline: none of them is in a cached chart
+    assert render_html(final, cache) == render_html(final)
+    assert cache.rendered == charts  # every chart reused
+
+    changed = report_with()  # the analysis test's checks changed after the pre-render: its charts are redrawn
+    changed["tests"][1] = {**changed["tests"][1], "checks": CHECKS[2:3]}
+    assert render_html(changed, cache) == render_html(changed)
+    assert cache.rendered == charts + 2  # the analysis stage's checks chart and its load's chart
 
 
 # --- a real rolled-back release, in a real browser ---------------------------------------------------------
